@@ -1,0 +1,113 @@
+"""Sampling as a generator of step records.
+
+recipe -> model adapter -> composition rule -> sampler -> records.
+
+Each step i at timestep t:
+  1. (MCMC samplers) K MCMC steps targeting the composed p_t (RRR Sec. 4);
+  2. one composed model evaluation -> eps*, x0 = (x - sigma_t eps*) / sqrt(abar_t);
+  3. one reverse-diffusion step of the diffusers scheduler, t -> t_prev.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from composer.models.base import ModelAdapter, ModelError
+from composer.operators import Rule, compose, make_rule
+from composer.recipe import Recipe, RecipeError
+from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int                       # 0-based step
+    total: int
+    t: float                         # scheduler timestep
+    x_t: torch.Tensor                # state after this step [B, ...]
+    x0: torch.Tensor                 # composed prediction of the clean sample [B, ...]
+    concept_x0: torch.Tensor         # each concept's own prediction [n, B, ...]
+    acceptance: float | None = None  # mean MH acceptance at this level (mala, hmc)
+
+
+def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
+    """Fill the model's defaults and check what only the model can check."""
+    recipe = recipe.with_defaults(model.defaults)
+    for i, concept in enumerate(recipe.concepts):
+        try:
+            model.check_concept(concept.text)
+        except ModelError as err:
+            raise RecipeError(f"concepts[{i}].text: {err}") from None
+    if recipe.operator == "mixture" and not model.has_energy:
+        raise RecipeError(f"operator: mixture needs an energy-parameterised model; "
+                          f"{recipe.model!r} only has scores")
+    if recipe.num_samples > model.max_samples:
+        raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
+                          f"got {recipe.num_samples}")
+    return recipe
+
+
+def alpha_bar(scheduler, index: int, t) -> float:
+    """abar at the scheduler's index-th timestep (sigma-space schedulers store sigmas)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > len(scheduler.timesteps):
+        return float(1.0 / (1.0 + sigmas[index].item() ** 2))
+    return float(scheduler.alphas_cumprod[int(t)])
+
+
+def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool):
+    """The composed model at one noise level, as the samplers see it."""
+    sigma = math.sqrt(1.0 - abar)
+
+    def density(x: torch.Tensor) -> Evaluation:
+        eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
+        composed, composed_energy = compose(rule, eps, energy)
+        return Evaluation(composed, sigma, composed_energy, eps[rule.concept_rows])
+    return density
+
+
+@torch.no_grad()
+def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
+    """Yield one StepRecord per reverse step. Deterministic for a seed on a device."""
+    recipe = prepare(recipe, model)
+    spec = recipe.sampler
+    rule = make_rule(recipe.concepts, recipe.operator, recipe.scale)
+    cond = model.encode(rule.texts)
+    scheduler = make_scheduler(spec.scheduler if spec.is_mcmc else spec.name, model.scheduler_config)
+    scheduler.set_timesteps(recipe.steps, device=model.device)
+    generator = torch.Generator(model.device).manual_seed(recipe.seed)
+    shape = (recipe.num_samples, *model.sample_shape)
+    x = torch.randn(shape, generator=generator, device=model.device, dtype=model.dtype)
+    x = x * scheduler.init_noise_sigma
+    # Energies are needed for mixture, and make Metropolis tests exact.
+    with_energy = model.has_energy and (rule.needs_energy or spec.is_metropolis)
+    total = len(scheduler.timesteps)
+    for index, t in enumerate(scheduler.timesteps):
+        abar = alpha_bar(scheduler, index, t)
+        density = composed_density(model, rule, cond, t, abar, with_energy)
+        acceptance = None
+        if spec.is_mcmc and spec.mcmc_steps > 0:
+            knobs = MCMCKnobs(spec.mcmc_steps, spec.step_size * math.sqrt(1.0 - abar),
+                              spec.leapfrog_steps, spec.damping, spec.line_points)
+            x, accepted = MCMC[spec.name](density, x, knobs, generator)
+            acceptance = None if accepted is None else float(accepted.mean())
+        model_input = scheduler.scale_model_input(x, t)
+        evaluation = density(model_input)
+        x0 = _predict_x0(model_input, evaluation.eps, abar)
+        concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
+        x = scheduler.step(evaluation.eps, t, x, generator=generator).prev_sample
+        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance)
+
+
+def _predict_x0(x: torch.Tensor, eps: torch.Tensor, abar: float) -> torch.Tensor:
+    return (x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
+
+
+def generate(recipe: Recipe, model: ModelAdapter) -> StepRecord:
+    """Drain the sampler; return the last record (its x_t is the final sample)."""
+    record = None
+    for record in sample(recipe, model):
+        pass
+    return record

@@ -1,0 +1,46 @@
+"""Model registry: a recipe's `model` string -> a loaded adapter.
+
+Built-in names map to loaders; anything that looks like a hub id
+("org/name") or a local folder is a Stable Diffusion checkpoint.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+from composer.models.base import ModelAdapter, ModelError
+
+# name -> (module, loader function); modules import lazily so startup stays fast.
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    "shapes": ("composer.models.shapes", "load_score"),
+    "shapes-energy": ("composer.models.shapes", "load_energy"),
+    "toy2d-score": ("composer.models.toy2d", "load_score"),
+    "toy2d-energy": ("composer.models.toy2d", "load_energy"),
+}
+
+
+def is_sd_reference(name: str) -> bool:
+    return "/" in name or os.path.isdir(name)
+
+
+def load_model(name: str, device: torch.device | str | None = None) -> ModelAdapter:
+    device = torch.device(device) if device is not None else default_device()
+    if name in BUILTIN_MODELS:
+        module, loader = BUILTIN_MODELS[name]
+        return getattr(importlib.import_module(module), loader)(device)
+    if is_sd_reference(name):
+        from composer.models.sd import load_sd
+        return load_sd(name, device)
+    raise ModelError(f"model: unknown model {name!r}; built-in models are "
+                     f"{', '.join(BUILTIN_MODELS)}, or give a Stable Diffusion hub id "
+                     f"('org/name') or a local folder")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+__all__ = ["BUILTIN_MODELS", "ModelAdapter", "ModelError", "load_model", "default_device",
+           "is_sd_reference"]

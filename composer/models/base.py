@@ -1,0 +1,65 @@
+"""What every model family answers to the engine.
+
+Conventions shared by all adapters:
+- The forward process is variance preserving: x_t = sqrt(abar_t) x_0 + sigma_t eps,
+  sigma_t = sqrt(1 - abar_t). Adapters always return epsilon predictions
+  (v-prediction checkpoints convert inside their adapter).
+- `predict` returns detached tensors (energy adapters enable grad inside) and
+  answers every conditioning row in ONE batched call: the result has a
+  leading axis of len(texts), the rows in the order they were encoded.
+- Energies are in nats: U(x, t) = -log p_t(x) + const, so eps = sigma_t * grad_x U.
+- The empty text "" is the unconditional row.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class ModelError(ValueError):
+    """A model cannot be loaded or cannot do what the recipe asks."""
+
+
+class ModelAdapter(ABC):
+    family: str = ""                   # "toy2d", "shapes" or "sd"
+    has_energy: bool = False           # exact energies (mixture, exact Metropolis)
+    sample_shape: tuple[int, ...] = ()
+    scheduler_config: dict[str, Any] = {}
+    concept_choices: tuple[str, ...] | None = None   # fixed names, e.g. toy2d components
+    vocabulary: tuple[str, ...] | None = None        # allowed words, e.g. shapes
+    max_samples: int = 16
+    # Recipe defaults: scale, steps, and the MCMC knobs of SamplerSpec.
+    defaults: dict[str, Any] = {}
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    def check_concept(self, text: str) -> None:
+        """Raise ModelError naming what is allowed when `text` cannot be used."""
+        if self.concept_choices is not None and text not in self.concept_choices:
+            raise ModelError(f"unknown concept {text!r}; valid concepts are "
+                             f"{', '.join(self.concept_choices)}")
+
+    @abstractmethod
+    def encode(self, texts: tuple[str, ...]) -> Any:
+        """Conditioning for these rows (cached by the adapter)."""
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor, t: torch.Tensor | float, alpha_bar: float, cond: Any,
+                with_energy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """eps of shape [rows, B, *sample_shape], and energies [rows, B] in nats
+        when `with_energy` (only if has_energy)."""
+
+    @abstractmethod
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        """Cheap RGB uint8 picture [H, W, 3] of a batch of predicted clean samples."""
+
+    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
+        """Final RGB uint8 pictures, one per sample (toy2d: one scatter of all)."""
+        return [self.preview(x0)]
+
+    def points(self, x0: torch.Tensor) -> np.ndarray | None:
+        """Samples as plain numbers where that is the natural output (toy2d)."""
+        return None

@@ -1,0 +1,232 @@
+"""The recipe: one versioned, JSON-serialisable description of a composition.
+
+Validation lives here and only here. Every error is a `RecipeError` whose
+message starts with the dotted path of the bad field and says what is allowed.
+Fields left as ``None`` take the model's defaults (see `Recipe.with_defaults`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+RECIPE_VERSION = 1
+MAX_CONCEPTS = 8
+MAX_TEXT_CHARS = 400
+OPERATORS = ("and", "product", "mixture")
+REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
+MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
+SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS
+METROPOLIS_SAMPLERS = ("mala", "hmc")
+# MCMC runs between steps of a variance-preserving reverse process.
+MCMC_PREDICTORS = ("ddpm", "ddim")
+
+
+class RecipeError(ValueError):
+    """A recipe field is missing, of the wrong type or out of range."""
+
+
+def _number(path: str, value: Any, lo: float, hi: float, *, integer: bool = False,
+            open_lo: bool = False) -> float | int:
+    kind = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
+    if integer and (isinstance(value, float) and not value.is_integer()):
+        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
+    bracket = "(" if open_lo else "["
+    if value < lo or value > hi or (open_lo and value == lo):
+        raise RecipeError(f"{path}: must be in {bracket}{lo:g}, {hi:g}], got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise RecipeError(f"{path}: must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _flag(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RecipeError(f"{path}: must be true or false, got {value!r}")
+    return value
+
+
+def _known_keys(path: str, data: Any, cls: type) -> dict:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path or 'recipe'}: must be an object, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise RecipeError(f"{where}{unknown[0]}: unknown field; allowed fields are {', '.join(names)}")
+    return data
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One row: a prompt that is ANDed with `weight`, or NOT-ed with `beta`.
+
+    Muted rows stay in the recipe (so a shared link restores them) but take no
+    part in the composition.
+    """
+    text: str
+    weight: float = 1.0
+    negate: bool = False
+    beta: float = 1.0
+    muted: bool = False
+
+    def validate(self, path: str) -> None:
+        if not isinstance(self.text, str):
+            raise RecipeError(f"{path}.text: must be a string, got {self.text!r}")
+        if not self.text.strip():
+            raise RecipeError(f"{path}.text: is empty; write a prompt or remove the row")
+        if len(self.text) > MAX_TEXT_CHARS:
+            raise RecipeError(f"{path}.text: longer than {MAX_TEXT_CHARS} characters")
+        _number(f"{path}.weight", self.weight, 0.0, 10.0)
+        _flag(f"{path}.negate", self.negate)
+        _number(f"{path}.beta", self.beta, 0.0, 10.0)
+        _flag(f"{path}.muted", self.muted)
+
+    @property
+    def coefficient(self) -> float:
+        """Signed weight: +w for AND, -beta for NOT."""
+        return -self.beta if self.negate else self.weight
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler and its knobs. `None` knobs take the model's defaults.
+
+    - name: a reverse-diffusion scheduler (ddpm, ddim, euler, euler_ancestral,
+      dpmpp) or an annealed MCMC sampler (ula, uhmc, mala, hmc).
+    - scheduler: for MCMC samplers, the reverse step taken between levels.
+    - mcmc_steps: MCMC steps at each noise level.
+    - step_size: MCMC step length as a fraction of the noise level sigma_t
+      (ULA/MALA proposal std, HMC leapfrog step).
+    - leapfrog_steps, damping: HMC trajectory length and momentum persistence.
+    - line_points: trapezoid points for the log-density difference on
+      score-only models (Sjoberg et al. 2023).
+    """
+    name: str = "ddim"
+    scheduler: str = "ddpm"
+    mcmc_steps: int | None = None
+    step_size: float | None = None
+    leapfrog_steps: int | None = None
+    damping: float | None = None
+    line_points: int | None = None
+
+    def validate(self, path: str) -> None:
+        _choice(f"{path}.name", self.name, SAMPLERS)
+        _choice(f"{path}.scheduler", self.scheduler, MCMC_PREDICTORS)
+        checks = {
+            "mcmc_steps": (0, 50, True), "step_size": (0.0, 2.0, False),
+            "leapfrog_steps": (1, 20, True), "damping": (0.0, 1.0, False),
+            "line_points": (2, 33, True),
+        }
+        for name, (lo, hi, integer) in checks.items():
+            value = getattr(self, name)
+            if value is not None:
+                _number(f"{path}.{name}", value, lo, hi, integer=integer,
+                        open_lo=(name == "step_size"))
+
+    @property
+    def is_mcmc(self) -> bool:
+        return self.name in MCMC_SAMPLERS
+
+    @property
+    def is_metropolis(self) -> bool:
+        return self.name in METROPOLIS_SAMPLERS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "shapes"
+    concepts: tuple[Concept, ...] = ()
+    operator: str = "and"
+    scale: float | None = None
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    steps: int | None = None
+    seed: int = 0
+    num_samples: int = 1
+    version: int = RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.version != RECIPE_VERSION:
+            raise RecipeError(f"version: this app reads version {RECIPE_VERSION}, got {self.version!r}")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise RecipeError(f"model: must name a model, got {self.model!r}")
+        if not isinstance(self.concepts, tuple):
+            raise RecipeError("concepts: must be a list")
+        if len(self.concepts) > MAX_CONCEPTS:
+            raise RecipeError(f"concepts: at most {MAX_CONCEPTS} rows, got {len(self.concepts)}")
+        for i, concept in enumerate(self.concepts):
+            concept.validate(f"concepts[{i}]")
+        active = self.active_concepts
+        if not active:
+            raise RecipeError("concepts: add at least one concept that is not muted")
+        if not any(not c.negate for c in active):
+            raise RecipeError("concepts: NOT needs at least one positive (AND) concept; "
+                              "negation alone has nothing to subtract from")
+        _choice("operator", self.operator, OPERATORS)
+        if self.operator == "mixture" and any(c.negate for c in active):
+            raise RecipeError("operator: mixture takes no NOT rows; use 'product' or 'and' for negation")
+        if self.scale is not None:
+            _number("scale", self.scale, 0.0, 50.0)
+        self.sampler.validate("sampler")
+        if self.steps is not None:
+            _number("steps", self.steps, 1, 1000, integer=True)
+        _number("seed", self.seed, 0, 2**32 - 1, integer=True)
+        _number("num_samples", self.num_samples, 1, 4096, integer=True)
+
+    @property
+    def active_concepts(self) -> tuple[Concept, ...]:
+        return tuple(c for c in self.concepts if not c.muted)
+
+    def with_defaults(self, defaults: dict[str, Any]) -> "Recipe":
+        """Fill every `None` field from a model's defaults (keys: scale, steps,
+        and the SamplerSpec knob names)."""
+        knobs = {k: defaults[k] for k in ("mcmc_steps", "step_size", "leapfrog_steps",
+                                          "damping", "line_points")
+                 if getattr(self.sampler, k) is None}
+        top = {k: defaults[k] for k in ("scale", "steps") if getattr(self, k) is None}
+        return dataclasses.replace(self, sampler=dataclasses.replace(self.sampler, **knobs), **top)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Recipe":
+        data = dict(_known_keys("", data, cls))
+        concepts = data.get("concepts", [])
+        if not isinstance(concepts, list):
+            raise RecipeError("concepts: must be a list")
+        rows = []
+        for i, row in enumerate(concepts):
+            row = _known_keys(f"concepts[{i}]", row, Concept)
+            if "text" not in row:
+                raise RecipeError(f"concepts[{i}].text: is missing")
+            rows.append(Concept(**row))
+        data["concepts"] = tuple(rows)
+        sampler = data.get("sampler", {})
+        if isinstance(sampler, str):
+            sampler = {"name": sampler}
+        data["sampler"] = SamplerSpec(**_known_keys("sampler", sampler, SamplerSpec))
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Recipe":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RecipeError(f"recipe: not valid JSON ({err})") from None
+        return cls.from_dict(data)

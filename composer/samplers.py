@@ -1,0 +1,198 @@
+"""Samplers.
+
+Reverse diffusion is diffusers' schedulers (`make_scheduler`). The annealed MCMC
+samplers of Reduce, Reuse, Recycle (Du et al. 2023, Sec. 4) are written here, one
+short function each, all with the same arguments:
+
+    sampler(density, x, knobs, generator) -> (x, acceptance rate per sample)
+
+`density(x)` evaluates the composed model at one fixed noise level and returns an
+`Evaluation`. The samplers never see concepts, operators or models. They never
+modify the caller's tensors.
+
+Step sizes follow the noise level: with h = step_size * sigma_t,
+ULA/MALA use eta = h^2 / 2 (proposal noise std h), HMC uses leapfrog step h.
+Where the model has no energy, Metropolis tests use a log-density difference
+estimated from scores (Sjoberg et al. 2023, arXiv 2307.14012): a trapezoid rule
+along the straight line for MALA, and along the leapfrog path for HMC (free).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler)
+
+SCHEDULERS = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_ancestral": EulerAncestralDiscreteScheduler,
+    "dpmpp": DPMSolverMultistepScheduler,
+}
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh scheduler per run: several keep state between steps.
+
+    Adapters always return epsilon, so the scheduler is told so.
+    """
+    if name not in SCHEDULERS:
+        raise ValueError(f"sampler.name: no scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    extra = {"algorithm_type": "dpmsolver++"} if name == "dpmpp" else {}
+    return SCHEDULERS[name].from_config(config, prediction_type="epsilon", **extra)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The composed model at one point and one noise level."""
+    eps: torch.Tensor                  # composed eps [B, ...]
+    sigma: float
+    energy: torch.Tensor | None = None  # composed U in nats [B], when the model has energies
+    concept_eps: torch.Tensor | None = None  # each concept's own eps [n, B, ...]
+
+    @property
+    def score(self) -> torch.Tensor:
+        return -self.eps / self.sigma
+
+
+Density = Callable[[torch.Tensor], Evaluation]
+
+
+@dataclass(frozen=True)
+class MCMCKnobs:
+    steps: int            # MCMC steps per noise level
+    step: float           # h = step_size * sigma_t, already scaled
+    leapfrog_steps: int = 3
+    damping: float = 0.5
+    line_points: int = 5
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product over all but the batch axis."""
+    return (a * b).flatten(1).sum(1)
+
+
+def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _line_log_ratio(density: Density, x0: torch.Tensor, e0: Evaluation, x1: torch.Tensor,
+                    e1: Evaluation, points: int) -> torch.Tensor:
+    """log p(x1) - log p(x0): exact from energies, else the trapezoid rule on
+    integral_0^1 score(x0 + tau (x1 - x0)) . (x1 - x0) dtau."""
+    if e0.energy is not None and e1.energy is not None:
+        return e0.energy - e1.energy
+    delta = x1 - x0
+    taus = torch.linspace(0.0, 1.0, points).tolist()
+    total = 0.5 * (_dot(e0.score, delta) + _dot(e1.score, delta))
+    for tau in taus[1:-1]:
+        total = total + _dot(density(x0 + tau * delta).score, delta)
+    return total / (points - 1)
+
+
+def ula(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unadjusted Langevin: x <- x + eta * score(x) + sqrt(2 eta) z."""
+    eta = knobs.step ** 2 / 2
+    for _ in range(knobs.steps):
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = x + eta * density(x).score + knobs.step * noise
+    return x, None
+
+
+def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Metropolis-adjusted Langevin: the ULA proposal with an MH test per sample.
+
+    The proposal is N(x + eta * score(x), 2 eta I), so log q divides by 4 eta.
+    """
+    eta = knobs.step ** 2 / 2
+    current = density(x)
+    accepted = torch.zeros(x.shape[0], device=x.device)
+    for _ in range(knobs.steps):
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        proposal = x + eta * current.score + knobs.step * noise
+        proposed = density(proposal)
+        forward = -_dot(proposal - x - eta * current.score, proposal - x - eta * current.score)
+        backward = -_dot(x - proposal - eta * proposed.score, x - proposal - eta * proposed.score)
+        log_alpha = (_line_log_ratio(density, x, current, proposal, proposed, knobs.line_points)
+                     + (backward - forward) / (4 * eta))
+        accept = torch.rand(x.shape[0], generator=generator, device=x.device).log() < log_alpha
+        x = torch.where(_expand(accept, x), proposal, x)
+        current = _select(accept, proposed, current)
+        accepted += accept.float()
+    return x, accepted / max(knobs.steps, 1)
+
+
+def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
+    """Per-sample choice between two evaluations (kept so MALA re-evaluates nothing)."""
+    energy = None
+    if new.energy is not None and old.energy is not None:
+        energy = torch.where(mask, new.energy, old.energy)
+    return Evaluation(eps=torch.where(_expand(mask, new.eps), new.eps, old.eps),
+                      sigma=new.sigma, energy=energy)
+
+
+def _leapfrog(density: Density, x: torch.Tensor, v: torch.Tensor, start: Evaluation,
+              knobs: MCMCKnobs) -> tuple[torch.Tensor, torch.Tensor, Evaluation, torch.Tensor]:
+    """L leapfrog steps for H = U + |v|^2 / 2. Also returns the trapezoid
+    estimate of log p(end) - log p(start) along the path (score-only models)."""
+    h = knobs.step
+    current, path_log_ratio = start, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    for _ in range(knobs.leapfrog_steps):
+        v = v + 0.5 * h * current.score
+        moved = x + h * v
+        after = density(moved)
+        path_log_ratio = path_log_ratio + 0.5 * _dot(current.score + after.score, moved - x)
+        x, current = moved, after
+        v = v + 0.5 * h * current.score
+    return x, v, current, path_log_ratio
+
+
+def _refresh(v: torch.Tensor, damping: float, generator: torch.Generator) -> torch.Tensor:
+    """Partial momentum refresh v <- d v + sqrt(1 - d^2) z; keeps v ~ N(0, I)."""
+    z = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+    return damping * v + (1 - damping ** 2) ** 0.5 * z
+
+
+def uhmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unadjusted HMC: partial momentum refresh, then L leapfrog steps, no test."""
+    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    current = density(x)
+    for _ in range(knobs.steps):
+        v = _refresh(v, knobs.damping, generator)
+        x, v, current, _ = _leapfrog(density, x, v, current, knobs)
+    return x, None
+
+
+def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """HMC with partial refresh and an MH test on the Hamiltonian per sample.
+
+    On rejection x is restored and the momentum negated (Horowitz 1991), which
+    keeps the partially refreshed chain reversible.
+    """
+    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    current = density(x)
+    accepted = torch.zeros(x.shape[0], device=x.device)
+    for _ in range(knobs.steps):
+        v = _refresh(v, knobs.damping, generator)
+        x_new, v_new, proposed, path_log_ratio = _leapfrog(density, x, v, current, knobs)
+        log_ratio = (current.energy - proposed.energy
+                     if current.energy is not None and proposed.energy is not None
+                     else path_log_ratio)
+        log_alpha = log_ratio + 0.5 * (_dot(v, v) - _dot(v_new, v_new))
+        accept = torch.rand(x.shape[0], generator=generator, device=x.device).log() < log_alpha
+        mask = _expand(accept, x)
+        x = torch.where(mask, x_new, x)
+        v = torch.where(mask, v_new, -v)
+        current = _select(accept, proposed, current)
+        accepted += accept.float()
+    return x, accepted / max(knobs.steps, 1)
+
+
+MCMC = {"ula": ula, "uhmc": uhmc, "mala": mala, "hmc": hmc}
