@@ -1,0 +1,307 @@
+"""Stable Diffusion 1.x/2.x behind the engine's model contract.
+
+`load_sd(name, device)` loads any diffusers Stable Diffusion checkpoint, by hub
+id ("org/name") or local folder, and wraps it in an `SDAdapter`:
+
+- `predict` answers every conditioning row (the unconditional "" first for the
+  "and" operator, then each concept) for every sample in ONE batched UNet call
+  of rows x samples, split into chunks only under a memory budget. It always
+  returns epsilon: v-prediction checkpoints are converted with
+  eps = sqrt(abar) v + sqrt(1 - abar) x.
+- `encode` caches each prompt's CLIP embedding, so changing weights, operator,
+  sampler or seed re-encodes nothing.
+- `preview` is the cheap linear latent -> RGB map; `decode` runs the VAE.
+
+The sampler state stays in fp32; the networks run in fp16 on CUDA (bf16 with
+COMPOSER_SD_DTYPE=bf16) and fp32 on the CPU.
+
+Environment:
+    COMPOSER_SD_MODEL      default checkpoint for the app/CLI (hub id or folder);
+                           read by `default_sd_model()`.
+    COMPOSER_SD_MAX_BATCH  most UNet rows per call (default: estimated from free
+                           GPU memory on CUDA, unlimited on the CPU).
+    COMPOSER_SD_DTYPE      fp16 | bf16 | fp32 network dtype on CUDA (default fp16).
+    COMPOSER_COMPILE=1     torch.compile the UNet (slow first step, faster after).
+    COMPOSER_CHANNELS_LAST 1/0: UNet in channels_last (default: on for CUDA only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from composer.models.base import ModelAdapter, ModelError
+
+log = logging.getLogger(__name__)
+
+ENV_MODEL = "COMPOSER_SD_MODEL"
+ENV_MAX_BATCH = "COMPOSER_SD_MAX_BATCH"
+ENV_DTYPE = "COMPOSER_SD_DTYPE"
+ENV_COMPILE = "COMPOSER_COMPILE"
+ENV_CHANNELS_LAST = "COMPOSER_CHANNELS_LAST"
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+# SD 1.x latent channels 0-3 (rows) -> R, G, B (columns); DESIGN.md section 4.
+LATENT_RGB = ((0.3512, 0.2297, 0.3227),
+              (0.3250, 0.4974, 0.2350),
+              (-0.2829, 0.1762, 0.2721),
+              (-0.2120, -0.2616, -0.7177))
+
+REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# Rough activation memory of one UNet row, per latent pixel and per unit of
+# block_out_channels[0], in bytes per byte of dtype (SD 1.5 at 64x64 in fp16 with
+# SDPA peaks near 0.3 GB a row). Only a starting point: OOM halves the chunk.
+_ROW_BYTES_PER_PIXEL_CHANNEL = 120.0
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_sd_model() -> str:
+    """The checkpoint named by COMPOSER_SD_MODEL, else SD 1.5 on the Hub."""
+    return os.environ.get(ENV_MODEL, "").strip() or DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class SDCondition:
+    """Prompt embeddings for the rows, in order: [rows, tokens, width]."""
+    texts: tuple[str, ...]
+    embeddings: torch.Tensor
+
+
+class SDAdapter(ModelAdapter):
+    family = "sd"
+    has_energy = False
+    max_samples = 8
+
+    def __init__(self, pipe, name: str, device: torch.device, dtype: torch.dtype,
+                 max_batch: int | None = None, compile_unet: bool = False,
+                 channels_last: bool | None = None):
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = torch.float32               # the sampler state
+        self.net_dtype = dtype                   # UNet, VAE and text encoder
+        self.tokenizer = pipe.tokenizer
+        self.text_encoder = pipe.text_encoder
+        self.vae = pipe.vae
+        self.unet = pipe.unet
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ModelError(f"model: {name!r} predicts {self.prediction_type!r}; only epsilon "
+                             f"and v_prediction checkpoints are supported")
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        self.sample_shape = (self.unet.config.in_channels, height, width)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2, "step_size": 0.1,
+                         "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
+        self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
+        self._cache: dict[str, torch.Tensor] = {}
+        self.text_encoder_calls = 0
+        self.unet_calls = 0
+        self._attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self._unet_forward = torch.compile(self.unet) if compile_unet else self.unet
+
+    # ---- concepts -----------------------------------------------------------------
+    def concept_warnings(self, text: str) -> list[str]:
+        """Say when a prompt is longer than the text encoder reads."""
+        ids = self.tokenizer(text, truncation=False).input_ids
+        limit = self.tokenizer.model_max_length
+        if len(ids) <= limit:
+            return []
+        dropped = ids[limit - 1:-1]             # CLIP keeps BOS, limit-2 tokens, EOS
+        tail = self.tokenizer.decode(dropped).strip()
+        return [f"prompt is {len(ids) - 2} tokens but the text encoder reads at most "
+                f"{limit - 2}; the last {len(dropped)} tokens will be dropped: {tail!r}"]
+
+    def encode(self, texts: tuple[str, ...]) -> SDCondition:
+        """Embeddings of the rows; texts seen before come from the cache."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            tokens = self.tokenizer(missing, padding="max_length", truncation=True,
+                                    max_length=self.tokenizer.model_max_length,
+                                    return_tensors="pt")
+            mask = tokens.attention_mask.to(self.device) if self._attention_mask else None
+            with torch.no_grad():
+                hidden = self.text_encoder(tokens.input_ids.to(self.device),
+                                           attention_mask=mask)[0]
+            self.text_encoder_calls += 1
+            for text, embedding in zip(missing, hidden.to(self.net_dtype)):
+                self._cache[text] = embedding
+        return SDCondition(tuple(texts), torch.stack([self._cache[t] for t in texts]))
+
+    # ---- predictions --------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t, alpha_bar: float, cond: SDCondition,
+                with_energy: bool = False) -> tuple[torch.Tensor, None]:
+        """eps for every row and sample, [rows, B, 4, h, w], from one batched UNet call."""
+        if with_energy:
+            raise ModelError("model: Stable Diffusion has scores only, no energies")
+        rows, batch = cond.embeddings.shape[0], x.shape[0]
+        latents = x.to(self.net_dtype).unsqueeze(0).expand(rows, *x.shape).reshape(
+            rows * batch, *x.shape[1:])
+        context = cond.embeddings.repeat_interleave(batch, dim=0)     # row-major, like latents
+        timestep = torch.as_tensor(t, device=self.device).reshape(-1)[:1].expand(rows * batch)
+        out = self._run_unet(latents, timestep, context).float().reshape(rows, *x.shape)
+        if self.prediction_type == "v_prediction":
+            out = math.sqrt(alpha_bar) * out + math.sqrt(1.0 - alpha_bar) * x.float()[None]
+        return out.to(x.dtype), None
+
+    def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
+                 context: torch.Tensor) -> torch.Tensor:
+        """One UNet call (the only place the UNet runs)."""
+        self.unet_calls += 1
+        return self._unet_forward(latents, timestep, encoder_hidden_states=context,
+                                  return_dict=False)[0]
+
+    def _run_unet(self, latents, timestep, context) -> torch.Tensor:
+        """All rows at once, or in chunks of `max_batch`; on out-of-memory the chunk
+        is halved (and kept halved) and the call retried."""
+        total = latents.shape[0]
+        while True:
+            chunk = total if self.max_batch is None else max(1, min(self.max_batch, total))
+            try:
+                return torch.cat([self._forward(latents[i:i + chunk], timestep[i:i + chunk],
+                                                context[i:i + chunk])
+                                  for i in range(0, total, chunk)])
+            except torch.OutOfMemoryError:
+                if chunk == 1:
+                    raise ModelError("model: out of memory even one UNet row at a time; "
+                                     "use a smaller image or fewer samples") from None
+                self.max_batch = chunk // 2
+                log.warning("UNet out of memory at %d rows per call; retrying with %d",
+                            chunk, self.max_batch)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _estimate_max_batch(self) -> int | None:
+        env = os.environ.get(ENV_MAX_BATCH, "").strip()
+        if env:
+            try:
+                value = int(env)
+            except ValueError:
+                raise ModelError(f"{ENV_MAX_BATCH}: must be a positive integer, got {env!r}") from None
+            if value < 1:
+                raise ModelError(f"{ENV_MAX_BATCH}: must be a positive integer, got {env!r}")
+            return value
+        if self.device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(self.device)
+        _, h, w = self.sample_shape
+        width = self.unet.config.block_out_channels[0]
+        itemsize = torch.tensor([], dtype=self.net_dtype).element_size()
+        per_row = _ROW_BYTES_PER_PIXEL_CHANNEL * h * w * width * itemsize
+        return max(1, int(0.8 * free / per_row))
+
+    # ---- pictures -----------------------------------------------------------------
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        """Linear latent -> RGB of each sample, tiled in a grid, uint8 [H, W, 3]."""
+        weights = torch.tensor(LATENT_RGB, dtype=torch.float32)
+        rgb = torch.einsum("bchw,cr->bhwr", x0.detach().float().cpu()[:, :4], weights)
+        return _grid(((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+
+    @torch.no_grad()
+    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
+        """VAE decode, one uint8 RGB image per sample."""
+        images = []
+        for i in range(x0.shape[0]):
+            latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor
+            image = self.vae.decode(latent, return_dict=False)[0][0].float()
+            image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images.append(image.permute(1, 2, 0).cpu().numpy())
+        return images
+
+
+def _grid(tiles: np.ndarray) -> np.ndarray:
+    """[B, h, w, 3] -> one [rows*h, cols*w, 3] picture, filled row by row."""
+    count, h, w, _ = tiles.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return out
+
+
+def _check_folder(path: str) -> None:
+    index = os.path.join(path, "model_index.json")
+    expected = ("expected a diffusers Stable Diffusion folder: model_index.json with "
+                "unet/, vae/, text_encoder/ and tokenizer/ subfolders")
+    missing = [p for p in REQUIRED_PARTS if not os.path.isdir(os.path.join(path, p))]
+    if not os.path.isfile(index):
+        missing.insert(0, "model_index.json")
+    if missing:
+        raise ModelError(f"model: {path!r} is not a Stable Diffusion pipeline ({expected}; "
+                         f"missing {', '.join(missing)})")
+    try:
+        with open(index, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"model: {index!r} cannot be read ({err}); {expected}") from None
+    if "text_encoder_2" in info:
+        raise ModelError(f"model: {path!r} looks like SDXL ({info.get('_class_name')}); "
+                         f"only Stable Diffusion 1.x/2.x checkpoints are supported")
+
+
+def _network_dtype(device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    choice = os.environ.get(ENV_DTYPE, "fp16").strip().lower() or "fp16"
+    if choice not in DTYPES:
+        raise ModelError(f"{ENV_DTYPE}: must be one of {', '.join(DTYPES)}, got {choice!r}")
+    return DTYPES[choice]
+
+
+def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype | None = None,
+            max_batch: int | None = None, compile_unet: bool | None = None) -> SDAdapter:
+    """Load a diffusers SD 1.x/2.x checkpoint (hub id or local folder)."""
+    device = torch.device(device)
+    expanded = os.path.expanduser(name)
+    is_folder = os.path.isdir(expanded)
+    if not is_folder and not _HUB_ID.match(name):
+        raise ModelError(f"model: no folder {name!r} (and it is not a hub id 'org/name')")
+    if is_folder:
+        _check_folder(expanded)
+    dtype = dtype or _network_dtype(device)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from diffusers import StableDiffusionPipeline
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            expanded if is_folder else name, dtype=dtype, safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+            local_files_only=is_folder or offline)
+    except (OSError, ValueError, EnvironmentError) as err:
+        where = "folder" if is_folder else ("local cache (HF_HUB_OFFLINE is set)" if offline
+                                             else "Hugging Face Hub")
+        raise ModelError(f"model: cannot load {name!r} from the {where}: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        pipe.unet.set_attn_processor(AttnProcessor2_0())     # SDPA
+    except (ImportError, ValueError) as err:
+        log.warning("could not set SDPA attention: %s", err)
+    pipe.to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.eval().requires_grad_(False)
+    if compile_unet is None:
+        compile_unet = os.environ.get(ENV_COMPILE, "").strip() in ("1", "true", "yes")
+    channels_last = os.environ.get(ENV_CHANNELS_LAST, "").strip()
+    return SDAdapter(pipe, name, device, dtype, max_batch=max_batch, compile_unet=compile_unet,
+                     channels_last=None if not channels_last else channels_last in ("1", "true"))
+
+
+__all__ = ["SDAdapter", "SDCondition", "load_sd", "default_sd_model", "LATENT_RGB",
+           "ENV_MODEL", "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]
