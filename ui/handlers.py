@@ -1,0 +1,229 @@
+"""Event handlers: they speak rows, settings and recipes to the Composer facade
+and hand pictures (uint8 arrays) and files back to Gradio. No tensors here.
+
+Errors a user can fix (RecipeError, ComposerError, ModelError) become gr.Error
+with the engine's message; anything else is logged and shown as a generic
+error, so the server keeps serving.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import inspect
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
+from composer.media import enlarge, grid, png_bytes, recipe_from_png, save_animation
+from composer.models import ModelError
+from composer.recipe import Recipe, RecipeError, SamplerSpec
+from ui import state
+
+log = logging.getLogger("ui")
+USER_ERRORS = (RecipeError, ComposerError, ModelError)
+GENERIC_ERROR = ("Something unexpected went wrong on the server; it was logged. "
+                 "The app is still running: adjust the recipe and try again.")
+DISPLAY_SIDE = 256
+THUMB_SIDE = 96
+
+
+def user_error(err: Exception) -> gr.Error:
+    return gr.Error(str(err), duration=None, title="Cannot run this recipe")
+
+
+def guard(fn):
+    """Turn engine errors into gr.Error; log and mask anything unexpected."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except USER_ERRORS as err:
+                raise user_error(err) from None
+            except Exception:
+                log.exception("unexpected error in %s", fn.__name__)
+                raise gr.Error(GENERIC_ERROR, duration=None) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except USER_ERRORS as err:
+            raise user_error(err) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(GENERIC_ERROR, duration=None) from None
+    return call
+
+
+def info_dict(info: ModelInfo) -> dict:
+    return {"name": info.name, "family": info.family, "has_energy": info.has_energy,
+            "choices": list(info.concept_choices) if info.concept_choices else None,
+            "vocabulary": list(info.vocabulary) if info.vocabulary else None,
+            "max_samples": info.max_samples, "defaults": dict(info.defaults)}
+
+
+def model_summary(info: dict) -> str:
+    kind = "energy" if info["has_energy"] else "score"
+    d = info["defaults"]
+    defaults = ", ".join(f"{k} {v}" for k, v in d.items())
+    text = f"**{info['name']}** loaded: {info['family']} family, {kind} model"
+    if info["choices"]:
+        text += f"; concepts: {', '.join(info['choices'])}"
+    if info["vocabulary"]:
+        text += f"; vocabulary: {', '.join(info['vocabulary'])}"
+    return text + (f". Defaults: {defaults}." if defaults else ".")
+
+
+def concept_label(concept) -> str:
+    if concept.negate:
+        return f"NOT β={concept.beta:g} · {concept.text}"
+    return f"AND w={concept.weight:g} · {concept.text}"
+
+
+def display(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    return enlarge(image, side)
+
+
+def final_picture(result: Result) -> np.ndarray:
+    images = result.images
+    if len(images) == 1:
+        return images[0]
+    if len({im.shape for im in images}) == 1:
+        return grid(np.stack(images))
+    return images[0]
+
+
+def progress_html(index: int, total: int, extra: str = "") -> str:
+    pct = 100.0 * index / max(total, 1)
+    return (f"<div id='progress-text'>Step {index} / {total}{extra}</div>"
+            f"<div style='background:#ddd;height:8px;border-radius:4px'>"
+            f"<div style='width:{pct:.1f}%;background:#f97316;height:8px;border-radius:4px'>"
+            f"</div></div>")
+
+
+def metrics_text(metrics: dict) -> str:
+    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, (int, float)) else f"{k} = {v}"
+                     for k, v in metrics.items())
+
+
+def data_uri(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def spread(items: list, count: int) -> list:
+    """`count` items evenly spaced over the list, always keeping the last."""
+    if count <= 0 or not items:
+        return []
+    if count >= len(items):
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in dict.fromkeys(picks.tolist())]
+
+
+class Handlers:
+    """All server-side behaviour of the page, around one Composer."""
+
+    def __init__(self, composer: Composer | None = None, fallback_model: str = "toy2d-energy",
+                 preferred_model: str = "shapes"):
+        self.composer = composer or Composer()
+        self.preferred_model = preferred_model
+        self.fallback_model = fallback_model
+        self._default: str | None = None
+
+    # --- models ----------------------------------------------------------------
+    def default_model(self) -> str:
+        """'shapes' when its weights load, else the fast 2D model (decided once)."""
+        if self._default is None:
+            for name in (self.preferred_model, self.fallback_model):
+                try:
+                    self.composer.info(name)
+                    self._default = name
+                    break
+                except Exception as err:  # noqa: BLE001 - any failure means "try the next"
+                    log.warning("model %s unavailable: %s", name, err)
+            else:
+                self._default = self.fallback_model
+        return self._default
+
+    def info(self, name: str) -> dict:
+        name = (name or "").strip()
+        if not name:
+            raise ComposerError("model: enter a model name, a hub id ('org/name') or a folder")
+        return info_dict(self.composer.info(name))
+
+    def default_rows(self, info: dict) -> list[dict]:
+        for path in state.example_files():
+            try:
+                recipe = Recipe.from_json(path.read_text())
+            except (OSError, RecipeError):
+                continue
+            if recipe.model == info["name"]:
+                return state.rows_from_concepts(recipe.concepts)
+        if info["choices"]:
+            return [state.new_row(info["choices"][0])]
+        if info["vocabulary"]:
+            return [state.new_row(" ".join(info["vocabulary"][:2]))]
+        return [state.new_row("a red circle")]
+
+    # --- recipe -------------------------------------------------------------------
+    def recipe(self, rows: list[dict], info: dict | None, settings: state.Settings) -> Recipe:
+        """Validate the page; RecipeError/ComposerError with all problems listed."""
+        choices = info.get("choices") if info else None
+        vocabulary = info.get("vocabulary") if info else None
+        problems = state.row_problems(rows, vocabulary=vocabulary, choices=choices)
+        if problems:
+            raise RecipeError("\n".join(problems))
+        recipe = state.build_recipe(rows, settings)
+        self.composer.check(recipe)
+        return recipe
+
+    # --- runs ---------------------------------------------------------------------
+    def stream(self, recipe: Recipe, decode_every: int = 0) -> Iterator[Frame | Result]:
+        return self.composer.stream(recipe, decode_every)
+
+    def render(self, recipe: Recipe) -> Result:
+        return self.composer.render(recipe)
+
+    def compare_recipes(self, recipe: Recipe, samplers: list[str]) -> list[Recipe]:
+        if not 2 <= len(samplers) <= 4:
+            raise RecipeError(f"compare: choose 2 to 4 samplers, got {len(samplers)}")
+        return [dataclasses.replace(recipe, sampler=dataclasses.replace(recipe.sampler, name=s))
+                for s in samplers]
+
+    # --- files --------------------------------------------------------------------
+    @staticmethod
+    def save_outputs(result: Result, frames: list[np.ndarray]) -> tuple[str, str]:
+        folder = Path(tempfile.mkdtemp(prefix="composer-run-"))
+        png = folder / "composition.png"
+        png.write_bytes(png_bytes(final_picture(result), result.recipe))
+        gif = save_animation([display(f) for f in frames] + [display(final_picture(result))],
+                             folder / "denoising.gif")
+        return str(gif), str(png)
+
+    @staticmethod
+    def recipe_from_upload(path: str | None) -> Recipe:
+        if not path:
+            raise RecipeError("recipe: drop a PNG saved by this app first")
+        return recipe_from_png(Path(path))
+
+    @staticmethod
+    def with_sampler(recipe: Recipe, name: str) -> Recipe:
+        return dataclasses.replace(recipe, sampler=SamplerSpec(**{**dataclasses.asdict(recipe.sampler),
+                                                                  "name": name}))
