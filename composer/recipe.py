@@ -199,7 +199,9 @@ class Recipe:
         return dataclasses.replace(self, sampler=dataclasses.replace(self.sampler, **knobs), **top)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["concepts"] = list(data["concepts"])
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -26,6 +26,7 @@ except ImportError:  # the package is optional
         return fn
 
 GPU_GROUP = "gpu"
+PRIVATE = "private"  # UI-only listeners stay out of the API page
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
                   "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
@@ -102,7 +103,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         _concept_row(n, row, len(rows), choices, rows_state)
 
                 with gr.Row():
-                    add_btn = gr.Button("＋ Add concept", elem_id="add-row", size="sm")
+                    add_btn = gr.Button("+ Add concept", elem_id="add-row", size="sm")
                 with gr.Row():
                     operator = gr.Radio(list(OPERATORS), value="and", label="Operator",
                                         info="and: Composable Diffusion; product/mixture: "
@@ -115,8 +116,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                           label="Sampler", elem_id="sampler")
                     steps = gr.Number(None, label="Steps", precision=0, placeholder="model default",
                                       elem_id="steps")
+                with gr.Row(equal_height=True):
                     seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                    dice = gr.Button("🎲", elem_id="random-seed", scale=0, min_width=50)
+                    dice = gr.Button("Random seed", elem_id="random-seed", scale=0, min_width=120)
                     num_samples = gr.Number(1, label="Samples", precision=0, elem_id="num-samples")
                 with gr.Accordion("Sampler knobs (empty = model default)", open=False,
                                   elem_id="knobs"):
@@ -231,7 +233,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     return apply_default(error_markdown(f"Could not restore the shared recipe: {err}"))
             return apply_default()
 
-        demo.load(guard(on_load), None, apply_outputs)
+        demo.load(guard(on_load), None, apply_outputs, api_visibility=PRIVATE)
 
         def on_model(name, rows, info):
             try:
@@ -253,12 +255,15 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         def loading(name):
             return f"Loading **{name}**…"
 
-        model_dd.input(loading, model_dd, model_status, queue=False).then(
-            guard(on_model), [model_dd, rows_state, info_state], apply_outputs)
-        sd_box.submit(loading, sd_box, model_status, queue=False).then(
-            guard(on_model), [sd_box, rows_state, info_state], apply_outputs)
-        load_btn.click(loading, sd_box, model_status, queue=False).then(
-            guard(on_model), [sd_box, rows_state, info_state], apply_outputs)
+        model_dd.input(loading, model_dd, model_status, queue=False, api_visibility=PRIVATE).then(
+            guard(on_model), [model_dd, rows_state, info_state], apply_outputs,
+            api_visibility=PRIVATE)
+        sd_box.submit(loading, sd_box, model_status, queue=False, api_visibility=PRIVATE).then(
+            guard(on_model), [sd_box, rows_state, info_state], apply_outputs,
+            api_visibility=PRIVATE)
+        load_btn.click(loading, sd_box, model_status, queue=False, api_visibility=PRIVATE).then(
+            guard(on_model), [sd_box, rows_state, info_state], apply_outputs,
+            api_visibility=PRIVATE)
 
         # --- rows -------------------------------------------------------------------
         def add_row(rows, info):
@@ -267,8 +272,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             default = (info or {}).get("choices") or [""]
             return state.row_action(rows, "add", default_text=default[len(rows) % len(default)])
 
-        add_btn.click(add_row, [rows_state, info_state], rows_state)
-        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, queue=False)
+        add_btn.click(add_row, [rows_state, info_state], rows_state, api_visibility=PRIVATE)
+        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, queue=False,
+                   api_visibility=PRIVATE)
 
         # --- generate ---------------------------------------------------------------
         def prepare(rows, info, *values):
@@ -326,7 +332,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                        gif_file, png_file, runs_state, runs_table, status]
         gen_event = generate_btn.click(
             prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
-            concurrency_limit=None).then(
+            concurrency_limit=None, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS).then(
             run, [recipe_json, show_xt, runs_state], run_outputs, api_name="generate",
             concurrency_id=GPU_GROUP, concurrency_limit=1, show_progress="minimal")
@@ -343,9 +349,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>")
 
         frame_slider.change(scrub, [frame_slider, frames_state, show_xt],
-                            [preview, concept_gallery, progress], queue=False)
+                            [preview, concept_gallery, progress], queue=False,
+                            api_visibility=PRIVATE)
         show_xt.change(scrub, [frame_slider, frames_state, show_xt],
-                       [preview, concept_gallery, progress], queue=False)
+                       [preview, concept_gallery, progress], queue=False,
+                            api_visibility=PRIVATE)
 
         # --- compare ----------------------------------------------------------------
         @gpu
@@ -394,7 +402,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
 
         compare_event = compare_btn.click(
             prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
-            concurrency_limit=None).then(
+            concurrency_limit=None, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS).then(
             compare, [recipe_json, compare_choices, show_xt, runs_state],
             [*compare_images, compare_status, runs_state, runs_table], api_name="compare",
@@ -406,8 +414,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             recipe_text, message, token = prepare(rows, info, *values)
             return recipe_text or gr.skip(), (message if not token else "Link ready."), token
 
-        share_btn.click(share, [rows_state, *settings_inputs], [recipe_json, status, share_token]
-                        ).then(None, share_token, share_link, js=SHARE_JS)
+        share_btn.click(share, [rows_state, *settings_inputs], [recipe_json, status, share_token],
+                        api_visibility=PRIVATE).then(None, share_token, share_link, js=SHARE_JS)
 
         def import_json(text):
             if not (text or "").strip():
@@ -421,9 +429,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return apply_recipe(Recipe.from_json(examples[index].read_text()),
                                 f"Example loaded: {state.example_label(examples[index])}.")
 
-        apply_btn.click(guard(import_json), recipe_json, apply_outputs)
-        png_in.upload(guard(import_png), png_in, apply_outputs)
-        example_set.click(guard(import_example), example_set, apply_outputs)
+        apply_btn.click(guard(import_json), recipe_json, apply_outputs, api_visibility=PRIVATE)
+        png_in.upload(guard(import_png), png_in, apply_outputs, api_visibility=PRIVATE)
+        example_set.click(guard(import_example), example_set, apply_outputs,
+                          api_visibility=PRIVATE)
 
         # --- API --------------------------------------------------------------------
         @gpu
@@ -469,7 +478,7 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
                                  key=f"{rid}-not", scale=0, min_width=80)
         with gr.Row():
             buttons = {}
-            for action, label in (("up", "↑"), ("down", "↓"), ("duplicate", "Duplicate"),
+            for action, label in (("up", "Up"), ("down", "Down"), ("duplicate", "Duplicate"),
                                   ("mute", "Unmute" if row["muted"] else "Mute"),
                                   ("remove", "Remove")):
                 buttons[action] = gr.Button(

@@ -42,6 +42,10 @@ class ModelAdapter(ABC):
             raise ModelError(f"unknown concept {text!r}; valid concepts are "
                              f"{', '.join(self.concept_choices)}")
 
+    def concept_warnings(self, text: str) -> list[str]:
+        """Things worth telling the user about a usable concept (e.g. truncation)."""
+        return []
+
     @abstractmethod
     def encode(self, texts: tuple[str, ...]) -> Any:
         """Conditioning for these rows (cached by the adapter)."""
@@ -59,6 +63,10 @@ class ModelAdapter(ABC):
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
         """Final RGB uint8 pictures, one per sample (toy2d: one scatter of all)."""
         return [self.preview(x0)]
+
+    def metrics(self, recipe: Any, x0: torch.Tensor) -> dict[str, float]:
+        """Scores of final samples against ground truth, where the model knows it."""
+        return {}
 
     def points(self, x0: torch.Tensor) -> np.ndarray | None:
         """Samples as plain numbers where that is the natural output (toy2d)."""

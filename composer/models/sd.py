@@ -282,11 +282,11 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
             expanded if is_folder else name, dtype=dtype, safety_checker=None,
             feature_extractor=None, requires_safety_checker=False,
             local_files_only=is_folder or offline)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except Exception as err:  # hub, file and config errors all mean "cannot load this"
         where = "folder" if is_folder else ("local cache (HF_HUB_OFFLINE is set)" if offline
                                              else "Hugging Face Hub")
         raise ModelError(f"model: cannot load {name!r} from the {where}: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     pipe.set_progress_bar_config(disable=True)
     try:
         from diffusers.models.attention_processor import AttnProcessor2_0

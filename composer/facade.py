@@ -1,0 +1,130 @@
+"""The one entry point the UI and the CLI use. It speaks recipes and pictures;
+tensors stay inside.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from composer import engine
+from composer.media import grid
+from composer.models import BUILTIN_MODELS, ModelAdapter, ModelError, default_device, load_model
+from composer.recipe import Recipe, RecipeError
+
+log = logging.getLogger(__name__)
+SD_MODEL_ENV = "COMPOSER_SD_MODEL"
+
+
+class ComposerError(ValueError):
+    """Anything a user can fix: a bad recipe, a model that cannot load, no memory."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    total: int
+    t: float
+    preview: np.ndarray                 # predicted x0, RGB uint8 [H, W, 3]
+    noisy: np.ndarray                   # the current x_t, same kind of picture
+    concepts: tuple[np.ndarray, ...]    # each active concept's own predicted x0
+    acceptance: float | None
+
+
+@dataclass(frozen=True)
+class Result:
+    recipe: Recipe                      # every default filled in
+    images: tuple[np.ndarray, ...]      # final pictures (toy2d: one scatter)
+    points: np.ndarray | None           # toy2d samples [N, 2]
+    frames: tuple[Frame, ...]
+    notes: tuple[str, ...] = ()
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    has_energy: bool
+    concept_choices: tuple[str, ...] | None
+    vocabulary: tuple[str, ...] | None
+    max_samples: int
+    defaults: dict
+
+
+class Composer:
+    """Loads models lazily (once each) and runs recipes on one device."""
+
+    def __init__(self, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self._models: dict[str, ModelAdapter] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def model_names() -> list[str]:
+        """Built-in models, plus the Stable Diffusion checkpoint a Space configured."""
+        names = list(BUILTIN_MODELS)
+        if os.environ.get(SD_MODEL_ENV):
+            names.append(os.environ[SD_MODEL_ENV])
+        return names
+
+    def model(self, name: str) -> ModelAdapter:
+        with self._lock:
+            if name not in self._models:
+                try:
+                    self._models[name] = load_model(name, self.device)
+                except (ModelError, OSError, ValueError) as err:
+                    raise ComposerError(str(err)) from None
+            return self._models[name]
+
+    def info(self, name: str) -> ModelInfo:
+        m = self.model(name)
+        return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
+                         m.max_samples, dict(m.defaults))
+
+    def check(self, recipe: Recipe) -> tuple[Recipe, tuple[str, ...]]:
+        """The recipe with defaults filled, and notes for the user; raises ComposerError."""
+        model = self.model(recipe.model)
+        try:
+            filled = engine.prepare(recipe, model)
+        except (RecipeError, ModelError) as err:
+            raise ComposerError(str(err)) from None
+        notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
+        return filled, notes
+
+    def stream(self, recipe: Recipe, decode_every: int = 0) -> Iterator[Frame | Result]:
+        """Yield a Frame per step, then the Result. `decode_every` > 0 replaces the
+        cheap preview by a full decode every that many steps."""
+        filled, notes = self.check(recipe)
+        model = self.model(recipe.model)
+        frames: list[Frame] = []
+        record = None
+        try:
+            for record in engine.sample(filled, model):
+                frame = self._frame(model, record, decode_every)
+                frames.append(frame)
+                yield frame
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise ComposerError("out of GPU memory: try fewer samples or fewer concepts") from None
+        final = record.x_t
+        metrics = model.metrics(filled, final)
+        yield Result(filled, tuple(model.decode(final)), model.points(final), tuple(frames),
+                     notes, metrics)
+
+    def render(self, recipe: Recipe) -> Result:
+        """Run to the end; return the Result."""
+        *_, result = self.stream(recipe)
+        return result
+
+    @staticmethod
+    def _frame(model: ModelAdapter, record: engine.StepRecord, decode_every: int) -> Frame:
+        full = decode_every > 0 and (record.index + 1) % decode_every == 0
+        preview = grid(np.stack(model.decode(record.x0))) if full else model.preview(record.x0)
+        return Frame(record.index, record.total, record.t, preview, model.preview(record.x_t),
+                     tuple(model.preview(x0) for x0 in record.concept_x0), record.acceptance)

@@ -1,0 +1,102 @@
+"""The 2D lab's models: a score and an energy diffusion model over the six
+Reduce-Reuse-Recycle components (`composer.toy2d`), trained by this project.
+
+    toy2d-score:  eps(x, t, c) from a residual MLP.
+    toy2d-energy: E(x, t, c) = 1/2 |f(x, t, c)|^2, eps = grad_x E (autograd),
+                  energy in nats U = E / sigma_t (so eps = sigma_t grad_x U).
+
+Concepts are the component names; "" is the unconditional row (the marginal
+over all six), used by the "and" operator. Weights load offline from
+assets/toy2d/*.safetensors.
+
+Defaults (`Toy2DModel.defaults`):
+- scale 1.0: the RRR setups compose unscaled densities;
+- steps 50: reverse steps (levels) out of the 100 training timesteps;
+- mcmc_steps 2, leapfrog_steps 3, damping 0.5: per level, HMC runs
+  2 x 3 leapfrog steps with momentum persistence 0.5 (RRR used L = 3, d = 0.5);
+- step_size 0.1: h = step_size * sigma_t (HMC leapfrog step, ULA/MALA
+  proposal std); chosen so HMC acceptance on the product stays high;
+- line_points 5: trapezoid points for score-only Metropolis tests.
+A level costs mcmc_steps * leapfrog_steps + 2 batched evaluations under HMC.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from composer.models.base import ModelAdapter, ModelError
+from composer.toy2d.data import CONCEPTS
+from composer.toy2d.lab import scatter_image
+from composer.toy2d.net import UNCONDITIONAL
+from composer.toy2d.train import SCHEDULER_CONFIG, load_net
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "toy2d"
+
+
+class Toy2DModel(ModelAdapter):
+    family = "toy2d"
+    sample_shape = (2,)
+    scheduler_config = dict(SCHEDULER_CONFIG)
+    concept_choices = CONCEPTS
+    max_samples = 5000
+    defaults = {"scale": 1.0, "steps": 50, "mcmc_steps": 2, "step_size": 0.1,
+                "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
+
+    def __init__(self, variant: str, device: torch.device | str = "cpu",
+                 folder: str | Path = WEIGHTS):
+        try:
+            net, self.metadata = load_net(folder, variant)
+        except FileNotFoundError as err:
+            raise ModelError(f"model: toy2d-{variant} weights missing ({err})") from None
+        self.variant = variant
+        self.has_energy = net.energy
+        self.device = torch.device(device)
+        self.net = net.to(self.device)
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def encode(self, texts: tuple[str, ...]) -> torch.Tensor:
+        """Label indices [rows]; "" is the unconditional row."""
+        texts = tuple(texts)
+        if texts not in self._cache:
+            for text in texts:
+                if text != "":
+                    self.check_concept(text)
+            labels = [UNCONDITIONAL if text == "" else CONCEPTS.index(text) for text in texts]
+            self._cache[texts] = torch.tensor(labels, device=self.device)
+        return self._cache[texts]
+
+    def predict(self, x: torch.Tensor, t, alpha_bar: float, cond: torch.Tensor,
+                with_energy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if with_energy and not self.has_energy:
+            raise ModelError("toy2d-score has no energies; use toy2d-energy")
+        sigma = math.sqrt(1.0 - alpha_bar)
+        rows = len(cond)
+        timestep = torch.full((rows,), float(t), device=self.device)
+        with torch.no_grad():
+            embedding = self.net.embed(timestep, cond)[:, None, :]        # [rows, 1, D]
+        points = x.to(self.device, self.dtype)[None].expand(rows, *x.shape).contiguous()
+        if self.has_energy:
+            eps, energy = self.net.eps_and_energy(points, embedding)     # grad enabled inside
+        else:
+            with torch.no_grad():
+                eps, energy = self.net.eps_and_energy(points, embedding)
+        eps = eps.detach()
+        energy = energy.detach() / sigma if (with_energy and energy is not None) else None
+        return eps, energy
+
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        return scatter_image(self.points(x0))
+
+    def points(self, x0: torch.Tensor) -> np.ndarray:
+        return x0.detach().reshape(-1, 2).cpu().numpy()
+
+
+def load_score(device: torch.device | str = "cpu") -> Toy2DModel:
+    return Toy2DModel("score", device)
+
+
+def load_energy(device: torch.device | str = "cpu") -> Toy2DModel:
+    return Toy2DModel("energy", device)

@@ -1,0 +1,194 @@
+"""Train the shapes denoiser.
+
+    python -m composer.shapes.train --out assets/shapes [--steps N] [--resume]
+
+Data is drawn fresh every step from the procedural renderer (seeded, so a run
+is reproducible for a seed and a device). The loss is the usual denoising MSE
+on epsilon at uniformly drawn timesteps of the VP schedule; 10% of captions
+are empty (classifier-free training). Checkpoints (model, EMA, optimiser, RNG,
+step, loss log) go to --run-dir every --checkpoint-every seconds and at the
+end, and --resume continues from the latest one. At the end the EMA weights
+are exported to <out>/shapes.safetensors with <out>/config.json, and the loss
+curve to <out>/loss.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+from composer.shapes.data import VOCABULARY, render, sample_scenes, sample_slots
+from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser, count_parameters
+
+WEIGHTS = "shapes.safetensors"
+CONFIG = "config.json"
+
+
+def alphas_cumprod(config: dict = SCHEDULER_CONFIG) -> torch.Tensor:
+    """abar_t of the diffusers schedule named in `config` (one source of truth)."""
+    from diffusers import DDPMScheduler
+    return DDPMScheduler.from_config(config).alphas_cumprod.float()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="assets/shapes", help="where the final weights go")
+    p.add_argument("--run-dir", default="runs/shapes", help="checkpoints and the loss log")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--p-empty", type=float, default=0.1, help="share of empty captions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=ShapesConfig.dim)
+    p.add_argument("--depth", type=int, default=ShapesConfig.depth)
+    p.add_argument("--heads", type=int, default=ShapesConfig.heads)
+    p.add_argument("--patch", type=int, default=ShapesConfig.patch)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds")
+    p.add_argument("--time-limit", type=float, default=0.0,
+                   help="stop (and export) after this many minutes of this invocation; 0 = no limit")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--log-every", type=int, default=25)
+    return p.parse_args(argv)
+
+
+def learning_rate(step: int, args) -> float:
+    """Linear warmup, then cosine decay to 10% over --steps."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(path: Path, model, ema, opt, generator, step, log, elapsed, config) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                "rng": generator.get_state(), "step": step, "log": log, "elapsed": elapsed,
+                "config": config.to_dict()}, tmp)
+    tmp.replace(path)
+
+
+def plot_loss(log: list[dict], path: Path) -> None:
+    """A plain PIL line plot of the smoothed training loss (log scale)."""
+    width, height, pad = 640, 360, 48
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    if len(log) >= 2:
+        steps = [r["step"] for r in log]
+        losses = [math.log10(max(r["loss"], 1e-6)) for r in log]
+        lo, hi = min(losses), max(losses)
+        hi = hi if hi > lo else lo + 1
+        def xy(s, v):
+            return (pad + (width - 2 * pad) * (s - steps[0]) / max(1, steps[-1] - steps[0]),
+                    height - pad - (height - 2 * pad) * (v - lo) / (hi - lo))
+        draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(30, 90, 200), width=2)
+        draw.text((pad, height - pad + 8), f"step {steps[0]}", fill="black")
+        draw.text((width - pad - 80, height - pad + 8), f"step {steps[-1]}", fill="black")
+        draw.text((4, pad - 14), f"{10 ** hi:.4f}", fill="black")
+        draw.text((4, height - pad - 6), f"{10 ** lo:.4f}", fill="black")
+    draw.rectangle([pad, pad, width - pad, height - pad], outline="gray")
+    draw.text((pad, 10), "shapes denoiser: training loss (eps MSE, log scale, mean per log interval)",
+              fill="black")
+    image.save(path)
+
+
+def export(out: Path, ema: ShapesDenoiser, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in ema.state_dict().items()}
+    save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
+    (out / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    config = ShapesConfig(dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch)
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = ShapesDenoiser(config).to(device)
+    ema = ShapesDenoiser(config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    step, log, elapsed = 0, [], 0.0
+    if args.resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"] != config.to_dict():
+            raise SystemExit(f"--resume: checkpoint config {ckpt['config']} differs from {config.to_dict()}")
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["opt"])
+        generator.set_state(ckpt["rng"])
+        step, log, elapsed = ckpt["step"], ckpt["log"], ckpt["elapsed"]
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min so far)", flush=True)
+    abar = alphas_cumprod().to(device)
+    num_t = len(abar)
+    print(f"params {count_parameters(model):,} config {config.to_dict()} device {device}", flush=True)
+    start = time.time()
+    last_ckpt = start
+    running, count = 0.0, 0
+    while step < args.steps:
+        scenes = sample_scenes(args.batch, generator)
+        x0 = render(scenes).to(device)
+        slots = sample_slots(scenes, generator, args.p_empty).to(device)
+        t = torch.randint(0, num_t, (args.batch,), generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        a = abar[t][:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, args)
+        loss = torch.mean((model(xt, t, slots) - noise) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        running += loss.item()
+        count += 1
+        now = time.time()
+        if step % args.log_every == 0 or step == args.steps:
+            log.append({"step": step, "loss": running / count, "time": elapsed + now - start})
+            print(f"step {step} loss {running / count:.4f} lr {learning_rate(step, args):.2e} "
+                  f"{(elapsed + now - start) / 60:.1f} min", flush=True)
+            running, count = 0.0, 0
+        out_of_time = args.time_limit and (now - start) > args.time_limit * 60
+        if now - last_ckpt > args.checkpoint_every or step == args.steps or out_of_time:
+            save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, elapsed + now - start, config)
+            plot_loss(log, run_dir / "loss.png")
+            last_ckpt = now
+        if out_of_time:
+            print(f"time limit reached at step {step}", flush=True)
+            break
+    total = elapsed + time.time() - start
+    save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, total, config)
+    final_loss = sum(r["loss"] for r in log[-8:]) / max(1, len(log[-8:])) if log else float("nan")
+    meta = {"model": config.to_dict(), "scheduler": SCHEDULER_CONFIG, "vocabulary": list(VOCABULARY),
+            "training": {"steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
+                         "p_empty": args.p_empty, "seed": args.seed, "seconds": round(total, 1),
+                         "final_loss": round(final_loss, 5), "device": str(device),
+                         "parameters": count_parameters(model)}}
+    export(out, ema, meta)
+    plot_loss(log, out / "loss.png")
+    print(json.dumps(meta["training"]), flush=True)
+    return meta
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The 2D lab's network: a small conditional residual MLP.
+
+    e   = MLP([sinusoid(t), embedding(c)])                (one vector per row)
+    h   = W_in x + P_0 e
+    h  <- h + W_2 silu(W_1 silu(h) + P_k e)               (k = 1 .. blocks)
+    f   = W_out silu(h)                                   (2 numbers)
+
+The condition c is one of the six components or the unconditional row (index
+`len(CONCEPTS)`, the text ""). Two parameterisations share the trunk:
+
+- score: eps(x, t, c) = f(x, t, c);
+- energy (Reduce, Reuse, Recycle, Du et al. 2023): E(x, t, c) = 1/2 |f(x, t, c)|^2
+  and eps = grad_x E by autograd. Since eps = sigma_t grad_x U, the energy in
+  nats is U = E / sigma_t (up to a constant per t and c).
+
+`embed` depends only on (t, c), so a sampler that evaluates many points at one
+noise level computes it once per row and broadcasts it (see `trunk`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from composer.toy2d.data import CONCEPTS
+
+NUM_CONDITIONS = len(CONCEPTS) + 1      # six components and the unconditional row
+UNCONDITIONAL = len(CONCEPTS)
+TIME_FREQUENCIES = 16
+
+
+class ToyNet(nn.Module):
+    def __init__(self, width: int = 64, blocks: int = 4, num_train_timesteps: int = 100,
+                 energy: bool = False):
+        super().__init__()
+        self.width, self.blocks, self.energy = width, blocks, energy
+        self.num_train_timesteps = num_train_timesteps
+        self.label = nn.Embedding(NUM_CONDITIONS, width)
+        self.cond = nn.Sequential(nn.Linear(2 * TIME_FREQUENCIES + width, width), nn.SiLU(),
+                                  nn.Linear(width, width), nn.SiLU(),
+                                  nn.Linear(width, (blocks + 1) * width))
+        self.inp = nn.Linear(2, width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.mix = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.out = nn.Linear(width, 2)
+
+    def config(self) -> dict:
+        return {"width": self.width, "blocks": self.blocks, "energy": self.energy,
+                "num_train_timesteps": self.num_train_timesteps}
+
+    def embed(self, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Per-row conditioning [..., (blocks + 1) * width] for timesteps t and labels c."""
+        scale = torch.exp(-math.log(1000.0) * torch.arange(TIME_FREQUENCIES, device=t.device)
+                          / TIME_FREQUENCIES)
+        angles = t.float()[..., None] * scale * (1000.0 / self.num_train_timesteps)
+        return self.cond(torch.cat([angles.sin(), angles.cos(), self.label(c)], -1))
+
+    def trunk(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """f(x) for points x [..., 2] and conditioning e broadcastable to x's rows."""
+        parts = e.chunk(self.blocks + 1, dim=-1)
+        h = self.inp(x) + parts[0]
+        for hidden, mix, part in zip(self.hidden, self.mix, parts[1:]):
+            h = h + mix(nn.functional.silu(hidden(nn.functional.silu(h)) + part))
+        return self.out(nn.functional.silu(h))
+
+    def eps_and_energy(self, x: torch.Tensor, e: torch.Tensor, create_graph: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """eps [..., 2] and, for the energy variant, E [...] (not yet divided by sigma)."""
+        if not self.energy:
+            return self.trunk(x, e), None
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            energy = 0.5 * self.trunk(x, e).pow(2).sum(-1)
+            (eps,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+        return eps, energy
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
+                create_graph: bool = False) -> torch.Tensor:
+        """eps for points x [N, 2], timesteps t [N] and labels c [N]."""
+        return self.eps_and_energy(x, self.embed(t, c), create_graph)[0]

@@ -1,0 +1,86 @@
+"""The streaming engine on an analytic model whose every level is known."""
+import pytest
+import torch
+
+from composer.engine import generate, prepare, sample
+from composer.models import ModelError, load_model
+from composer.recipe import Recipe, RecipeError
+from composer.samplers import SCHEDULERS
+from gaussians import GaussianModel
+
+
+def recipe(**fields):
+    base = {"model": "gaussians", "concepts": [{"text": "left"}, {"text": "right"}],
+            "operator": "product", "steps": 10, "num_samples": 64, "seed": 3}
+    return Recipe.from_dict({**base, **fields})
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS) + ["ula", "uhmc", "mala", "hmc"])
+def test_every_sampler_streams_typed_records(name):
+    records = list(sample(recipe(sampler={"name": name, "mcmc_steps": 1}), GaussianModel()))
+    assert [r.index for r in records] == list(range(10))
+    last = records[-1]
+    assert last.total == 10 and last.x_t.shape == (64, 2) and last.x0.shape == (64, 2)
+    assert last.concept_x0.shape == (2, 64, 2)
+    assert torch.isfinite(last.x_t).all()
+    assert (last.acceptance is not None) == (name in ("mala", "hmc"))
+
+
+def test_same_recipe_and_seed_give_the_same_samples():
+    for name in ("euler_ancestral", "hmc"):
+        a = generate(recipe(sampler={"name": name}), GaussianModel()).x_t
+        b = generate(recipe(sampler={"name": name}), GaussianModel()).x_t
+        c = generate(recipe(sampler={"name": name}, seed=4), GaussianModel()).x_t
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_single_expert_is_sampled_exactly():
+    x = generate(recipe(concepts=[{"text": "left"}], sampler={"name": "ddim"}, steps=50,
+                        num_samples=4000), GaussianModel()).x_t
+    torch.testing.assert_close(x.mean(0), torch.tensor([-1.0, 0.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(x.var(0), torch.tensor([0.25, 0.25]), atol=0.03, rtol=0)
+
+
+def test_mcmc_recovers_the_product_that_reverse_diffusion_misses():
+    """RRR's point on an analytic product: N(-1, .25) x N(1, .25) = N(0, .125)."""
+    def variance(sampler):
+        x = generate(recipe(sampler=sampler, steps=50, num_samples=4000), GaussianModel()).x_t
+        return float(x.var(0).mean())
+    reverse = variance({"name": "ddpm"})
+    hmc = variance({"name": "hmc", "mcmc_steps": 5})
+    assert abs(reverse - 0.125) > 0.05
+    assert abs(hmc - 0.125) < 0.015
+
+
+def test_metropolis_without_energies_uses_the_score_integral():
+    model = GaussianModel(energy=False)
+    record = generate(recipe(sampler={"name": "mala", "mcmc_steps": 2}), model)
+    assert 0.5 < record.acceptance <= 1.0
+
+
+def test_unknown_concept_lists_the_valid_ones():
+    with pytest.raises(RecipeError, match=r"concepts\[1\].text: unknown concept 'dog'; valid concepts are left, right, up"):
+        prepare(recipe(concepts=[{"text": "left"}, {"text": "dog"}]), GaussianModel())
+
+
+def test_mixture_on_a_score_only_model_says_it_needs_energies():
+    with pytest.raises(RecipeError, match="mixture needs an energy-parameterised model"):
+        prepare(recipe(operator="mixture"), GaussianModel(energy=False))
+
+
+def test_too_many_samples_for_the_model():
+    with pytest.raises(RecipeError, match="num_samples: .gaussians. takes at most 100, got 4096"):
+        prepare(recipe(num_samples=4096).__class__.from_dict(
+            {**recipe().to_dict(), "num_samples": 4096}), _small_model())
+
+
+def _small_model():
+    model = GaussianModel()
+    model.max_samples = 20000
+    model.max_samples = 100
+    return model
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ModelError, match="unknown model 'nope'; built-in models are shapes"):
+        load_model("nope")

@@ -1,0 +1,114 @@
+"""MCMC samplers against targets with exact scores and energies."""
+import math
+
+import pytest
+import torch
+
+from composer.samplers import MCMC, Evaluation, MCMCKnobs, _line_log_ratio
+
+MEAN = torch.tensor([0.5, -1.0])
+COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
+PRECISION = torch.linalg.inv(COV)
+
+
+def gaussian(x, with_energy=True):
+    """The anisotropic Gaussian N(MEAN, COV) as a level density with sigma = 1."""
+    diff = x - MEAN
+    grad = diff @ PRECISION
+    energy = 0.5 * (grad * diff).sum(1) if with_energy else None
+    return Evaluation(eps=grad, sigma=1.0, energy=energy)
+
+
+MIX_MEANS = torch.tensor([[-1.5, 0.0], [1.5, 0.0]])
+MIX_STD = 0.6
+
+
+def mixture(x, with_energy=True):
+    """Equal mixture of two isotropic Gaussians."""
+    diffs = x[None] - MIX_MEANS[:, None]                       # [2, B, 2]
+    logits = -(diffs ** 2).sum(-1) / (2 * MIX_STD ** 2)         # [2, B]
+    weights = torch.softmax(logits, 0)
+    grad = (weights[..., None] * diffs).sum(0) / MIX_STD ** 2
+    energy = -torch.logsumexp(logits, 0) if with_energy else None
+    return Evaluation(eps=grad, sigma=1.0, energy=energy)
+
+
+def run(name, density, step, steps=300, chains=3000, seed=0, start=None):
+    generator = torch.Generator().manual_seed(seed)
+    x = start if start is not None else torch.randn(chains, 2, generator=generator)
+    knobs = MCMCKnobs(steps=steps, step=step, leapfrog_steps=3, damping=0.5, line_points=5)
+    return MCMC[name](density, x, knobs, generator)
+
+
+@pytest.mark.parametrize("name,step", [("mala", 0.5), ("hmc", 0.4)])
+@pytest.mark.parametrize("with_energy", [True, False])
+def test_metropolis_samplers_reproduce_a_gaussian(name, step, with_energy):
+    x, acceptance = run(name, lambda x: gaussian(x, with_energy), step)
+    # 3000 chains: standard errors are about 0.02 for a mean and 0.026 for a
+    # covariance entry; the tolerances are about 3 of them.
+    torch.testing.assert_close(x.mean(0), MEAN, atol=0.06, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), COV, atol=0.1, rtol=0)
+    assert 0.3 < acceptance.mean() < 1.0
+
+
+@pytest.mark.parametrize("name,step", [("mala", 0.9), ("hmc", 0.5)])
+def test_metropolis_samplers_reproduce_a_mixture(name, step):
+    x, _ = run(name, mixture, step, steps=200)
+    torch.testing.assert_close(x.mean(0), torch.zeros(2), atol=0.12, rtol=0)
+    expected_var = torch.tensor([MIX_STD ** 2 + 1.5 ** 2, MIX_STD ** 2])
+    torch.testing.assert_close(x.var(0), expected_var, rtol=0.1, atol=0)
+    right = (x[:, 0] > 0).float().mean()
+    assert abs(right - 0.5) < 0.06
+
+
+def test_unadjusted_langevin_is_biased_by_a_large_step_and_mala_corrects_it():
+    step = 0.6  # eta * largest precision = 1.5: ULA stays stable but inflates the spread
+    ula_x, _ = run("ula", gaussian, step, steps=100)
+    mala_x, _ = run("mala", gaussian, step, steps=100)
+    ula_error = (torch.cov(ula_x.T) - COV).abs().max()
+    mala_error = (torch.cov(mala_x.T) - COV).abs().max()
+    assert ula_error > 0.2 and mala_error < 0.1
+
+
+@pytest.mark.parametrize("name", ["mala", "hmc"])
+def test_acceptance_is_near_one_for_tiny_steps(name):
+    _, acceptance = run(name, mixture, 1e-3, steps=20)
+    assert acceptance.mean() > 0.99
+
+
+@pytest.mark.parametrize("name", list(MCMC))
+def test_fixed_seed_gives_identical_output(name):
+    a, _ = run(name, mixture, 0.5, steps=10, chains=64)
+    b, _ = run(name, mixture, 0.5, steps=10, chains=64)
+    c, _ = run(name, mixture, 0.5, steps=10, chains=64, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", list(MCMC))
+def test_samplers_leave_the_callers_tensor_alone(name):
+    start = torch.randn(32, 2)
+    copy = start.clone()
+    run(name, mixture, 0.5, steps=3, start=start)
+    assert torch.equal(start, copy)
+
+
+def test_acceptance_is_decided_per_sample():
+    """Chains far out in the tails reject big moves while central ones accept."""
+    start = torch.cat([torch.zeros(200, 2), torch.full((200, 2), 6.0)])
+    _, acceptance = run("mala", mixture, 1.5, steps=1, start=start)
+    assert 0.0 < acceptance.mean() < 1.0
+    assert acceptance[:200].mean() != acceptance[200:].mean()
+
+
+def test_score_line_integral_matches_the_exact_log_density_difference():
+    x0, x1 = torch.randn(500, 2), torch.randn(500, 2)
+    e0, e1 = mixture(x0, False), mixture(x1, False)
+    exact = mixture(x0).energy - mixture(x1).energy
+    coarse = _line_log_ratio(lambda x: mixture(x, False), x0, e0, x1, e1, points=5)
+    fine = _line_log_ratio(lambda x: mixture(x, False), x0, e0, x1, e1, points=33)
+    assert (fine - exact).abs().max() < (coarse - exact).abs().max() + 1e-6
+    assert (fine - exact).abs().max() < 0.05
+    # Gaussian scores are linear, so the trapezoid rule is exact there.
+    g = _line_log_ratio(lambda x: gaussian(x, False), x0, gaussian(x0, False), x1, gaussian(x1, False), 2)
+    torch.testing.assert_close(g, gaussian(x0).energy - gaussian(x1).energy, rtol=1e-4, atol=1e-4)
+    assert math.isfinite(float(coarse.sum()))

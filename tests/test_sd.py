@@ -1,0 +1,245 @@
+"""Stable Diffusion adapter on tiny random-weight pipelines saved to a folder.
+
+No weights are downloaded: tests/tiny_sd.py builds the pipeline, saves it with
+save_pretrained, and the adapter loads it back through the registry with
+HF_HUB_OFFLINE=1, which exercises the real loading code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from composer.engine import generate, sample                      # noqa: E402
+from composer.models import ModelError, load_model                # noqa: E402
+from composer.models.sd import SDAdapter, load_sd                 # noqa: E402
+from composer.recipe import Concept, Recipe, SamplerSpec          # noqa: E402
+from tiny_sd import save_tiny_sd                                  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """An epsilon pipeline and the same weights as a v-prediction checkpoint."""
+    root = tmp_path_factory.mktemp("sd")
+    eps = save_tiny_sd(root / "tiny-eps")
+    vpred = str(root / "tiny-v")
+    shutil.copytree(eps, vpred)
+    config_path = os.path.join(vpred, "scheduler", "scheduler_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["prediction_type"] = "v_prediction"
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    return {"epsilon": eps, "v_prediction": vpred}
+
+
+@pytest.fixture(scope="module")
+def model(folders):
+    return load_model(folders["epsilon"], "cpu")
+
+
+def recipe(folder, texts=("a red cube",), **kwargs):
+    concepts = tuple(Concept(t) if isinstance(t, str) else t for t in texts)
+    kwargs.setdefault("steps", 3)
+    return Recipe(model=folder, concepts=concepts, **kwargs)
+
+
+def test_loads_from_folder_through_registry(model):
+    assert isinstance(model, SDAdapter)
+    assert model.family == "sd" and not model.has_energy
+    assert model.sample_shape == (4, 8, 8)
+    assert model.dtype == torch.float32 and model.net_dtype == torch.float32
+    assert model.scheduler_config["_class_name"] == "DDIMScheduler"
+    assert model.defaults["scale"] == 7.5
+    assert {"steps", "mcmc_steps", "step_size", "leapfrog_steps", "damping",
+            "line_points"} <= set(model.defaults)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="no folder"):
+        load_model(str(tmp_path / "nowhere" / "model"), "cpu")
+
+
+def test_folder_that_is_not_sd_says_what_was_expected(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelError, match="model_index.json") as err:
+        load_model(str(tmp_path), "cpu")
+    assert "unet" in str(err.value) and "tokenizer" in str(err.value)
+
+
+def test_unknown_hub_id_offline_is_a_model_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="cannot load 'nobody-here/no-such-model'"):
+        load_sd("nobody-here/no-such-model", "cpu")
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_single_concept_matches_diffusers_pipeline(folders, scheduler, prediction):
+    """One concept, weight 1, 'and' at scale alpha is classifier-free guidance:
+    the final latents equal StableDiffusionPipeline(guidance_scale=alpha)."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+    folder, steps, scale, seed = folders[prediction], 4, 7.5, 3
+    adapter = load_model(folder, "cpu")
+    final = generate(recipe(folder, sampler=SamplerSpec(scheduler), steps=steps,
+                            scale=scale, seed=seed), adapter).x_t
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True,
+                                                   safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    assert pipe.scheduler.config.prediction_type == prediction
+    # The engine's initial noise; the pipeline multiplies by init_noise_sigma itself.
+    noise = torch.randn((1, *adapter.sample_shape), generator=torch.Generator("cpu").manual_seed(seed))
+    expected = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale,
+                    latents=noise, output_type="latent").images
+    assert torch.allclose(final, expected, atol=1e-4, rtol=0), (final - expected).abs().max()
+
+
+def test_v_prediction_is_converted_to_epsilon(folders):
+    adapter = load_model(folders["v_prediction"], "cpu")
+    assert adapter.prediction_type == "v_prediction"
+    cond = adapter.encode(("", "a red cube"))
+    x = torch.randn(2, *adapter.sample_shape, generator=torch.Generator().manual_seed(0))
+    abar, t = 0.3, torch.tensor(700)
+    eps, energy = adapter.predict(x, t, abar, cond)
+    assert energy is None
+    v = adapter.unet(x.repeat(2, 1, 1, 1), t, encoder_hidden_states=cond.embeddings.repeat_interleave(2, 0)).sample
+    expected = math.sqrt(abar) * v.reshape(2, *x.shape) + math.sqrt(1 - abar) * x[None]
+    assert torch.allclose(eps, expected, atol=1e-5)
+
+
+def test_all_rows_and_samples_in_one_unet_call(model):
+    cond = model.encode(("", "a red cube", "a blue ball"))
+    x = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(1))
+    before = model.unet_calls
+    eps, _ = model.predict(x, torch.tensor(500), 0.5, cond)
+    assert model.unet_calls == before + 1
+    assert eps.shape == (3, 2, *model.sample_shape)
+    for row in range(3):    # the batched answer equals one call per row
+        single = model.encode((cond.texts[row],))
+        alone, _ = model.predict(x, torch.tensor(500), 0.5, single)
+        assert torch.allclose(eps[row], alone[0], atol=1e-5)
+
+
+def test_chunking_under_a_memory_budget(folders, monkeypatch):
+    monkeypatch.setenv("COMPOSER_SD_MAX_BATCH", "2")
+    adapter = load_model(folders["epsilon"], "cpu")
+    assert adapter.max_batch == 2
+    cond = adapter.encode(("", "a", "b"))
+    x = torch.randn(2, *adapter.sample_shape)
+    eps, _ = adapter.predict(x, torch.tensor(300), 0.7, cond)
+    assert adapter.unet_calls == 3                      # 6 rows in chunks of 2
+    adapter.max_batch = None
+    whole, _ = adapter.predict(x, torch.tensor(300), 0.7, cond)
+    assert torch.allclose(eps, whole, atol=1e-5)
+
+
+def test_bad_max_batch_env_is_a_model_error(folders, monkeypatch):
+    monkeypatch.setenv("COMPOSER_SD_MAX_BATCH", "lots")
+    with pytest.raises(ModelError, match="COMPOSER_SD_MAX_BATCH"):
+        load_model(folders["epsilon"], "cpu")
+
+
+def test_out_of_memory_halves_the_chunk_and_retries(model, monkeypatch, caplog):
+    """A fake CUDA OOM whenever more than 2 rows go in at once."""
+    real = model._forward
+    sizes = []
+
+    def forward(latents, timestep, context):
+        sizes.append(latents.shape[0])
+        if latents.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return real(latents, timestep, context)
+
+    monkeypatch.setattr(model, "_forward", forward)
+    monkeypatch.setattr(model, "max_batch", None)
+    cond = model.encode(("", "a red cube", "a blue ball"))
+    x = torch.randn(2, *model.sample_shape)
+    with caplog.at_level(logging.WARNING, logger="composer.models.sd"):
+        eps, _ = model.predict(x, torch.tensor(400), 0.6, cond)
+    assert sizes == [6, 3] + [1] * 6 and model.max_batch == 1     # 6 -> 3 -> 1 rows
+    assert "out of memory" in caplog.text
+    monkeypatch.setattr(model, "_forward", real)
+    expected, _ = model.predict(x, torch.tensor(400), 0.6, cond)
+    assert torch.allclose(eps, expected, atol=1e-5)
+
+    def always_oom(latents, timestep, context):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+    monkeypatch.setattr(model, "_forward", always_oom)
+    with pytest.raises(ModelError, match="out of memory"):
+        model.predict(x, torch.tensor(400), 0.6, cond)
+
+
+def test_embeddings_are_cached_per_text(folders):
+    adapter = load_model(folders["epsilon"], "cpu")
+    base = recipe(folders["epsilon"], texts=("a red cube", "a blue ball"), steps=1)
+    generate(base, adapter)
+    assert adapter.text_encoder_calls == 1          # "", both prompts in one call
+    for changed in (dataclasses.replace(base, seed=5, scale=2.0),
+                    dataclasses.replace(base, sampler=SamplerSpec("euler"), concepts=(
+                        Concept("a red cube", weight=0.3), Concept("a blue ball", negate=True)))):
+        generate(changed, adapter)
+    assert adapter.text_encoder_calls == 1
+    generate(recipe(folders["epsilon"], texts=("a green cone",), steps=1), adapter)
+    assert adapter.text_encoder_calls == 2
+    assert len(adapter._cache) == 4
+
+
+def test_long_prompt_warns_about_truncation(model):
+    assert model.concept_warnings("a red cube") == []
+    limit = model.tokenizer.model_max_length - 2     # tokens between BOS and EOS
+    text = "x " * (limit + 9)                         # one token per "x" in the tiny vocab
+    (warning,) = model.concept_warnings(text)
+    assert "9 tokens will be dropped" in warning and str(limit) in warning
+
+
+def test_preview_and_decode(model):
+    x0 = torch.randn(3, *model.sample_shape)
+    picture = model.preview(x0)
+    assert picture.dtype.name == "uint8" and picture.shape == (16, 16, 3)   # 2x2 grid of 8x8
+    images = model.decode(x0[:2])
+    assert len(images) == 2 and all(i.shape == (64, 64, 3) and i.dtype.name == "uint8"
+                                    for i in images)
+
+
+def _evaluations_per_step(name: str, knobs: dict) -> int:
+    """UNet calls per noise level, read off composer/samplers.py and engine.py."""
+    k, points, leapfrog = knobs["mcmc_steps"], knobs["line_points"], knobs["leapfrog_steps"]
+    return {"ula": k + 1, "mala": 1 + k * (1 + points - 2) + 1,
+            "uhmc": 1 + k * leapfrog + 1, "hmc": 1 + k * leapfrog + 1}.get(name, 1)
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "euler_ancestral", "dpmpp",
+                                  "ula", "uhmc", "mala", "hmc"])
+def test_every_sampler_runs_on_latents(model, name):
+    knobs = {"mcmc_steps": 2, "line_points": 3, "leapfrog_steps": 2}
+    spec = SamplerSpec(name, **knobs)
+    steps = 2
+    before = model.unet_calls
+    records = list(sample(recipe(model.name, texts=("a red cube", "a blue ball"),
+                                 sampler=spec, steps=steps, scale=3.0, num_samples=2), model))
+    assert len(records) == steps
+    assert model.unet_calls - before == steps * _evaluations_per_step(name, knobs)
+    last = records[-1]
+    assert last.x_t.shape == (2, *model.sample_shape) and torch.isfinite(last.x_t).all()
+    assert last.concept_x0.shape == (2, 2, *model.sample_shape)
+    if name in ("mala", "hmc"):
+        assert 0.0 <= last.acceptance <= 1.0
+    else:
+        assert last.acceptance is None
