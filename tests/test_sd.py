@@ -30,6 +30,16 @@ from tiny_sd import save_tiny_sd                                  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny UNet gains nothing from threads, and on a shared 2-core CPU
+    oversubscription makes each call ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """An epsilon pipeline and the same weights as a v-prediction checkpoint."""

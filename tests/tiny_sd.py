@@ -32,7 +32,7 @@ def tiny_tokenizer(max_length: int = MAX_LENGTH):
 
 
 def tiny_components(prediction_type: str = "epsilon", sample_size: int = 8,
-                    block_out_channels: tuple[int, ...] = (32, 64), layers_per_block: int = 1,
+                    block_out_channels: tuple[int, ...] = (16, 32), layers_per_block: int = 1,
                     seed: int = 0) -> dict:
     """UNet, VAE, text encoder, tokenizer and scheduler with random weights."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
