@@ -167,7 +167,8 @@ class SDAdapter(ModelAdapter):
 
     def _run_unet(self, latents, timestep, context) -> torch.Tensor:
         """All rows at once, or in chunks of `max_batch`; on out-of-memory the chunk
-        is halved (and kept halved) and the call retried."""
+        is halved (and kept halved) and the call retried. Only an OOM at one row
+        per call reaches the caller (the facade turns it into a user message)."""
         total = latents.shape[0]
         while True:
             chunk = total if self.max_batch is None else max(1, min(self.max_batch, total))
@@ -176,9 +177,9 @@ class SDAdapter(ModelAdapter):
                                                 context[i:i + chunk])
                                   for i in range(0, total, chunk)])
             except torch.OutOfMemoryError:
-                if chunk == 1:
-                    raise ModelError("model: out of memory even one UNet row at a time; "
-                                     "use a smaller image or fewer samples") from None
+                if chunk == 1:       # nothing left to split: the caller reports it
+                    log.warning("UNet out of memory even at one row per call")
+                    raise
                 self.max_batch = chunk // 2
                 log.warning("UNet out of memory at %d rows per call; retrying with %d",
                             chunk, self.max_batch)
@@ -217,8 +218,15 @@ class SDAdapter(ModelAdapter):
         images = []
         for i in range(x0.shape[0]):
             latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor
-            image = self.vae.decode(latent, return_dict=False)[0][0].float()
-            image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            try:
+                image = self.vae.decode(latent, return_dict=False)[0][0]
+            except torch.OutOfMemoryError:
+                log.warning("VAE decode out of memory; retrying with tiled decoding")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.vae.enable_tiling()
+                image = self.vae.decode(latent, return_dict=False)[0][0]
+            image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             images.append(image.permute(1, 2, 0).cpu().numpy())
         return images
 
