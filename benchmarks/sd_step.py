@@ -73,6 +73,17 @@ def build_adapter(config: dict, device: torch.device, dtype: torch.dtype) -> SDA
     return SDAdapter(pipe, "random-unet", device, dtype, max_batch=None)
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -155,8 +166,8 @@ def main(argv=None) -> dict:
         "unet_parameters": params,
         "latent_shape": list(model.sample_shape),
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu: {platform.processor() or platform.machine()}, "
-                        f"{os.cpu_count()} cores"),
+                   else f"cpu: {cpu_name()}, {os.cpu_count()} cores"),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
