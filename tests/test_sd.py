@@ -253,3 +253,16 @@ def test_every_sampler_runs_on_latents(model, name):
         assert 0.0 <= last.acceptance <= 1.0
     else:
         assert last.acceptance is None
+
+
+def test_embedding_cache_is_bounded(folders, monkeypatch):
+    import composer.models.sd as sd
+    adapter = load_model(folders["epsilon"], "cpu")
+    monkeypatch.setattr(sd, "CACHE_SIZE", 3)
+    adapter.encode(("", "a"))
+    adapter.encode(("", "b"))
+    adapter.encode(("", "c"))                   # "a" is the least recently used
+    assert list(adapter._cache) == ["b", "", "c"]
+    calls = adapter.text_encoder_calls
+    adapter.encode(("", "c"))
+    assert adapter.text_encoder_calls == calls

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # block_out_channels[0], in bytes per byte of dtype (SD 1.5 at 64x64 in fp16 with
 # SDPA peaks near 0.3 GB a row). Only a starting point: OOM halves the chunk.
 _ROW_BYTES_PER_PIXEL_CHANNEL = 120.0
+CACHE_SIZE = 512     # prompt embeddings kept (77 x 768 fp16 = 118 kB each for SD 1.x)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -103,7 +105,7 @@ class SDAdapter(ModelAdapter):
         self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2, "step_size": 0.1,
                          "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
         self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.text_encoder_calls = 0
         self.unet_calls = 0
         self._attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
@@ -139,7 +141,12 @@ class SDAdapter(ModelAdapter):
             self.text_encoder_calls += 1
             for text, embedding in zip(missing, hidden.to(self.net_dtype)):
                 self._cache[text] = embedding
-        return SDCondition(tuple(texts), torch.stack([self._cache[t] for t in texts]))
+        embeddings = torch.stack([self._cache[t] for t in texts])
+        for text in texts:                       # least recently used leave first
+            self._cache.move_to_end(text)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return SDCondition(tuple(texts), embeddings)
 
     # ---- predictions --------------------------------------------------------------
     @torch.no_grad()
