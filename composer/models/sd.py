@@ -118,7 +118,7 @@ class SDAdapter(ModelAdapter):
     # ---- concepts -----------------------------------------------------------------
     def concept_warnings(self, text: str) -> list[str]:
         """Say when a prompt is longer than the text encoder reads."""
-        ids = self.tokenizer(text, truncation=False).input_ids
+        ids = self.tokenizer(text, truncation=False, verbose=False).input_ids
         limit = self.tokenizer.model_max_length
         if len(ids) <= limit:
             return []
