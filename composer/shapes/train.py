@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="stop (and export) after this many minutes of this invocation; 0 = no limit")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the EMA weights of the latest checkpoint to --out and stop")
     p.add_argument("--log-every", type=int, default=25)
     return p.parse_args(argv)
 
@@ -68,9 +70,10 @@ def learning_rate(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_checkpoint(path: Path, model, ema, opt, generator, step, log, elapsed, config) -> None:
+def save_checkpoint(path: Path, model, ema, opt, generator, step, log, elapsed, config,
+                    args=None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+    torch.save({"args": vars(args) if args is not None else None, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                 "rng": generator.get_state(), "step": step, "log": log, "elapsed": elapsed,
                 "config": config.to_dict()}, tmp)
     tmp.replace(path)
@@ -107,6 +110,15 @@ def export(out: Path, ema: ShapesDenoiser, meta: dict) -> None:
     (out / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def metadata(config, args, step, log, total, device, model) -> dict:
+    final_loss = sum(r["loss"] for r in log[-8:]) / max(1, len(log[-8:])) if log else float("nan")
+    return {"model": config.to_dict(), "scheduler": SCHEDULER_CONFIG, "vocabulary": list(VOCABULARY),
+            "training": {"steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
+                         "p_empty": args.p_empty, "seed": args.seed, "seconds": round(total, 1),
+                         "final_loss": round(final_loss, 5), "device": str(device),
+                         "parameters": count_parameters(model)}}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -134,6 +146,21 @@ def main(argv=None) -> dict:
         generator.set_state(ckpt["rng"])
         step, log, elapsed = ckpt["step"], ckpt["log"], ckpt["elapsed"]
         print(f"resumed at step {step} ({elapsed / 60:.1f} min so far)", flush=True)
+    if args.export_only:
+        if not ckpt_path.exists():
+            raise SystemExit(f"--export-only: no checkpoint in {run_dir}")
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        config = ShapesConfig(**ckpt["config"])
+        ema = ShapesDenoiser(config)
+        ema.load_state_dict(ckpt["ema"])
+        step, log, total = ckpt["step"], ckpt["log"], ckpt["elapsed"]
+        if ckpt.get("args"):
+            args = argparse.Namespace(**{**ckpt["args"], "out": args.out})
+        meta = metadata(config, args, step, log, total, device, ema)
+        export(out, ema, meta)
+        plot_loss(log, out / "loss.png")
+        print(json.dumps(meta["training"]), flush=True)
+        return meta
     abar = alphas_cumprod().to(device)
     num_t = len(abar)
     print(f"params {count_parameters(model):,} config {config.to_dict()} device {device}", flush=True)
@@ -170,20 +197,16 @@ def main(argv=None) -> dict:
             running, count = 0.0, 0
         out_of_time = args.time_limit and (now - start) > args.time_limit * 60
         if now - last_ckpt > args.checkpoint_every or step == args.steps or out_of_time:
-            save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, elapsed + now - start, config)
+            save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, elapsed + now - start, config,
+                            args)
             plot_loss(log, run_dir / "loss.png")
             last_ckpt = now
         if out_of_time:
             print(f"time limit reached at step {step}", flush=True)
             break
     total = elapsed + time.time() - start
-    save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, total, config)
-    final_loss = sum(r["loss"] for r in log[-8:]) / max(1, len(log[-8:])) if log else float("nan")
-    meta = {"model": config.to_dict(), "scheduler": SCHEDULER_CONFIG, "vocabulary": list(VOCABULARY),
-            "training": {"steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
-                         "p_empty": args.p_empty, "seed": args.seed, "seconds": round(total, 1),
-                         "final_loss": round(final_loss, 5), "device": str(device),
-                         "parameters": count_parameters(model)}}
+    save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, total, config, args)
+    meta = metadata(config, args, step, log, total, device, model)
     export(out, ema, meta)
     plot_loss(log, out / "loss.png")
     print(json.dumps(meta["training"]), flush=True)

@@ -1,0 +1,120 @@
+"""The embedded "shapes" model: 32x32 scenes of coloured shapes, offline on a CPU.
+
+A concept is a caption naming one object by some of its attributes, e.g.
+"red", "circle", "red circle", "left", "blue square top" (see
+composer/shapes/data.py for the vocabulary). Weights ship in assets/shapes/
+(MODEL_CARD.md there says how they were trained).
+
+Samples are [3, 32, 32] in [-1, 1]. `decode` returns one uint8 32x32 image per
+sample at native resolution (upscaling is left to the display); `preview` tiles
+the batch into one uint8 grid at native resolution with a 2-pixel grey gutter.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from composer.models.base import ModelAdapter, ModelError
+from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots, to_uint8
+from composer.shapes.model import ShapesConfig, ShapesDenoiser
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
+GUTTER = 2
+
+
+def assets_dir() -> Path:
+    return Path(os.environ.get("COMPOSER_SHAPES_DIR", ASSETS))
+
+
+class ShapesModel(ModelAdapter):
+    family = "shapes"
+    has_energy = False
+    sample_shape = (3, 32, 32)
+    vocabulary = VOCABULARY
+    max_samples = 16
+    defaults = {"scale": 3.0, "steps": 50, "mcmc_steps": 2, "step_size": 0.05,
+                "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
+
+    def __init__(self, folder: str | Path | None = None, device: torch.device | str = "cpu"):
+        folder = Path(folder) if folder is not None else assets_dir()
+        weights, config_path = folder / "shapes.safetensors", folder / "config.json"
+        if not weights.exists() or not config_path.exists():
+            raise ModelError(f"model: the shapes weights are missing from {folder} "
+                             f"(expected shapes.safetensors and config.json); train them with "
+                             f"`python -m composer.shapes.train --out {folder}`")
+        meta = json.loads(config_path.read_text())
+        self.meta = meta
+        self.device = torch.device(device)
+        self.scheduler_config = dict(meta["scheduler"])
+        self.net = ShapesDenoiser(ShapesConfig(**meta["model"]))
+        self.net.load_state_dict(load_file(str(weights)))
+        self.net.to(self.device).eval().requires_grad_(False)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    # --- concepts -----------------------------------------------------------
+    def check_concept(self, text: str) -> None:
+        try:
+            caption_slots(text)
+        except VocabularyError as err:
+            raise ModelError(str(err)) from None
+
+    def encode(self, texts: tuple[str, ...]) -> torch.Tensor:
+        """Text embeddings [rows, dim], one per row; cached per caption."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            for text in missing:
+                self.check_concept(text)
+            slots = torch.tensor([caption_slots(t) for t in missing], device=self.device)
+            with torch.no_grad():
+                embedded = self.net.text(slots)
+            self._cache.update(zip(missing, embedded))
+        return torch.stack([self._cache[t] for t in texts])
+
+    # --- the model ----------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x, t, alpha_bar, cond, with_energy=False):
+        if with_energy:
+            raise ModelError("model: 'shapes' is score-parameterised and has no energies")
+        rows, batch = cond.shape[0], x.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(-1)
+        t = t.expand(batch) if t.numel() == 1 else t
+        xs = x.to(self.device, self.dtype).repeat(rows, 1, 1, 1)          # row-major: [rows*B]
+        eps = self.net(xs, t.repeat(rows), text=cond.repeat_interleave(batch, dim=0))
+        return eps.reshape(rows, batch, *self.sample_shape), None
+
+    # --- pictures -----------------------------------------------------------
+    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
+        return list(to_uint8(x0.detach().float().cpu()))
+
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        images = to_uint8(x0.detach().float().cpu())
+        n = len(images)
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        size = self.sample_shape[1]
+        grid = np.full((rows * size + (rows - 1) * GUTTER, cols * size + (cols - 1) * GUTTER, 3),
+                       96, np.uint8)
+        for i, image in enumerate(images):
+            r, c = divmod(i, cols)
+            grid[r * (size + GUTTER):r * (size + GUTTER) + size,
+                 c * (size + GUTTER):c * (size + GUTTER) + size] = image
+        return grid
+
+
+def load_score(device: torch.device | str = "cpu") -> ShapesModel:
+    return ShapesModel(device=device)
+
+
+def load_energy(device: torch.device | str = "cpu") -> ModelAdapter:
+    raise ModelError("model: 'shapes-energy' is not shipped. Training the energy-parameterised "
+                     "variant (E = 1/2 |f|^2, eps = grad E) costs about 2-3x the score model on "
+                     "this CPU, which the build budget did not allow (see "
+                     "assets/shapes/MODEL_CARD.md); use 'shapes' (score model: Metropolis "
+                     "samplers then use the score-integral estimate), or 'toy2d-energy' for "
+                     "exact energies")
