@@ -51,6 +51,9 @@ def guard(fn):
                 raise
             except USER_ERRORS as err:
                 raise user_error(err) from None
+            except ValueError as err:  # e.g. diffusers refusing a setting: say what it said
+                log.warning("value error in %s: %s", fn.__name__, err)
+                raise user_error(err) from None
             except Exception:
                 log.exception("unexpected error in %s", fn.__name__)
                 raise gr.Error(GENERIC_ERROR, duration=None) from None
@@ -63,6 +66,9 @@ def guard(fn):
         except gr.Error:
             raise
         except USER_ERRORS as err:
+            raise user_error(err) from None
+        except ValueError as err:  # e.g. diffusers refusing a setting: say what it said
+            log.warning("value error in %s: %s", fn.__name__, err)
             raise user_error(err) from None
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)

@@ -139,14 +139,18 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     with gr.Row():
                         share_btn = gr.Button("Share link", elem_id="share", scale=0, min_width=110)
                         share_link = gr.Textbox(label="Link to this recipe", elem_id="share-link",
-                                                buttons=["copy"], scale=4)
-                    recipe_json = gr.Code("", language="json", label="Recipe JSON (edit or paste, "
-                                          "then Apply)", elem_id="recipe-json", interactive=True)
-                    with gr.Row():
-                        apply_btn = gr.Button("Apply JSON", elem_id="apply-json")
-                        png_in = gr.File(label="…or drop a PNG saved by this app",
-                                         file_types=[".png"], type="filepath",
-                                         elem_id="png-import", height=90)
+                                                buttons=["copy"], scale=4, max_lines=3)
+                    with gr.Accordion("Recipe JSON and PNG import", open=False,
+                                      elem_id="import"):
+                        recipe_json = gr.Code("", language="json",
+                                              label="Recipe JSON (edit or paste, then Apply)",
+                                              elem_id="recipe-json", interactive=True,
+                                              max_lines=30)
+                        with gr.Row():
+                            apply_btn = gr.Button("Apply JSON", elem_id="apply-json")
+                            png_in = gr.File(label="…or drop a PNG saved by this app",
+                                             file_types=[".png"], type="filepath",
+                                             elem_id="png-import", height=90)
                     examples = state.example_files()
                     example_set = gr.Dataset(components=[gr.Textbox(visible=False)],
                                              samples=[[state.example_label(p)] for p in examples],
@@ -156,7 +160,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             with gr.Column(scale=6):
                 with gr.Tabs():
                     with gr.Tab("Generate", id="tab-generate"):
-                        preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview",
+                        preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview", format="png",
                                            interactive=False, height=380)
                         with gr.Row():
                             show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead",
@@ -179,7 +183,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                             label="Samplers (2–4), same recipe and seed", elem_id="compare-samplers")
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                         with gr.Row():
-                            compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy",
+                            compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
                                                        interactive=False, elem_id=f"compare-{k + 1}",
                                                        visible=k < 2)
                                               for k in range(COMPARE_SLOTS)]
@@ -466,16 +470,17 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
             if choices:
                 text = gr.Dropdown(choices, value=row["text"], allow_custom_value=True,
                                    label=f"Concept {n}", elem_id=f"concept-{n}-text",
-                                   key=f"{rid}-text-choice", scale=4)
+                                   key=f"{rid}-text-choice", scale=4, interactive=True)
             else:
                 text = gr.Textbox(row["text"], label=f"Concept {n}", placeholder="a prompt",
                                   elem_id=f"concept-{n}-text", key=f"{rid}-text-free", scale=4,
-                                  max_length=400)
+                                  max_length=400, interactive=True)
             weight = gr.Slider(0, 10, step=0.05, value=row["beta"] if row["negate"] else row["weight"],
                                label=_weight_label(row["negate"]), elem_id=f"concept-{n}-weight",
-                               key=f"{rid}-weight", scale=3)
+                               key=f"{rid}-weight", scale=3, interactive=True)
             negate = gr.Checkbox(row["negate"], label="NOT", elem_id=f"concept-{n}-not",
-                                 key=f"{rid}-not", scale=0, min_width=80)
+                                 key=f"{rid}-not", scale=0, min_width=80,
+                                 interactive=True)
         with gr.Row():
             buttons = {}
             for action, label in (("up", "Up"), ("down", "Down"), ("duplicate", "Duplicate"),

@@ -167,10 +167,16 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
 
 # --- share links -----------------------------------------------------------------
 
+CONCEPT_DEFAULTS = {"weight": 1.0, "negate": False, "beta": 1.0, "muted": False}
+
+
 def compact_dict(recipe: Recipe) -> dict:
-    """The recipe without None knobs, so links stay short."""
+    """The recipe without None knobs or default row fields, so links stay short.
+    `Recipe.from_dict` fills the same defaults back."""
     data = recipe.to_dict()
     data["sampler"] = {k: v for k, v in data["sampler"].items() if v is not None}
+    data["concepts"] = [{k: v for k, v in c.items() if CONCEPT_DEFAULTS.get(k, object()) != v}
+                        for c in data["concepts"]]
     return {k: v for k, v in data.items() if v is not None}
 
 

@@ -1,0 +1,202 @@
+"""The app through gradio_client, plus the plain-Python page state (ui.state).
+
+The app runs the real toy2d-energy model with few steps and samples.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from composer.recipe import Recipe, RecipeError
+from ui import state
+
+RECIPE = {"model": "toy2d-energy", "operator": "product",
+          "concepts": [{"text": "ring"}, {"text": "bar", "weight": 1.5}],
+          "sampler": {"name": "ddim"}, "steps": 6, "seed": 3, "num_samples": 64}
+
+
+def recipe_json(**changes) -> str:
+    return json.dumps({**RECIPE, **changes})
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+    return Client(app_url, verbose=False)
+
+
+def decode_uri(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def read_image(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+# --- through the running app --------------------------------------------------------
+
+def test_generate_streams_frames_then_files(client):
+    job = client.submit(recipe_json(), False, api_name="/generate")
+    outputs = list(job)
+    previews = [out[0] for out in outputs if out[0]]
+    assert len(previews) >= 2, "expected a preview per step"
+    final = job.outputs()[-1]
+    named = dict(zip(["preview", "gallery", "progress", "slider", "metrics", "gif", "png",
+                      "runs", "status"], final))
+    assert "done" in named["progress"] and "Step 6 / 6" in named["progress"]
+    assert named["gif"].endswith(".gif") and Image.open(named["gif"]).n_frames >= 3
+    from composer.media import recipe_from_png
+    carried = recipe_from_png(named["png"])
+    assert carried.steps == 6 and carried.seed == 3 and carried.concepts[1].weight == 1.5
+    assert read_image(named["preview"]).shape[-1] == 3
+
+
+def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
+    long = client.submit(recipe_json(steps=100, num_samples=2000), False, api_name="/generate")
+    deadline = time.time() + 60
+    while len(long.outputs()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(long.outputs()) >= 2, "the long run never started streaming"
+    long.cancel()
+    deadline = time.time() + 15
+    while not long.done() and time.time() < deadline:
+        time.sleep(0.1)
+    assert long.done(), "cancel did not end the job"
+    seen = len(long.outputs())
+    time.sleep(2.0)
+    assert len(long.outputs()) == seen, "the cancelled run kept streaming"
+    assert seen < 100
+
+    # Uncancelled, the long run holds the one generation slot for about a minute
+    # more; the next run only gets through quickly if the server really stopped it.
+    start = time.time()
+    job = client.submit(recipe_json(), False, api_name="/generate")
+    final = job.result()
+    assert time.time() - start < 25, "the next run waited behind the cancelled one"
+    assert "Step 6 / 6" in final[2]
+    direct = client.predict(recipe_json(), 2, api_name="/render")
+    assert np.array_equal(read_image(final[0]), decode_uri(direct["images"][0])), \
+        "the run after a cancel differs from a clean render of the same recipe"
+
+
+def test_render_api_returns_images_frames_points(client):
+    out = client.predict(recipe_json(), 3, api_name="/render")
+    assert out["recipe"]["steps"] == 6 and out["recipe"]["scale"] is not None  # defaults filled
+    assert len(out["images"]) == 1 and decode_uri(out["images"][0]).ndim == 3
+    assert len(out["frames"]) == 3
+    assert np.asarray(out["points"]).shape == (64, 2)
+    assert Recipe.from_dict(out["recipe"]).model == "toy2d-energy"
+
+
+@pytest.mark.parametrize("bad, words", [
+    ('{"model": "toy2d-energy", "concepts": [{"text": "blob"}]}', ["blob", "ring"]),
+    ('{"model": "toy2d-energy", "concepts": [{"text": "ring", "negate": true}]}',
+     ["NOT needs at least one positive"]),
+    ('{"model": "toy2d-energy", "concepts": [{"text": "ring"}], "steps": 0}', ["steps", "[1, 1000]"]),
+    ('{"model": "/no/such/folder", "concepts": [{"text": "ring"}]}', ["/no/such/folder"]),
+    ('{"model": "toy2d-energy", "concepts": [{"text": "  "}]}', ["empty"]),
+    ("not json", ["not valid JSON"]),
+])
+def test_bad_recipe_gives_a_clear_error_and_the_server_keeps_serving(client, bad, words):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError) as info:
+        client.predict(bad, 1, api_name="/render")
+    for word in words:
+        assert word in str(info.value)
+    assert client.predict(recipe_json(steps=2, num_samples=8), 1, api_name="/render")["images"]
+
+
+def test_bad_recipe_on_the_streaming_endpoint(client):
+    from gradio_client.exceptions import AppError
+    job = client.submit('{"model": "toy2d-energy", "concepts": [{"text": "ring", "muted": true}]}',
+                        False, api_name="/generate")
+    with pytest.raises(AppError, match="not muted"):
+        job.result()
+
+
+def test_compare_streams_each_sampler(client):
+    job = client.submit(recipe_json(steps=3), ["ddim", "euler", "ula"], False, api_name="/compare")
+    outputs = list(job)
+    assert len(outputs) >= 3
+    final_status = [o[4] for o in job.outputs() if isinstance(o[4], str)][-1]
+    for name in ("ddim", "euler", "ula"):
+        assert f"**{name}**: done" in final_status
+
+
+# --- page state without a server ------------------------------------------------------
+
+def test_share_token_round_trip_and_bad_tokens():
+    recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},
+                                                    {"text": "bar", "negate": True, "beta": 2.5,
+                                                     "muted": True}]))
+    token = state.share_token(recipe)
+    assert "=" not in token and "+" not in token and "/" not in token
+    assert state.recipe_from_token(token) == recipe
+    assert state.share_url("http://h/app/?x=1", recipe) == f"http://h/app/?recipe={token}"
+    with pytest.raises(RecipeError):
+        state.recipe_from_token("%%%")
+    with pytest.raises(RecipeError):
+        state.recipe_from_token(base64.urlsafe_b64encode(b'{"concepts": 3}').decode())
+
+
+def test_row_actions_keep_ids_stable():
+    rows = [state.new_row("ring"), state.new_row("bar", weight=2.0)]
+    ids = [r["id"] for r in rows]
+    moved = state.row_action(rows, "down", ids[0])
+    assert [r["id"] for r in moved] == ids[::-1]
+    dup = state.row_action(moved, "duplicate", ids[1])
+    assert len(dup) == 3 and dup[1]["text"] == "bar" and dup[1]["id"] not in ids
+    muted = state.row_action(dup, "mute", ids[0])
+    assert muted[2]["muted"] and not rows[0]["muted"], "actions must not mutate their input"
+    assert [r["id"] for r in state.row_action(muted, "remove", ids[1])] == [dup[1]["id"], ids[0]]
+    assert len(state.row_action(rows, "add", default_text="x")) == 3
+
+
+def test_page_problems_are_listed_per_row():
+    rows = [state.new_row(""), state.new_row("a red blob"), state.new_row("ring")]
+    problems = state.row_problems(rows, vocabulary=["a", "red", "circle"])
+    assert problems[0].startswith("Row 1: the prompt is empty")
+    assert "'blob'" in problems[1] and "'ring'" in problems[2]
+    assert state.row_problems([state.new_row("disk")], choices=["ring", "bar"]) == [
+        "Row 1: 'disk' is not a concept of this model; choose one of ring, bar."]
+
+
+def test_settings_build_a_recipe_with_defaults_left_empty():
+    rows = [state.new_row("ring"), state.new_row("bar", negate=True, beta=3.0)]
+    settings = state.Settings(model="toy2d-energy", sampler="mala", step_size=0.2,
+                              mcmc_steps=3.0, steps=10.0, seed=7.0, num_samples=100.0)
+    recipe = state.build_recipe(rows, settings)
+    assert recipe.sampler.mcmc_steps == 3 and isinstance(recipe.sampler.mcmc_steps, int)
+    assert recipe.sampler.leapfrog_steps is None and recipe.scale is None
+    assert recipe.concepts[1].coefficient == -3.0
+    assert state.settings_from_recipe(recipe).step_size == 0.2
+    with pytest.raises(RecipeError, match=r"sampler.step_size: must be in \(0, 2\]"):
+        state.build_recipe(rows, state.Settings(model="toy2d-energy", step_size=5.0))
+
+
+def test_unexpected_errors_are_masked_and_logged(caplog):
+    import gradio as gr
+
+    from ui.handlers import GENERIC_ERROR, guard
+
+    @guard
+    def broken():
+        raise RuntimeError("internal detail")
+
+    @guard
+    def streaming():
+        yield 1
+        raise KeyError("internal detail")
+
+    with pytest.raises(gr.Error) as info:
+        broken()
+    assert info.value.message == GENERIC_ERROR
+    with pytest.raises(gr.Error):
+        list(streaming())
+    assert "internal detail" in caplog.text
