@@ -96,28 +96,35 @@ def test_unknown_hub_id_offline_is_a_model_error(monkeypatch):
         load_sd("nobody-here/no-such-model", "cpu")
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction, scheduler", [
+    ("epsilon", "ddim"), ("epsilon", "ddpm"), ("epsilon", "euler"),
+    ("epsilon", "euler_ancestral"), ("epsilon", "dpmpp"),
+    ("v_prediction", "ddim"), ("v_prediction", "euler")])
 def test_single_concept_matches_diffusers_pipeline(folders, scheduler, prediction):
     """One concept, weight 1, 'and' at scale alpha is classifier-free guidance:
     the final latents equal StableDiffusionPipeline(guidance_scale=alpha)."""
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
-    folder, steps, scale, seed = folders[prediction], 4, 7.5, 3
+    from diffusers import StableDiffusionPipeline
+    from composer.samplers import SCHEDULERS
+    folder, steps, scale, seed, samples = folders[prediction], 4, 7.5, 3, 2
     adapter = load_model(folder, "cpu")
-    final = generate(recipe(folder, sampler=SamplerSpec(scheduler), steps=steps,
-                            scale=scale, seed=seed), adapter).x_t
+    final = generate(recipe(folder, sampler=SamplerSpec(scheduler), steps=steps, scale=scale,
+                            seed=seed, num_samples=samples), adapter).x_t
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True,
                                                    safety_checker=None,
                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    extra = {"algorithm_type": "dpmsolver++"} if scheduler == "dpmpp" else {}
+    pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config, **extra)
     assert pipe.scheduler.config.prediction_type == prediction
-    # The engine's initial noise; the pipeline multiplies by init_noise_sigma itself.
-    noise = torch.randn((1, *adapter.sample_shape), generator=torch.Generator("cpu").manual_seed(seed))
+    # The engine's initial noise, from the generator that then drives the
+    # stochastic steps (ddpm, euler_ancestral); the pipeline multiplies the
+    # latents by init_noise_sigma itself.
+    generator = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((samples, *adapter.sample_shape), generator=generator)
     expected = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale,
-                    latents=noise, output_type="latent").images
+                    num_images_per_prompt=samples, latents=noise, generator=generator,
+                    output_type="latent").images
     assert torch.allclose(final, expected, atol=1e-4, rtol=0), (final - expected).abs().max()
 
 
