@@ -273,3 +273,27 @@ def test_embedding_cache_is_bounded(folders, monkeypatch):
     calls = adapter.text_encoder_calls
     adapter.encode(("", "c"))
     assert adapter.text_encoder_calls == calls
+
+
+def test_half_precision_network_keeps_an_fp32_state(folders, model):
+    """What CUDA does with fp16, checked here with bf16 on the CPU."""
+    half = load_sd(folders["epsilon"], "cpu", dtype=torch.bfloat16)
+    assert half.net_dtype == torch.bfloat16 and half.dtype == torch.float32
+    cond_half, cond = half.encode(("", "a red cube")), model.encode(("", "a red cube"))
+    x = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(2))
+    eps_half, _ = half.predict(x, torch.tensor(600), 0.4, cond_half)
+    eps, _ = model.predict(x, torch.tensor(600), 0.4, cond)
+    assert eps_half.dtype == torch.float32
+    assert (eps_half - eps).abs().max() < 0.1 * eps.abs().max()
+    assert half.decode(x[:1])[0].shape == (64, 64, 3)
+
+
+def test_compile_switch_wraps_the_unet(folders, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    monkeypatch.setenv("COMPOSER_COMPILE", "1")
+    adapter = load_model(folders["epsilon"], "cpu")
+    assert compiled == [adapter.unet]
+    monkeypatch.setenv("COMPOSER_COMPILE", "0")
+    load_model(folders["epsilon"], "cpu")
+    assert len(compiled) == 1
