@@ -205,7 +205,11 @@ class SDAdapter(ModelAdapter):
             return value
         if self.device.type != "cuda":
             return None
-        free, _ = torch.cuda.mem_get_info(self.device)
+        try:
+            free, _ = torch.cuda.mem_get_info(self.device)
+        except RuntimeError as err:      # e.g. ZeroGPU outside a GPU call: rely on OOM halving
+            log.info("no free-memory estimate (%s); UNet batches are not split up front", err)
+            return None
         _, h, w = self.sample_shape
         width = self.unet.config.block_out_channels[0]
         itemsize = torch.tensor([], dtype=self.net_dtype).element_size()
