@@ -190,8 +190,9 @@ class SDAdapter(ModelAdapter):
                 self.max_batch = chunk // 2
                 log.warning("UNet out of memory at %d rows per call; retrying with %d",
                             chunk, self.max_batch)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            # Outside the except block, so the failed call's tensors are released first.
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def _estimate_max_batch(self) -> int | None:
         env = os.environ.get(ENV_MAX_BATCH, "").strip()
