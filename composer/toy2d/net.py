@@ -31,7 +31,7 @@ TIME_FREQUENCIES = 16
 
 
 class ToyNet(nn.Module):
-    def __init__(self, width: int = 64, blocks: int = 4, num_train_timesteps: int = 100,
+    def __init__(self, width: int = 64, blocks: int = 3, num_train_timesteps: int = 100,
                  energy: bool = False):
         super().__init__()
         self.width, self.blocks, self.energy = width, blocks, energy
