@@ -34,7 +34,7 @@ SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
 KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (× σ_t)",
                "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
                "line_points": "Line points (score-only Metropolis)"}
-RUN_HEADERS = ["run", "model", "sampler", "steps", "seed", "samples", "seconds",
+RUN_HEADERS = ["run", "model", "operator", "sampler", "steps", "seed", "samples", "seconds",
                "mean acceptance", "metrics"]
 COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
@@ -170,7 +170,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                                  elem_id="frame-slider", visible=False)
                         concept_gallery = gr.Gallery(label="Each concept's own prediction",
                                                      elem_id="concept-gallery", columns=4,
-                                                     height=170, allow_preview=False)
+                                                     height=170, allow_preview=False,
+                                                     object_fit="contain")
                         metrics_md = gr.Markdown("", elem_id="metrics")
                         with gr.Row():
                             gif_file = gr.File(label="Animation (GIF)", elem_id="gif-file",
@@ -533,7 +534,7 @@ def _thumbs(pictures, labels) -> list:
 
 def _run_row(number: int, result, seconds: float, accept: list) -> list:
     r = result.recipe
-    return [number, r.model, r.sampler.name, r.steps, r.seed, r.num_samples, round(seconds, 2),
+    return [number, r.model, r.operator, r.sampler.name, r.steps, r.seed, r.num_samples, round(seconds, 2),
             round(float(np.mean(accept)), 3) if accept else "", metrics_text(result.metrics)]
 
 

@@ -1,0 +1,122 @@
+"""The app in a real browser (Debian's Chromium through Playwright), on toy2d-energy.
+
+Edits rows, generates, checks the streamed result and the files, follows the
+share link in a new page and finds every row and setting again; saves
+docs/screenshot.png of the app after the run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+TIMEOUT = 90_000  # ms; the CPU is shared with model training in CI-like runs
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    yield page
+    context.close()
+
+
+def choose(page, row: int, option: str) -> None:
+    """Pick a toy2d concept in a row's dropdown."""
+    box = page.locator(f"#concept-{row}-text input")
+    box.click()
+    options = box.get_attribute("aria-controls")
+    page.locator(f"#{options} li[aria-label='{option}']").click()
+    page.wait_for_function("([s, v]) => document.querySelector(s).value === v",
+                           arg=[f"#concept-{row}-text input", option])
+
+
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def row_values(page, row: int) -> tuple[str, str, bool, str]:
+    return (page.locator(f"#concept-{row}-text input").input_value(),
+            page.locator(f"#concept-{row}-weight input[type=number]").input_value(),
+            page.locator(f"#concept-{row}-not input").is_checked(),
+            page.locator(f"#concept-{row}-mute").inner_text())
+
+
+def wait_text(page, selector: str, text: str) -> None:
+    page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+        arg=[selector, text], timeout=TIMEOUT)
+
+
+def test_rows_generate_share_and_restore(page, app_url):
+    page.goto(app_url)
+    page.wait_for_selector("#concept-2-text")
+    assert page.locator("#concept-3-text").count() == 0
+
+    # Two more rows, then edit: big_box w=2, right_bar muted, NOT small_box (beta 1.5).
+    page.click("#add-row")
+    page.wait_for_selector("#concept-3-text")
+    page.click("#add-row")
+    page.wait_for_selector("#concept-4-text")
+    choose(page, 1, "big_box")
+    choose(page, 3, "small_box")
+    set_number(page, "#concept-1-weight input[type=number]", 2)
+    page.locator("#concept-3-not input").check()
+    wait_text(page, "#concept-3-weight", "β")
+    set_number(page, "#concept-3-weight input[type=number]", 1.5)
+    page.click("#concept-2-mute")
+    wait_text(page, "#concept-2-mute", "Unmute")
+    page.click("#concept-4-remove")
+    page.wait_for_selector("#concept-4-text", state="detached")
+    page.locator("#operator label", has_text="product").click()
+    page.locator("#operator label", has_text="and").click()
+    set_number(page, "#steps input", 10)
+    set_number(page, "#num-samples input", 500)
+    set_number(page, "#seed input", 5)
+    page.wait_for_timeout(500)  # let the last edits reach the server
+
+    page.click("#generate")
+    wait_text(page, "#progress", "done")
+    assert "Done: 10 steps" in page.inner_text("#status")
+    assert page.locator("#preview img").get_attribute("src")
+    assert page.locator("#frame-slider").is_visible()
+    assert page.locator("#concept-gallery img").count() == 2  # the two active concepts
+    wait_text(page, "#gif-file", "denoising")
+    wait_text(page, "#png-file", "composition")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "#runs", "toy2d-energy")
+    page.get_by_role("tab", name="Generate").click()
+
+    # Scrub back to the first frame.
+    set_number(page, "#frame-slider input[type=number]", 1)
+    wait_text(page, "#progress", "Frame 1 /")
+
+    link = page.locator("#share-link textarea").input_value()
+    assert "?recipe=" in link
+    restored = page.context.new_page()
+    restored.goto(link)
+    restored.wait_for_selector("#concept-3-text")
+    wait_text(restored, "#status", "restored")
+    assert restored.locator("#concept-4-text").count() == 0
+    assert row_values(restored, 1) == ("big_box", "2", False, "Mute")
+    assert row_values(restored, 2) == ("right_bar", "1", False, "Unmute")
+    assert row_values(restored, 3) == ("small_box", "1.5", True, "Mute")
+    assert "β" in restored.inner_text("#concept-3-weight")
+    assert restored.locator("#operator input[value=and]").is_checked()
+    assert restored.locator("#steps input").input_value() == "10"
+    assert restored.locator("#num-samples input").input_value() == "500"
+    assert restored.locator("#seed input").input_value() == "5"
+
+    # Bad input on the restored page: NOT alone is explained, and the app keeps working.
+    restored.locator("#concept-1-not input").check()
+    restored.wait_for_timeout(500)
+    restored.click("#generate")
+    wait_text(restored, "#status", "NOT needs at least one positive")
