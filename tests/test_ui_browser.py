@@ -120,3 +120,7 @@ def test_rows_generate_share_and_restore(page, app_url):
     restored.wait_for_timeout(500)
     restored.click("#generate")
     wait_text(restored, "#status", "NOT needs at least one positive")
+    restored.locator("#sd-model input, #sd-model textarea").first.fill("/no/such/checkpoint")
+    restored.click("#load-model")
+    wait_text(restored, "#model-status", "Could not load model '/no/such/checkpoint'")
+    assert restored.locator("#model input").input_value() == "toy2d-energy"

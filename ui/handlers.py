@@ -190,14 +190,22 @@ class Handlers:
 
     # --- recipe -------------------------------------------------------------------
     def recipe(self, rows: list[dict], info: dict | None, settings: state.Settings) -> Recipe:
-        """Validate the page; RecipeError/ComposerError with all problems listed."""
+        """Validate the page; RecipeError/ComposerError listing every problem found.
+
+        Empty rows and fixed-choice concepts are checked here; free text is left to
+        the model (it knows its own grammar), and only when the model refuses a
+        row are the words outside its vocabulary listed per row."""
         choices = info.get("choices") if info else None
         vocabulary = info.get("vocabulary") if info else None
-        problems = state.row_problems(rows, vocabulary=vocabulary, choices=choices)
+        problems = state.row_problems(rows, choices=choices)
         if problems:
             raise RecipeError("\n".join(problems))
         recipe = state.build_recipe(rows, settings)
-        self.composer.check(recipe)
+        try:
+            self.composer.check(recipe)
+        except ComposerError as err:
+            extra = state.row_problems(rows, vocabulary=vocabulary) if vocabulary else []
+            raise ComposerError("\n".join([str(err), *extra])) from None
         return recipe
 
     # --- runs ---------------------------------------------------------------------

@@ -170,7 +170,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                                  elem_id="frame-slider", visible=False)
                         concept_gallery = gr.Gallery(label="Each concept's own prediction",
                                                      elem_id="concept-gallery", columns=4,
-                                                     height=170, allow_preview=False,
+                                                     height=200, allow_preview=False,
                                                      object_fit="contain")
                         metrics_md = gr.Markdown("", elem_id="metrics")
                         with gr.Row():
@@ -302,7 +302,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             if not (recipe_text or "").strip():
                 return
             recipe = Recipe.from_json(recipe_text)
-            labels = [concept_label(c) for c in recipe.active_concepts]
+            labels = [f"Row {n}: {concept_label(c)}"
+                      for n, c in enumerate(recipe.concepts, 1) if not c.muted]
             frames, start, result = [], time.time(), None
             for item in H.stream(recipe):
                 if isinstance(item, Frame):

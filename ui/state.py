@@ -124,8 +124,12 @@ def row_problems(rows: list[dict], vocabulary=None, choices=None) -> list[str]:
     return problems
 
 
+FILLER_WORDS = ("a", "an", "the", "and")
+
+
 def unknown_words(text: str, vocabulary) -> list[str]:
-    known = {w.lower() for w in vocabulary}
+    """Words of `text` outside `vocabulary` (articles are ignored)."""
+    known = {w.lower() for w in vocabulary} | set(FILLER_WORDS)
     words = re.findall(r"[A-Za-z0-9_\-']+", text.lower())
     return [w for w in dict.fromkeys(words) if w not in known]
 
