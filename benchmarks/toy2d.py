@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -41,6 +42,7 @@ from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, setup_of,  # noqa
 SETUPS = ("product", "mixture", "negation")
 SAMPLERS = ("ddpm", "ddim", "ula", "uhmc", "mala", "hmc")
 MODELS = ("toy2d-score", "toy2d-energy")
+BETAS = (1.0, 0.5, 0.25, 0.1)
 
 
 def load_recipe(setup: str) -> Recipe:
@@ -70,11 +72,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "toy2d.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = round(os.getloadavg()[0], 2)
     models = {name: load_model(name, "cpu") for name in MODELS}
     runs = []
+    truths = {}
     for setup in SETUPS:
         base = load_recipe(setup)
-        truth = ground_truth(base, args.samples, seed=12345)
+        truth = truths[setup] = ground_truth(base, args.samples, seed=12345)
         floor = mmd2(ground_truth(base, args.samples, seed=54321), truth)
         runs.append({"setup": setup, "model": "ground truth", "sampler": "exact",
                      "mmd2": round(floor, 5), "mmd": round(math.sqrt(max(floor, 0.0)), 4),
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                 result = {**row, **run_one(recipe, model, truth)}
                 runs.append(result)
                 print(json.dumps(result), flush=True)
+    product_truth, negation_truth = truths["product"], truths["negation"]
     # RRR's claim on the product: HMC(energy) vs reverse diffusion (best of ddpm, ddim).
     product = {(r["model"], r["sampler"]): r for r in runs if r["setup"] == "product"}
     hmc = product[("toy2d-energy", "hmc")]
@@ -106,6 +111,29 @@ def main(argv: list[str] | None = None) -> dict:
             "mmd_ratio": round(hmc["mmd"] / reverse["mmd"], 3) if reverse["mmd"] else None,
             "holds_on_mmd": hmc["mmd"] <= 0.5 * reverse["mmd"],
             "holds_on_mmd2": hmc["mmd2"] <= 0.5 * reverse["mmd2"]}
+    # The product claim over more seeds (reverse diffusion vs HMC, energy model).
+    seeds = []
+    for seed in range(args.seed, args.seed + 3):
+        for sampler in ("ddpm", "hmc"):
+            recipe = dataclasses.replace(
+                load_recipe("product"), seed=seed, num_samples=args.samples,
+                sampler=dataclasses.replace(load_recipe("product").sampler, name=sampler))
+            seeds.append({"seed": seed, "sampler": sampler,
+                          **run_one(recipe, models["toy2d-energy"], product_truth)})
+            print(json.dumps(seeds[-1]), flush=True)
+    # Negation: beta sweep (the shipped recipe uses the last value).
+    sweep = []
+    negation = load_recipe("negation")
+    for beta in BETAS:
+        concepts = tuple(dataclasses.replace(c, beta=beta) if c.negate else c
+                         for c in negation.concepts)
+        for sampler in ("ddpm", "hmc"):
+            recipe = dataclasses.replace(
+                negation, concepts=concepts, seed=args.seed, num_samples=args.samples,
+                sampler=dataclasses.replace(negation.sampler, name=sampler))
+            sweep.append({"beta": beta, "sampler": sampler,
+                          **run_one(recipe, models["toy2d-energy"], negation_truth)})
+            print(json.dumps(sweep[-1]), flush=True)
     # Timing: HMC on the energy model, product, 1000 samples (all default knobs).
     recipe = dataclasses.replace(load_recipe("product"), seed=args.seed, num_samples=1000)
     timings = []
@@ -128,12 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
         "defaults": {"steps": knobs.steps, "scale": knobs.scale,
                      **{k: getattr(knobs.sampler, k) for k in
                         ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")}},
-        "runs": runs, "claims": claims,
+        "runs": runs, "claims": claims, "product_seeds": seeds, "negation_beta_sweep": sweep,
+        "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "hmc_energy_product_1000_seconds": {"runs": timings, "min": min(timings),
                                             "target": 10.0, "meets_target": min(timings) <= 10.0},
     }
     print(json.dumps(report, indent=2))
     print(markdown(report))
+    print(markdown_extra(report))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -151,6 +181,25 @@ def markdown(report: dict) -> str:
         sec = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(f"| {r['setup']} | {r['model']} | {r['sampler']} | {r['mmd2']:.4f} "
                      f"| {r['mmd']:.3f} | {r['support']:.3f} | {sec} | {acc} |")
+    return "\n".join(lines)
+
+
+def markdown_extra(report: dict) -> str:
+    lines = ["| product, toy2d-energy | seed | MMD^2 | MMD | in support | acceptance |",
+             "|---|---|---|---|---|---|"]
+    for r in report["product_seeds"]:
+        acc = "" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
+        lines.append(f"| {r['sampler']} | {r['seed']} | {r['mmd2']:.4f} | {r['mmd']:.3f} "
+                     f"| {r['support']:.3f} | {acc} |")
+    lines += ["", "| negation, toy2d-energy | beta | MMD^2 | MMD | in support | acceptance |",
+              "|---|---|---|---|---|---|"]
+    for r in report["negation_beta_sweep"]:
+        acc = "" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
+        lines.append(f"| {r['sampler']} | {r['beta']} | {r['mmd2']:.4f} | {r['mmd']:.3f} "
+                     f"| {r['support']:.3f} | {acc} |")
+    t = report["hmc_energy_product_1000_seconds"]
+    lines += ["", f"HMC, toy2d-energy, product, 1000 samples: {t['runs']} s "
+                  f"(target {t['target']} s); load average {report['load_average_1min']}"]
     return "\n".join(lines)
 
 
