@@ -169,6 +169,9 @@ t uniform over the 100 steps; the energy model differentiates through grad_x E
 |---|---|---|---|---|---|---|
 {rows}
 
+Wall times are for one thread on a 2-core AMD EPYC shared with other jobs
+(load average about 5 while these weights were trained).
+
 Loss logs (step: mean loss over the preceding window):
 
 {logs}
@@ -177,8 +180,13 @@ Command: `{any_meta['command']}`
 
 ## Limits
 
-Toy models for a lab, not for any other use. The box and bar edges are blurred
-at the smallest noise levels; the ring modes are the hardest part to fit.
+Toy models for a lab, not for any other use. They are kept small (about 53k
+parameters) so that one HMC composition of 1000 samples runs in about 10 s on
+one CPU thread. The bars and boxes are fitted well (about 98% of DDPM samples
+inside the support). The ring is the weak part: its eight modes (std 0.03) come
+out smeared along the circle, with only about 55% (energy) to 70% (score) of
+DDPM samples within 3 std of a mode (99% for exact samples). This caps how
+close any sampler can get on the product setup.
 """
     path = Path(folder) / "MODEL_CARD.md"
     path.write_text(text)
