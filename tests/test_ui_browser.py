@@ -86,7 +86,10 @@ def test_rows_generate_share_and_restore(page, app_url):
     assert "Done: 10 steps" in page.inner_text("#status")
     assert page.locator("#preview img").get_attribute("src")
     assert page.locator("#frame-slider").is_visible()
-    assert page.locator("#concept-gallery img").count() == 2  # the two active concepts
+    # One picture per active row, labelled with the row.
+    assert page.locator("#concept-image-1 img").get_attribute("src")
+    assert "Row 3: NOT β=1.5 · small_box" in page.inner_text("#concept-image-2")
+    assert not page.locator("#concept-image-3").is_visible()
     wait_text(page, "#gif-file", "denoising")
     wait_text(page, "#png-file", "composition")
     SCREENSHOT.parent.mkdir(exist_ok=True)

@@ -16,6 +16,10 @@ from PIL import Image
 from composer.recipe import Recipe, RecipeError
 from ui import state
 
+# /generate outputs as gradio_client sees them (State outputs are hidden).
+GENERATE_OUTPUTS = ["preview", *[f"concept{k}" for k in range(1, 9)], "progress", "slider",
+                    "metrics", "gif", "png", "runs", "status"]
+PROGRESS = GENERATE_OUTPUTS.index("progress")
 RECIPE = {"model": "toy2d-energy", "operator": "product",
           "concepts": [{"text": "ring"}, {"text": "bar", "weight": 1.5}],
           "sampler": {"name": "ddim"}, "steps": 6, "seed": 3, "num_samples": 64}
@@ -47,14 +51,16 @@ def test_generate_streams_frames_then_files(client):
     previews = [out[0] for out in outputs if out[0]]
     assert len(previews) >= 2, "expected a preview per step"
     final = job.outputs()[-1]
-    named = dict(zip(["preview", "gallery", "progress", "slider", "metrics", "gif", "png",
-                      "runs", "status"], final))
+    named = dict(zip(GENERATE_OUTPUTS, final))
     assert "done" in named["progress"] and "Step 6 / 6" in named["progress"]
     assert named["gif"].endswith(".gif") and Image.open(named["gif"]).n_frames >= 3
     from composer.media import recipe_from_png
     carried = recipe_from_png(named["png"])
     assert carried.steps == 6 and carried.seed == 3 and carried.concepts[1].weight == 1.5
     assert read_image(named["preview"]).shape[-1] == 3
+    concept2 = [out[GENERATE_OUTPUTS.index("concept2")] for out in outputs]
+    assert concept2[0]["label"] == "Row 2: AND w=1.5 · bar"  # an update: picture and label
+    assert read_image(concept2[0]["value"]).shape[-1] == 3
 
 
 def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
@@ -79,7 +85,7 @@ def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
     job = client.submit(recipe_json(), False, api_name="/generate")
     final = job.result()
     assert time.time() - start < 25, "the next run waited behind the cancelled one"
-    assert "Step 6 / 6" in final[2]
+    assert "Step 6 / 6" in final[PROGRESS]
     direct = client.predict(recipe_json(), 2, api_name="/render")
     assert np.array_equal(read_image(final[0]), decode_uri(direct["images"][0])), \
         "the run after a cancel differs from a clean render of the same recipe"

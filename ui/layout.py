@@ -168,10 +168,15 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         progress = gr.HTML("", elem_id="progress")
                         frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
                                                  elem_id="frame-slider", visible=False)
-                        concept_gallery = gr.Gallery(label="Each concept's own prediction",
-                                                     elem_id="concept-gallery", columns=4,
-                                                     height=200, allow_preview=False,
-                                                     object_fit="contain")
+                        gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
+                                    "in order)", elem_id="concept-title")
+                        with gr.Row(elem_id="concept-images"):
+                            concept_images = [
+                                gr.Image(label=f"Row {k + 1}", type="numpy", format="png",
+                                         interactive=False, visible=False, height=170,
+                                         min_width=120, elem_id=f"concept-image-{k + 1}",
+                                         buttons=[])
+                                for k in range(MAX_CONCEPTS)]
                         metrics_md = gr.Markdown("", elem_id="metrics")
                         with gr.Row():
                             gif_file = gr.File(label="Animation (GIF)", elem_id="gif-file",
@@ -312,7 +317,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     extra = ("" if item.acceptance is None
                              else f" · acceptance {item.acceptance:.0%}")
                     yield {preview: display(item.noisy if show_noisy else item.preview),
-                           concept_gallery: _thumbs(item.concepts, labels),
+                           **_thumbs(concept_images, item.concepts, labels),
                            progress: progress_html(item.index + 1, item.total, extra)}
                 else:
                     result = item
@@ -334,7 +339,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    runs_state: runs, runs_table: _runs_value(runs),
                    status: f"Done: {len(result.frames)} steps in {seconds:.1f} s.{notes}"}
 
-        run_outputs = [preview, concept_gallery, progress, frames_state, frame_slider, metrics_md,
+        run_outputs = [preview, *concept_images, progress, frames_state, frame_slider, metrics_md,
                        gif_file, png_file, runs_state, runs_table, status]
         gen_event = generate_btn.click(
             prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
@@ -345,21 +350,22 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
 
         def scrub(index, frames, show_noisy):
             if not frames:
-                return gr.skip(), gr.skip(), gr.skip()
+                return {}
             items = frames["frames"]
             i = int(min(max(index or 1, 1), len(items))) - 1
             item = items[i]
             caption = "final" if i == len(items) - 1 else f"step {i + 1}"
-            return (display(item["noisy"] if show_noisy else item["preview"]),
-                    _thumbs(item["concepts"], frames["labels"]),
-                    f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>")
+            return {preview: display(item["noisy"] if show_noisy else item["preview"]),
+                    **_thumbs(concept_images, item["concepts"], frames["labels"]),
+                    progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
+                              f"({caption})</div>"}
 
         frame_slider.change(scrub, [frame_slider, frames_state, show_xt],
-                            [preview, concept_gallery, progress], queue=False,
+                            [preview, *concept_images, progress], queue=False,
                             api_visibility=PRIVATE)
         show_xt.change(scrub, [frame_slider, frames_state, show_xt],
-                       [preview, concept_gallery, progress], queue=False,
-                            api_visibility=PRIVATE)
+                       [preview, *concept_images, progress], queue=False,
+                       api_visibility=PRIVATE)
 
         # --- compare ----------------------------------------------------------------
         @gpu
@@ -529,8 +535,11 @@ def _weight_label(negate: bool) -> str:
     return "β (NOT strength)" if negate else "AND weight w"
 
 
-def _thumbs(pictures, labels) -> list:
-    return [(display(p, THUMB_SIDE), label) for p, label in zip(pictures, labels)]
+def _thumbs(slots, pictures, labels) -> dict:
+    """Updates for the per-concept image slots: one per active row, the rest hidden."""
+    shown = {slot: gr.update(value=display(p, THUMB_SIDE), label=label, visible=True)
+             for slot, p, label in zip(slots, pictures, labels)}
+    return {**shown, **{slot: gr.update(visible=False) for slot in slots[len(shown):]}}
 
 
 def _run_row(number: int, result, seconds: float, accept: list) -> list:
