@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
 TIMEOUT = 90_000  # ms; the CPU is shared with model training in CI-like runs
 
 
@@ -52,6 +54,11 @@ def wait_text(page, selector: str, text: str) -> None:
     page.wait_for_function(
         "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
         arg=[selector, text], timeout=TIMEOUT)
+
+
+def wait_value(page, selector: str, value: str) -> None:
+    page.wait_for_function("([s, v]) => { const e = document.querySelector(s); "
+                           "return e && e.value === v; }", arg=[selector, value], timeout=TIMEOUT)
 
 
 def test_rows_generate_share_and_restore(page, app_url):
@@ -127,3 +134,47 @@ def test_rows_generate_share_and_restore(page, app_url):
     restored.click("#load-model")
     wait_text(restored, "#model-status", "Could not load model '/no/such/checkpoint'")
     assert restored.locator("#model input").input_value() == "toy2d-energy"
+
+
+def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
+    from composer.media import save_png
+    from composer.recipe import Concept, Recipe, SamplerSpec
+
+    page.goto(app_url)
+    page.wait_for_selector("#concept-1-text")
+
+    page.locator("#examples").get_by_text("negation", exact=True).click()
+    wait_text(page, "#status", "Example loaded: negation")
+    wait_value(page, "#concept-2-text input", "small_box")
+    example = Recipe.from_json((ROOT / "assets" / "recipes" / "negation.json").read_text())
+    for n, concept in enumerate(example.concepts, 1):
+        value = concept.beta if concept.negate else concept.weight
+        assert row_values(page, n)[0] == concept.text
+        assert float(row_values(page, n)[1]) == value
+        assert row_values(page, n)[2] == concept.negate
+    assert page.locator(f"#operator input[value={example.operator}]").is_checked()
+
+    recipe = Recipe(model="toy2d-energy",
+                    concepts=(Concept("ring"), Concept("bar", weight=2.5),
+                              Concept("left_bar", muted=True)),
+                    sampler=SamplerSpec("mala", step_size=0.3), steps=7, seed=11, num_samples=123)
+    png = save_png(np.zeros((8, 8, 3), np.uint8), recipe, tmp_path / "shared.png")
+    page.get_by_text("Recipe JSON and PNG import").click()
+    page.set_input_files("#png-import input[type=file]", str(png))
+    wait_text(page, "#status", "imported from the PNG")
+    wait_value(page, "#concept-3-text input", "left_bar")
+    assert row_values(page, 1) == ("ring", "1", False, "Mute")
+    assert row_values(page, 2) == ("bar", "2.5", False, "Mute")
+    assert row_values(page, 3) == ("left_bar", "1", False, "Unmute")
+    assert page.locator("#steps input").input_value() == "7"
+    assert page.locator("#num-samples input").input_value() == "123"
+    page.get_by_text("Sampler knobs").click()
+    assert page.locator("#knob-step_size input").input_value() == "0.3"
+    assert page.locator("#knob-leapfrog_steps input").input_value() == ""
+
+    # A score-only model offers no mixture.
+    box = page.locator("#model input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='toy2d-score']").click()
+    wait_text(page, "#model-status", "toy2d-score loaded")
+    assert page.locator("#operator input[value=mixture]").count() == 0

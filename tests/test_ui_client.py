@@ -91,6 +91,14 @@ def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
         "the run after a cancel differs from a clean render of the same recipe"
 
 
+def test_metropolis_runs_report_acceptance(client):
+    job = client.submit(recipe_json(sampler={"name": "mala", "mcmc_steps": 1}, steps=3), False,
+                        api_name="/generate")
+    outputs = list(job)
+    assert all("acceptance" in out[PROGRESS] for out in outputs[:-1])
+    assert "Mean acceptance" in job.outputs()[-1][GENERATE_OUTPUTS.index("metrics")]
+
+
 def test_render_api_returns_images_frames_points(client):
     out = client.predict(recipe_json(), 3, api_name="/render")
     assert out["recipe"]["steps"] == 6 and out["recipe"]["scale"] is not None  # defaults filled
