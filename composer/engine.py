@@ -87,14 +87,16 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
         density = composed_density(model, rule, cond, t, abar, with_energy)
-        acceptance = None
+        acceptance = evaluation = None
         if spec.is_mcmc and spec.mcmc_steps > 0:
             knobs = MCMCKnobs(spec.mcmc_steps, spec.step_size * math.sqrt(1.0 - abar),
                               spec.leapfrog_steps, spec.damping, spec.line_points)
-            x, accepted = MCMC[spec.name](density, x, knobs, generator)
-            acceptance = None if accepted is None else float(accepted.mean())
+            moved = MCMC[spec.name](density, x, knobs, generator)
+            x, evaluation = moved.x, moved.evaluation  # MCMC predictors leave inputs unscaled
+            acceptance = None if moved.acceptance is None else float(moved.acceptance.mean())
         model_input = scheduler.scale_model_input(x, t)
-        evaluation = density(model_input)
+        if evaluation is None:
+            evaluation = density(model_input)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
         x = scheduler.step(evaluation.eps, t, x, generator=generator).prev_sample

@@ -4,7 +4,7 @@ Reverse diffusion is diffusers' schedulers (`make_scheduler`). The annealed MCMC
 samplers of Reduce, Reuse, Recycle (Du et al. 2023, Sec. 4) are written here, one
 short function each, all with the same arguments:
 
-    sampler(density, x, knobs, generator) -> (x, acceptance rate per sample)
+    sampler(density, x, knobs, generator) -> MCMCResult(x, acceptance, evaluation)
 
 `density(x)` evaluates the composed model at one fixed noise level and returns an
 `Evaluation`. The samplers never see concepts, operators or models. They never
@@ -70,6 +70,13 @@ class MCMCKnobs:
     line_points: int = 5
 
 
+@dataclass(frozen=True)
+class MCMCResult:
+    x: torch.Tensor
+    acceptance: torch.Tensor | None = None   # per sample, Metropolis samplers only
+    evaluation: Evaluation | None = None     # the density at the returned x, when known
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner product over all but the batch axis."""
     return (a * b).flatten(1).sum(1)
@@ -94,17 +101,17 @@ def _line_log_ratio(density: Density, x0: torch.Tensor, e0: Evaluation, x1: torc
 
 
 def ula(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
-        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ) -> MCMCResult:
     """Unadjusted Langevin: x <- x + eta * score(x) + sqrt(2 eta) z."""
     eta = knobs.step ** 2 / 2
     for _ in range(knobs.steps):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x + eta * density(x).score + knobs.step * noise
-    return x, None
+    return MCMCResult(x)
 
 
 def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
-         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+         ) -> MCMCResult:
     """Metropolis-adjusted Langevin: the ULA proposal with an MH test per sample.
 
     The proposal is N(x + eta * score(x), 2 eta I), so log q divides by 4 eta.
@@ -124,16 +131,18 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
         x = torch.where(_expand(accept, x), proposal, x)
         current = _select(accept, proposed, current)
         accepted += accept.float()
-    return x, accepted / max(knobs.steps, 1)
+    return MCMCResult(x, accepted / max(knobs.steps, 1), current)
 
 
 def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
-    """Per-sample choice between two evaluations (kept so MALA re-evaluates nothing)."""
-    energy = None
+    """Per-sample choice between two evaluations, so nothing is evaluated twice."""
+    energy = concept_eps = None
     if new.energy is not None and old.energy is not None:
         energy = torch.where(mask, new.energy, old.energy)
+    if new.concept_eps is not None and old.concept_eps is not None:
+        concept_eps = torch.where(_expand(mask, new.eps)[None], new.concept_eps, old.concept_eps)
     return Evaluation(eps=torch.where(_expand(mask, new.eps), new.eps, old.eps),
-                      sigma=new.sigma, energy=energy)
+                      sigma=new.sigma, energy=energy, concept_eps=concept_eps)
 
 
 def _leapfrog(density: Density, x: torch.Tensor, v: torch.Tensor, start: Evaluation,
@@ -159,18 +168,18 @@ def _refresh(v: torch.Tensor, damping: float, generator: torch.Generator) -> tor
 
 
 def uhmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
-         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+         ) -> MCMCResult:
     """Unadjusted HMC: partial momentum refresh, then L leapfrog steps, no test."""
     v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     current = density(x)
     for _ in range(knobs.steps):
         v = _refresh(v, knobs.damping, generator)
         x, v, current, _ = _leapfrog(density, x, v, current, knobs)
-    return x, None
+    return MCMCResult(x, None, current)
 
 
 def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
-        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ) -> MCMCResult:
     """HMC with partial refresh and an MH test on the Hamiltonian per sample.
 
     On rejection x is restored and the momentum negated (Horowitz 1991), which
@@ -192,7 +201,7 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
         v = torch.where(mask, v_new, -v)
         current = _select(accept, proposed, current)
         accepted += accept.float()
-    return x, accepted / max(knobs.steps, 1)
+    return MCMCResult(x, accepted / max(knobs.steps, 1), current)
 
 
 MCMC = {"ula": ula, "uhmc": uhmc, "mala": mala, "hmc": hmc}

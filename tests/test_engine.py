@@ -84,3 +84,11 @@ def _small_model():
 def test_unknown_model_names_the_choices():
     with pytest.raises(ModelError, match="unknown model 'nope'; built-in models are shapes"):
         load_model("nope")
+
+
+@pytest.mark.parametrize("name,per_step", [("ula", 3), ("mala", 3), ("uhmc", 7), ("hmc", 7)])
+def test_mcmc_costs_the_documented_evaluations(name, per_step):
+    """K = 2, L = 3: the reverse step reuses the evaluation MALA and HMC end on."""
+    model = GaussianModel()
+    generate(recipe(sampler={"name": name, "mcmc_steps": 2, "leapfrog_steps": 3}), model)
+    assert model.calls == 10 * per_step

@@ -37,7 +37,8 @@ def run(name, density, step, steps=300, chains=3000, seed=0, start=None):
     generator = torch.Generator().manual_seed(seed)
     x = start if start is not None else torch.randn(chains, 2, generator=generator)
     knobs = MCMCKnobs(steps=steps, step=step, leapfrog_steps=3, damping=0.5, line_points=5)
-    return MCMC[name](density, x, knobs, generator)
+    result = MCMC[name](density, x, knobs, generator)
+    return result.x, result.acceptance
 
 
 @pytest.mark.parametrize("name,step", [("mala", 0.5), ("hmc", 0.4)])

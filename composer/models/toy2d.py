@@ -20,7 +20,7 @@ Defaults (`Toy2DModel.defaults`):
   MMD to the truth fell as the step grew, HMC acceptance was 1.00, 0.98, 0.95,
   0.78, 0.23; 1.0 is the largest step that keeps acceptance high;
 - line_points 5: trapezoid points for score-only Metropolis tests.
-A level costs mcmc_steps * leapfrog_steps + 2 batched evaluations under HMC
+A level costs mcmc_steps * leapfrog_steps + 1 batched evaluations under HMC
 (240 for the defaults), each a forward and backward pass for the energy model.
 """
 from __future__ import annotations
