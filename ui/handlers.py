@@ -14,9 +14,8 @@ import inspect
 import io
 import logging
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 import gradio as gr
 import numpy as np
@@ -25,7 +24,7 @@ from PIL import Image
 from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
 from composer.media import enlarge, grid, png_bytes, recipe_from_png, save_animation
 from composer.models import ModelError
-from composer.recipe import Recipe, RecipeError, SamplerSpec
+from composer.recipe import Recipe, RecipeError
 from ui import state
 
 log = logging.getLogger("ui")
@@ -162,7 +161,7 @@ class Handlers:
                     self.composer.info(name)
                     self._default = name
                     break
-                except Exception as err:  # noqa: BLE001 - any failure means "try the next"
+                except Exception as err:  # noqa: BLE001 - any failure: try the next
                     log.warning("model %s unavailable: %s", name, err)
             else:
                 self._default = self.fallback_model
@@ -236,8 +235,3 @@ class Handlers:
         if not path:
             raise RecipeError("recipe: drop a PNG saved by this app first")
         return recipe_from_png(Path(path))
-
-    @staticmethod
-    def with_sampler(recipe: Recipe, name: str) -> Recipe:
-        return dataclasses.replace(recipe, sampler=SamplerSpec(**{**dataclasses.asdict(recipe.sampler),
-                                                                  "name": name}))

@@ -2,7 +2,7 @@
 ui.state; this module only connects components to it."""
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import random
 import time
@@ -13,8 +13,20 @@ import numpy as np
 from composer.facade import Composer, Frame
 from composer.recipe import MAX_CONCEPTS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from ui import state
-from ui.handlers import (THUMB_SIDE, Handlers, concept_label, data_uri, display, final_picture,
-                         guard, metrics_text, model_summary, progress_html, spread, user_error)
+from ui.handlers import (
+    GENERIC_ERROR,
+    THUMB_SIDE,
+    Handlers,
+    concept_label,
+    data_uri,
+    display,
+    final_picture,
+    guard,
+    metrics_text,
+    model_summary,
+    progress_html,
+    spread,
+)
 
 log = logging.getLogger("ui")
 
@@ -157,46 +169,45 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                              label="Examples", type="index", elem_id="examples",
                                              visible=bool(examples))
 
-            with gr.Column(scale=6):
-                with gr.Tabs():
-                    with gr.Tab("Generate", id="tab-generate"):
-                        preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview", format="png",
-                                           interactive=False, height=380)
-                        with gr.Row():
-                            show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead",
-                                                  elem_id="show-xt")
-                        progress = gr.HTML("", elem_id="progress")
-                        frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
-                                                 elem_id="frame-slider", visible=False)
-                        gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
-                                    "in order)", elem_id="concept-title")
-                        with gr.Row(elem_id="concept-images"):
-                            concept_images = [
-                                gr.Image(label=f"Row {k + 1}", type="numpy", format="png",
-                                         interactive=False, visible=False, height=170,
-                                         min_width=120, elem_id=f"concept-image-{k + 1}",
-                                         buttons=[])
-                                for k in range(MAX_CONCEPTS)]
-                        metrics_md = gr.Markdown("", elem_id="metrics")
-                        with gr.Row():
-                            gif_file = gr.File(label="Animation (GIF)", elem_id="gif-file",
-                                               interactive=False)
-                            png_file = gr.File(label="PNG with recipe", elem_id="png-file",
-                                               interactive=False)
-                    with gr.Tab("Compare samplers", id="tab-compare"):
-                        compare_choices = gr.CheckboxGroup(
-                            [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
-                            label="Samplers (2–4), same recipe and seed", elem_id="compare-samplers")
-                        compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
-                        with gr.Row():
-                            compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
-                                                       interactive=False, elem_id=f"compare-{k + 1}",
-                                                       visible=k < 2)
-                                              for k in range(COMPARE_SLOTS)]
-                        compare_status = gr.Markdown("", elem_id="compare-status")
-                    with gr.Tab("Runs", id="tab-runs"):
-                        runs_table = gr.Dataframe(headers=RUN_HEADERS, elem_id="runs",
-                                                  interactive=False, wrap=True)
+            with gr.Column(scale=6), gr.Tabs():
+                with gr.Tab("Generate", id="tab-generate"):
+                    preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview",
+                                       format="png", interactive=False, height=380)
+                    with gr.Row():
+                        show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead",
+                                              elem_id="show-xt")
+                    progress = gr.HTML("", elem_id="progress")
+                    frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
+                                             elem_id="frame-slider", visible=False)
+                    gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
+                                "in order)", elem_id="concept-title")
+                    with gr.Row(elem_id="concept-images"):
+                        concept_images = [
+                            gr.Image(label=f"Row {k + 1}", type="numpy", format="png",
+                                     interactive=False, visible=False, height=170,
+                                     min_width=120, elem_id=f"concept-image-{k + 1}",
+                                     buttons=[])
+                            for k in range(MAX_CONCEPTS)]
+                    metrics_md = gr.Markdown("", elem_id="metrics")
+                    with gr.Row():
+                        gif_file = gr.File(label="Animation (GIF)", elem_id="gif-file",
+                                           interactive=False)
+                        png_file = gr.File(label="PNG with recipe", elem_id="png-file",
+                                           interactive=False)
+                with gr.Tab("Compare samplers", id="tab-compare"):
+                    compare_choices = gr.CheckboxGroup(
+                        [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
+                        label="Samplers (2–4), same recipe and seed", elem_id="compare-samplers")
+                    compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
+                    with gr.Row():
+                        compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
+                                                   interactive=False, elem_id=f"compare-{k + 1}",
+                                                   visible=k < 2)
+                                          for k in range(COMPARE_SLOTS)]
+                    compare_status = gr.Markdown("", elem_id="compare-status")
+                with gr.Tab("Runs", id="tab-runs"):
+                    runs_table = gr.Dataframe(headers=RUN_HEADERS, elem_id="runs",
+                                              interactive=False, wrap=True)
 
         settings_inputs = [info_state, operator, scale, sampler, scheduler, *knobs.values(),
                            steps, seed, num_samples]
@@ -238,7 +249,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 try:
                     return apply_recipe(state.recipe_from_token(token),
                                         "Recipe restored from the link.")
-                except Exception as err:  # noqa: BLE001 - show it, then fall back
+                except Exception as err:  # noqa: BLE001 - shown, then the default
                     log.warning("cannot restore shared recipe: %s", err)
                     return apply_default(error_markdown(f"Could not restore the shared recipe: {err}"))
             return apply_default()
@@ -248,7 +259,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         def on_model(name, rows, info):
             try:
                 new = H.info(name)
-            except Exception as err:  # noqa: BLE001 - shown next to the picker
+            except Exception as err:  # noqa: BLE001 - shown by the picker
                 gr.Warning(f"Could not load model {name!r}: {err}")
                 keep = info["name"] if info else None
                 return [gr.skip(), gr.skip(), gr.update(value=keep),
@@ -292,7 +303,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             settings = state.Settings(info["name"] if info else "", *values)
             try:
                 recipe = H.recipe(rows, info, settings)
-            except Exception as err:  # noqa: BLE001 - shown to the user, server keeps going
+            except Exception as err:
                 if not isinstance(err, (RecipeError, ValueError)):
                     log.exception("unexpected error while checking the recipe")
                     err = "unexpected server error (logged); try again"
@@ -410,14 +421,15 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             for k, result in enumerate(results):
                 accept = [f.acceptance for f in result.frames if f.acceptance is not None]
                 runs.append(_run_row(len(runs) + 1, result, seconds[k], accept))
-            yield {runs_state: runs, runs_table: _runs_value(runs)}
+            yield {runs_state: runs, runs_table: _runs_value(runs),
+                   status: f"Compared {', '.join(r.sampler.name for r in recipes)}."}
 
         compare_event = compare_btn.click(
             prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
             concurrency_limit=None, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS).then(
             compare, [recipe_json, compare_choices, show_xt, runs_state],
-            [*compare_images, compare_status, runs_state, runs_table], api_name="compare",
+            [*compare_images, compare_status, runs_state, runs_table, status], api_name="compare",
             concurrency_id=GPU_GROUP, concurrency_limit=1, show_progress="minimal")
         stop_btn.click(None, None, None, cancels=[gen_event, compare_event])
 
@@ -441,9 +453,24 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return apply_recipe(Recipe.from_json(examples[index].read_text()),
                                 f"Example loaded: {state.example_label(examples[index])}.")
 
-        apply_btn.click(guard(import_json), recipe_json, apply_outputs, api_visibility=PRIVATE)
-        png_in.upload(guard(import_png), png_in, apply_outputs, api_visibility=PRIVATE)
-        example_set.click(guard(import_example), example_set, apply_outputs,
+        def soft(fn):
+            """Import errors go to the status line (and a toast), leaving the page as it was."""
+            @functools.wraps(fn)
+            def call(*args):
+                try:
+                    return fn(*args)
+                except Exception as err:
+                    message = str(err)
+                    if not isinstance(err, ValueError):  # Recipe/Composer/ModelError are
+                        log.exception("unexpected error in %s", fn.__name__)
+                        message = GENERIC_ERROR
+                    gr.Warning(message.splitlines()[0])
+                    return [gr.skip()] * (len(apply_outputs) - 1) + [error_markdown(message)]
+            return call
+
+        apply_btn.click(soft(import_json), recipe_json, apply_outputs, api_visibility=PRIVATE)
+        png_in.upload(soft(import_png), png_in, apply_outputs, api_visibility=PRIVATE)
+        example_set.click(soft(import_example), example_set, apply_outputs,
                           api_visibility=PRIVATE)
 
         # --- API --------------------------------------------------------------------
