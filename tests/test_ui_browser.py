@@ -172,6 +172,14 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     assert page.locator("#knob-step_size input").input_value() == "0.3"
     assert page.locator("#knob-leapfrog_steps input").input_value() == ""
 
+    # A bad pasted recipe is explained on the status line; the page stays as it was.
+    page.locator("#recipe-json .cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text('{"model": "toy2d-energy", "concepts": [{"text": "ring", "weight": 99}]}')
+    page.click("#apply-json")
+    wait_text(page, "#status", "concepts[0].weight: must be in [0, 10], got 99")
+    assert row_values(page, 2)[:2] == ("bar", "2.5")
+
     # A score-only model offers no mixture.
     box = page.locator("#model input")
     box.click()

@@ -214,3 +214,38 @@ def test_unexpected_errors_are_masked_and_logged(caplog):
     with pytest.raises(gr.Error):
         list(streaming())
     assert "internal detail" in caplog.text
+
+
+def test_words_outside_the_vocabulary_are_listed_per_row():
+    from composer.facade import Composer, ComposerError
+    from composer.models import ModelError
+    from tests.gaussians import GaussianModel
+    from ui.handlers import Handlers, info_dict
+
+    class Worded(GaussianModel):
+        """Free-text captions over the Gaussians' names, like the shapes model."""
+        concept_choices = None
+        vocabulary = ("left", "right", "up")
+
+        def check_concept(self, text):
+            for word in text.split():
+                if word not in self.vocabulary:
+                    raise ModelError(f"unknown word {word!r}")
+
+        def encode(self, texts):
+            return tuple(t.split()[0] if t else t for t in texts)
+
+    composer = Composer("cpu")
+    composer._models["worded"] = Worded()
+    handlers = Handlers(composer)
+    info = info_dict(composer.info("worded"))
+    settings = state.Settings(model="worded", steps=2)
+    rows = [state.new_row("left"), state.new_row("up blob"), state.new_row("right zzz qq")]
+    with pytest.raises(ComposerError) as err:
+        handlers.recipe(rows, info, settings)
+    message = str(err.value)
+    assert "concepts[1].text: unknown word 'blob'" in message
+    assert "Row 2: unknown words 'blob'" in message and "Row 3: unknown words 'zzz', 'qq'" in message
+    assert handlers.recipe(rows[:1], info, settings).concepts[0].text == "left"
+    with pytest.raises(RecipeError, match="Row 2: the prompt is empty"):
+        handlers.recipe([rows[0], state.new_row(" ")], info, settings)
