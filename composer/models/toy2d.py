@@ -21,7 +21,7 @@ Defaults (`Toy2DModel.defaults`):
   0.78, 0.23; 1.0 is the largest step that keeps acceptance high;
 - line_points 5: trapezoid points for score-only Metropolis tests.
 A level costs mcmc_steps * leapfrog_steps + 1 batched evaluations under HMC
-(240 for the defaults), each a forward and backward pass for the energy model.
+(210 for the defaults), each a forward and backward pass for the energy model.
 """
 from __future__ import annotations
 
