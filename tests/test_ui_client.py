@@ -116,6 +116,7 @@ def test_render_api_returns_images_frames_points(client):
     ('{"model": "/no/such/folder", "concepts": [{"text": "ring"}]}', ["/no/such/folder"]),
     ('{"model": "toy2d-energy", "concepts": [{"text": "  "}]}', ["empty"]),
     ("not json", ["not valid JSON"]),
+    ('{"model": "toy2d-energy", "concepts": [{"text": "ring"}], "steps": 400}', ["400"]),
 ])
 def test_bad_recipe_gives_a_clear_error_and_the_server_keeps_serving(client, bad, words):
     from gradio_client.exceptions import AppError

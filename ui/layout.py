@@ -65,7 +65,8 @@ def launch_kwargs() -> dict:
 
 
 def default_samples(info: dict) -> int:
-    return min(1000 if info["family"] == "toy2d" else 4, info["max_samples"])
+    """A useful first batch: a cloud of points in 2D, a small grid of shapes, one SD image."""
+    return min({"toy2d": 1000, "shapes": 4}.get(info["family"], 1), info["max_samples"])
 
 
 def error_markdown(message: str) -> str:
@@ -321,17 +322,24 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             labels = [f"Row {n}: {concept_label(c)}"
                       for n, c in enumerate(recipe.concepts, 1) if not c.muted]
             frames, start, result = [], time.time(), None
-            for item in H.stream(recipe):
-                if isinstance(item, Frame):
-                    frames.append({"preview": item.preview, "noisy": item.noisy,
-                                   "concepts": item.concepts})
-                    extra = ("" if item.acceptance is None
-                             else f" · acceptance {item.acceptance:.0%}")
-                    yield {preview: display(item.noisy if show_noisy else item.preview),
-                           **_thumbs(concept_images, item.concepts, labels),
-                           progress: progress_html(item.index + 1, item.total, extra)}
-                else:
-                    result = item
+            try:
+                for item in H.stream(recipe):
+                    if isinstance(item, Frame):
+                        frames.append({"preview": item.preview, "noisy": item.noisy,
+                                       "concepts": item.concepts})
+                        extra = ("" if item.acceptance is None
+                                 else f" · acceptance {item.acceptance:.0%}")
+                        update = {preview: display(item.noisy if show_noisy else item.preview),
+                                  **_thumbs(concept_images, item.concepts, labels),
+                                  progress: progress_html(item.index + 1, item.total, extra)}
+                        if item.index == 0:  # the last run's frames are gone from here on
+                            update[frame_slider] = gr.update(visible=False)
+                        yield update
+                    else:
+                        result = item
+            except ValueError as err:  # Recipe/ComposerError, or a setting the scheduler refuses
+                yield {status: error_markdown(str(err))}
+                raise
             seconds = time.time() - start
             final = final_picture(result)
             frames.append({"preview": final, "noisy": final, "concepts": frames[-1]["concepts"]})
