@@ -114,7 +114,7 @@ class Composer:
             raise ComposerError("out of GPU memory: try fewer samples or fewer concepts") from None
         final = record.x_t
         metrics = model.metrics(filled, final)
-        yield Result(filled, tuple(model.decode(final)), model.points(final), tuple(frames),
+        yield Result(filled, tuple(model.result_images(filled, final)), model.points(final), tuple(frames),
                      notes, metrics)
 
     def render(self, recipe: Recipe) -> Result:

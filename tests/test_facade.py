@@ -106,3 +106,14 @@ def test_cli_bad_recipe_is_one_line_and_non_zero(tmp_path, capsys, content, mess
     assert main(["render", str(path), "--out", str(tmp_path / "out")]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith(message) and stderr.count("\n") == 1
+
+
+def test_toy2d_runs_are_scored_against_ground_truth():
+    composer = Composer("cpu")
+    product = Recipe.from_json(open("assets/recipes/product.json").read())
+    quick = {**product.to_dict(), "steps": 5, "num_samples": 200}
+    result = composer.render(Recipe.from_dict(quick))
+    assert set(result.metrics) == {"mmd", "mmd2", "in_support"}
+    assert 0 <= result.metrics["in_support"] <= 1 and result.metrics["mmd"] >= 0
+    other = composer.render(Recipe.from_dict({**quick, "concepts": [{"text": "ring"}]}))
+    assert other.metrics == {} and other.images[0].shape[2] == 3

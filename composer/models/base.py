@@ -64,6 +64,10 @@ class ModelAdapter(ABC):
         """Final RGB uint8 pictures, one per sample (toy2d: one scatter of all)."""
         return [self.preview(x0)]
 
+    def result_images(self, recipe: Any, x0: torch.Tensor) -> list[np.ndarray]:
+        """Pictures of a finished run; the recipe lets a model draw its ground truth."""
+        return self.decode(x0)
+
     def metrics(self, recipe: Any, x0: torch.Tensor) -> dict[str, float]:
         """Scores of final samples against ground truth, where the model knows it."""
         return {}

@@ -33,7 +33,7 @@ import torch
 
 from composer.models.base import ModelAdapter, ModelError
 from composer.toy2d.data import CONCEPTS
-from composer.toy2d.lab import scatter_image
+from composer.toy2d.lab import ground_truth, mmd2, scatter_image, setup_of, support_fraction
 from composer.toy2d.net import UNCONDITIONAL
 from composer.toy2d.train import SCHEDULER_CONFIG, load_net
 
@@ -93,6 +93,21 @@ class Toy2DModel(ModelAdapter):
 
     def preview(self, x0: torch.Tensor) -> np.ndarray:
         return scatter_image(self.points(x0))
+
+    def result_images(self, recipe, x0: torch.Tensor) -> list[np.ndarray]:
+        """The final scatter over the shaded support of the recipe's target, if known."""
+        return [scatter_image(self.points(x0), setup_of(recipe))]
+
+    def metrics(self, recipe, x0: torch.Tensor) -> dict[str, float]:
+        """MMD (RBF, h = 0.1) against 1000 exact samples and the fraction in support,
+        for the three RRR setups; nothing for other compositions."""
+        truth = ground_truth(recipe, n=1000, seed=recipe.seed + 1)
+        if truth is None:
+            return {}
+        points = self.points(x0)
+        value = mmd2(points, truth)
+        return {"mmd": max(value, 0.0) ** 0.5, "mmd2": value,
+                "in_support": support_fraction(points, setup_of(recipe))}
 
     def points(self, x0: torch.Tensor) -> np.ndarray:
         return x0.detach().reshape(-1, 2).cpu().numpy()
