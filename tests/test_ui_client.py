@@ -250,3 +250,15 @@ def test_words_outside_the_vocabulary_are_listed_per_row():
     assert handlers.recipe(rows[:1], info, settings).concepts[0].text == "left"
     with pytest.raises(RecipeError, match="Row 2: the prompt is empty"):
         handlers.recipe([rows[0], state.new_row(" ")], info, settings)
+
+
+def test_stable_diffusion_folder_through_the_api(client, tmp_path):
+    from tests.tiny_sd import save_tiny_sd
+
+    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    recipe = {"model": str(folder), "concepts": [{"text": "a cat"}, {"text": "a dog", "negate": True}],
+              "steps": 2, "seed": 1}
+    out = client.predict(json.dumps(recipe), 2, api_name="/render")
+    assert out["recipe"]["model"] == str(folder) and out["recipe"]["scale"] is not None
+    assert len(out["images"]) == 1 and decode_uri(out["images"][0]).shape[-1] == 3
+    assert out["points"] is None

@@ -100,7 +100,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 with gr.Group():
                     with gr.Row():
                         model_dd = gr.Dropdown(H.composer.model_names(), label="Model",
-                                               elem_id="model", scale=2, allow_custom_value=True)
+                                               elem_id="model", scale=2)
                         sd_box = gr.Textbox(label="…or a Stable Diffusion hub id / folder",
                                             placeholder="org/name or /path/to/checkpoint",
                                             elem_id="sd-model", scale=2)
@@ -334,6 +334,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                   progress: progress_html(item.index + 1, item.total, extra)}
                         if item.index == 0:  # the last run's frames are gone from here on
                             update[frame_slider] = gr.update(visible=False)
+                            update[frames_state] = None
                         yield update
                     else:
                         result = item
