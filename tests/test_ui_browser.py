@@ -140,8 +140,9 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     from composer.media import save_png
     from composer.recipe import Concept, Recipe, SamplerSpec
 
-    page.goto(app_url)
+    page.goto(app_url.rstrip("/") + "/?recipe=not-a-recipe")  # a broken link: explained
     page.wait_for_selector("#concept-1-text")
+    wait_text(page, "#status", "Could not restore the shared recipe")
 
     page.locator("#examples").get_by_text("negation", exact=True).click()
     wait_text(page, "#status", "Example loaded: negation")
