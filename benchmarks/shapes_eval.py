@@ -54,6 +54,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def save_gallery(path: Path, examples: list) -> None:
+    """Examples x4 (nearest) in a grid, with a green (correct) or red (wrong) frame;
+    the compositions go to a .txt beside the picture."""
+    from PIL import Image
+    import numpy as np
+    cols = 8
+    rows = (len(examples) + cols - 1) // cols
+    tile = 32 * 4 + 4
+    grid = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
+    lines = []
+    for i, (image, comp, ok) in enumerate(examples):
+        r, c = divmod(i, cols)
+        frame = (40, 170, 40) if ok else (200, 40, 40)
+        grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = frame
+        big = np.kron(image, np.ones((4, 4, 1), np.uint8))
+        grid[r * tile + 2:r * tile + 2 + 128, c * tile + 2:c * tile + 2 + 128] = big
+        text = " AND ".join(comp.positives) + "".join(f" AND NOT {n}" for n in comp.negatives)
+        lines.append(f"{i}: {text}: {'correct' if ok else 'wrong'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+
+
 def update_doc(path: Path, text: str) -> None:
     if not path.exists():
         return
@@ -79,6 +102,9 @@ def main() -> dict:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--chunk", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--gallery", type=int, default=16, help="examples kept per cell (0: none)")
+    p.add_argument("--gallery-dir", default=str(ROOT / "assets/shapes"),
+                   help="where eval_<task>_<sampler>.png grids go ('' = nowhere)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/shapes.json"))
     p.add_argument("--doc", default=str(ROOT / "docs/shapes.md"))
     args = p.parse_args()
@@ -95,7 +121,10 @@ def main() -> dict:
         n = args.n_mcmc if spec.is_mcmc else args.n
         for task in args.tasks.split(","):
             r = run_task(model, task, spec, n, args.steps, args.scale, seed=args.seed,
-                         chunk=args.chunk, beta=args.beta)
+                         chunk=args.chunk, beta=args.beta, keep=args.gallery)
+            examples = r.pop("examples")
+            if examples and args.gallery_dir:
+                save_gallery(Path(args.gallery_dir) / f"eval_{task}_{sampler}.png", examples)
             r["load_average"] = round(os.getloadavg()[0], 2)
             results.append(r)
             print(json.dumps(r), flush=True)

@@ -89,7 +89,8 @@ class PerSample(ModelAdapter):
     def predict(self, x, t, alpha_bar, cond, with_energy=False):
         rows, batch = cond.shape[0], x.shape[0]
         t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(batch)
-        eps = self.base.net(x.repeat(rows, 1, 1, 1), t.repeat(rows), text=cond.reshape(rows * batch, -1))
+        eps = self.base.eps(x.repeat(rows, 1, 1, 1), t.repeat(rows), alpha_bar,
+                            cond.reshape(rows * batch, -1))
         return eps.reshape(rows, batch, *self.sample_shape), None
 
     def preview(self, x0):
@@ -97,10 +98,11 @@ class PerSample(ModelAdapter):
 
 
 def run_task(model, task: str, sampler: SamplerSpec, n: int, steps: int, scale: float | None,
-             seed: int = 0, chunk: int = 100, beta: float = 1.0) -> dict:
-    """Accuracy of one task under one sampler; returns counts and timing."""
+             seed: int = 0, chunk: int = 100, beta: float = 1.0, keep: int = 0) -> dict:
+    """Accuracy of one task under one sampler; returns counts and timing, and
+    the first `keep` images with their compositions and verdicts under "examples"."""
     compositions = make_compositions(task, n, seed)
-    correct, per_caption, acceptance = 0, [], []
+    correct, per_caption, acceptance, examples = 0, [], [], []
     start = time.time()
     for lo in range(0, n, chunk):
         part = compositions[lo:lo + chunk]
@@ -120,12 +122,14 @@ def run_task(model, task: str, sampler: SamplerSpec, n: int, steps: int, scale: 
             verdict = judge(image, list(comp.positives), list(comp.negatives))
             correct += verdict["correct"]
             per_caption.extend(verdict["positives"])
+            if len(examples) < keep:
+                examples.append((image, comp, verdict["correct"]))
         if accepted:
             acceptance.append(sum(accepted) / len(accepted))
     return {"task": task, "sampler": sampler.name, "n": n, "steps": steps, "correct": correct,
             "accuracy": correct / n, "caption_accuracy": sum(per_caption) / max(1, len(per_caption)),
             "acceptance": (sum(acceptance) / len(acceptance)) if acceptance else None,
-            "seconds": round(time.time() - start, 1)}
+            "seconds": round(time.time() - start, 1), "examples": examples}
 
 
 __all__ = ["Composition", "PerSample", "make_compositions", "run_task"]

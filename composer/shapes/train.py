@@ -4,7 +4,11 @@
 
 Data is drawn fresh every step from the procedural renderer (seeded, so a run
 is reproducible for a seed and a device). The loss is the usual denoising MSE
-on epsilon at uniformly drawn timesteps of the VP schedule; 10% of captions
+at uniformly drawn timesteps of the VP schedule, on v = sqrt(abar) eps -
+sqrt(1 - abar) x0 (default; Salimans & Ho 2022) or on eps (--prediction epsilon).
+An eps-output network is poorly conditioned at high noise (its x0 = (x -
+sigma eps) / sqrt(abar) amplifies errors ~30x at t = 960), which left samples
+cluttered; v keeps x0 = sqrt(abar) x - sigma v well behaved. 10% of captions
 are empty (classifier-free training). Checkpoints (model, EMA, optimiser, RNG,
 step, loss log) go to --run-dir every --checkpoint-every seconds and at the
 end, and --resume continues from the latest one. At the end the EMA weights
@@ -55,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds")
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="stop (and export) after this many minutes of this invocation; 0 = no limit")
+    p.add_argument("--prediction", choices=("v", "epsilon"), default="v",
+                   help="what the network outputs (the adapter always returns eps)")
+    p.add_argument("--init", default="", help="start from the weights of this checkpoint.pt "
+                   "(fresh optimiser and step count), e.g. an earlier run")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export-only", action="store_true",
                    help="write the EMA weights of the latest checkpoint to --out and stop")
@@ -112,11 +120,12 @@ def export(out: Path, ema: ShapesDenoiser, meta: dict) -> None:
 
 def metadata(config, args, step, log, total, device, model) -> dict:
     final_loss = sum(r["loss"] for r in log[-8:]) / max(1, len(log[-8:])) if log else float("nan")
-    return {"model": config.to_dict(), "scheduler": SCHEDULER_CONFIG, "vocabulary": list(VOCABULARY),
+    return {"model": config.to_dict(), "prediction": getattr(args, "prediction", "epsilon"),
+            "scheduler": SCHEDULER_CONFIG, "vocabulary": list(VOCABULARY),
             "training": {"steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
                          "p_empty": args.p_empty, "seed": args.seed, "seconds": round(total, 1),
                          "final_loss": round(final_loss, 5), "device": str(device),
-                         "parameters": count_parameters(model)}}
+                         "parameters": count_parameters(model), "init": getattr(args, "init", "")}}
 
 
 def main(argv=None) -> dict:
@@ -136,6 +145,12 @@ def main(argv=None) -> dict:
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, log, elapsed = 0, [], 0.0
+    if args.init and not (args.resume and ckpt_path.exists()):
+        init = torch.load(args.init, map_location=device, weights_only=False)
+        model.load_state_dict(init["model"])
+        ema.load_state_dict(init["ema"])
+        print(f"initialised from {args.init} (step {init['step']}, "
+              f"{init['elapsed'] / 60:.1f} min)", flush=True)
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ckpt["config"] != config.to_dict():
@@ -177,7 +192,8 @@ def main(argv=None) -> dict:
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
-        loss = torch.mean((model(xt, t, slots) - noise) ** 2)
+        target = noise if args.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = torch.mean((model(xt, t, slots) - target) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
