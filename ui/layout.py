@@ -333,7 +333,6 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                   **_thumbs(concept_images, item.concepts, labels),
                                   progress: progress_html(item.index + 1, item.total, extra)}
                         if item.index == 0:  # the last run's frames are gone from here on
-                            update[frame_slider] = gr.update(visible=False)
                             update[frames_state] = None
                         yield update
                     else:
