@@ -16,8 +16,7 @@ The sampler state stays in fp32; the networks run in fp16 on CUDA (bf16 with
 COMPOSER_SD_DTYPE=bf16) and fp32 on the CPU.
 
 Environment:
-    COMPOSER_SD_MODEL      default checkpoint for the app/CLI (hub id or folder);
-                           read by `default_sd_model()`.
+    COMPOSER_SD_MODEL      a checkpoint the app offers in its picker (read by the facade).
     COMPOSER_SD_MAX_BATCH  most UNet rows per call (default: estimated from free
                            GPU memory on CUDA, unlimited on the CPU).
     COMPOSER_SD_DTYPE      fp16 | bf16 | fp32 network dtype on CUDA (default fp16).
@@ -33,21 +32,19 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from composer.media import grid
 from composer.models.base import ModelAdapter, ModelError
 
 log = logging.getLogger(__name__)
 
-ENV_MODEL = "COMPOSER_SD_MODEL"
 ENV_MAX_BATCH = "COMPOSER_SD_MAX_BATCH"
 ENV_DTYPE = "COMPOSER_SD_DTYPE"
 ENV_COMPILE = "COMPOSER_COMPILE"
 ENV_CHANNELS_LAST = "COMPOSER_CHANNELS_LAST"
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 # SD 1.x latent channels 0-3 (rows) -> R, G, B (columns); DESIGN.md section 4.
 LATENT_RGB = ((0.3512, 0.2297, 0.3227),
@@ -63,11 +60,6 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _ROW_BYTES_PER_PIXEL_CHANNEL = 120.0
 CACHE_SIZE = 512     # prompt embeddings kept (77 x 768 fp16 = 118 kB each for SD 1.x)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def default_sd_model() -> str:
-    """The checkpoint named by COMPOSER_SD_MODEL, else SD 1.5 on the Hub."""
-    return os.environ.get(ENV_MODEL, "").strip() or DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -222,7 +214,7 @@ class SDAdapter(ModelAdapter):
         """Linear latent -> RGB of each sample, tiled in a grid, uint8 [H, W, 3]."""
         weights = torch.tensor(LATENT_RGB, dtype=torch.float32)
         rgb = torch.einsum("bchw,cr->bhwr", x0.detach().float().cpu()[:, :4], weights)
-        return _grid(((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+        return grid(((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
@@ -241,18 +233,6 @@ class SDAdapter(ModelAdapter):
             image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             images.append(image.permute(1, 2, 0).cpu().numpy())
         return images
-
-
-def _grid(tiles: np.ndarray) -> np.ndarray:
-    """[B, h, w, 3] -> one [rows*h, cols*w, 3] picture, filled row by row."""
-    count, h, w, _ = tiles.shape
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    out = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    return out
 
 
 def _check_folder(path: str) -> None:
@@ -323,5 +303,5 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
                      channels_last=None if not channels_last else channels_last in ("1", "true"))
 
 
-__all__ = ["SDAdapter", "SDCondition", "load_sd", "default_sd_model", "LATENT_RGB",
-           "ENV_MODEL", "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]
+__all__ = ["SDAdapter", "SDCondition", "load_sd", "LATENT_RGB",
+           "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]
