@@ -106,7 +106,10 @@ def test_rows_generate_share_and_restore(page, app_url):
     page.get_by_role("tab", name="Generate").click()
 
     # Scrub back to the first frame.
-    set_number(page, "#frame-slider input[type=number]", 1)
+    scrub = page.locator("#frame-slider input[type=number]")
+    scrub.press("Control+A")
+    scrub.press_sequentially("1")
+    scrub.press("Enter")
     wait_text(page, "#progress", "Frame 1 /")
 
     link = page.locator("#share-link textarea").input_value()

@@ -316,7 +316,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @guard
         def run(recipe_text: str, show_noisy: bool, runs: list | None = None):
             """Stream a run: preview, per-concept thumbnails and progress each step."""
-            if not (recipe_text or "").strip():
+            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+                yield {progress: gr.skip()}  # (yielding nothing would blank every output)
                 return
             recipe = Recipe.from_json(recipe_text)
             labels = [f"Row {n}: {concept_label(c)}"
@@ -391,7 +392,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @guard
         def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None):
             """The same recipe and seed under 2-4 samplers, streamed side by side."""
-            if not (recipe_text or "").strip():
+            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+                yield {compare_status: gr.skip()}  # (yielding nothing would blank every output)
                 return
             recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []))
             streams = [H.stream(r) for r in recipes]
