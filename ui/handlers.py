@@ -13,7 +13,9 @@ import functools
 import inspect
 import io
 import logging
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,8 @@ GENERIC_ERROR = ("Something unexpected went wrong on the server; it was logged. 
                  "The app is still running: adjust the recipe and try again.")
 DISPLAY_SIDE = 256
 THUMB_SIDE = 96
+RUNS_DIR = Path(tempfile.gettempdir()) / "composer-ui"
+KEEP_SECONDS = 3600
 
 
 def user_error(err: Exception) -> gr.Error:
@@ -223,7 +227,13 @@ class Handlers:
     # --- files --------------------------------------------------------------------
     @staticmethod
     def save_outputs(result: Result, frames: list[np.ndarray]) -> tuple[str, str]:
-        folder = Path(tempfile.mkdtemp(prefix="composer-run-"))
+        """The GIF and the PNG of a run, in a fresh folder (Gradio serves copies;
+        folders older than an hour are removed)."""
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        for old in RUNS_DIR.iterdir():
+            if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
         png = folder / "composition.png"
         png.write_bytes(png_bytes(final_picture(result), result.recipe))
         gif = save_animation([display(f) for f in frames] + [display(final_picture(result))],

@@ -84,7 +84,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
     if default_model:
         H.preferred_model = default_model
 
-    with gr.Blocks(title="Composable diffusion explorer") as demo:
+    # Gradio's cache of streamed frames: swept every 30 min of files older than an hour.
+    with gr.Blocks(title="Composable diffusion explorer", delete_cache=(1800, 3600)) as demo:
         rows_state = gr.State([])
         info_state = gr.State(None)
         frames_state = gr.State(None)
