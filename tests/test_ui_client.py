@@ -106,6 +106,10 @@ def test_render_api_returns_images_frames_points(client):
     assert len(out["frames"]) == 3
     assert np.asarray(out["points"]).shape == (64, 2)
     assert Recipe.from_dict(out["recipe"]).model == "toy2d-energy"
+    # RRR's product setup (unit weights) has a ground truth: the run is scored.
+    scored = client.predict(recipe_json(concepts=[{"text": "ring"}, {"text": "bar"}]), 0,
+                            api_name="/render")
+    assert scored["metrics"] and all(isinstance(v, float) for v in scored["metrics"].values())
 
 
 @pytest.mark.parametrize("bad, words", [
