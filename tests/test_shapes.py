@@ -1,0 +1,170 @@
+"""The embedded shapes model: data, judge, adapter, training code, composition."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from composer.engine import generate, prepare
+from composer.models import load_model
+from composer.models.base import ModelError
+from composer.models.shapes import ShapesModel, load_energy
+from composer.recipe import Concept, Recipe, SamplerSpec
+from composer.shapes import data
+from composer.shapes.judge import judge, segment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("shapes", "cpu")
+
+
+def test_renderer_is_deterministic_for_a_seed():
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        scenes = data.sample_scenes(16, g)
+        return data.render(scenes), data.sample_slots(scenes, g)
+    (a, sa), (b, sb), (c, _) = draw(4), draw(4), draw(5)
+    assert torch.equal(a, b) and torch.equal(sa, sb)
+    assert not torch.equal(a, c)
+    assert a.shape == (16, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+
+
+def test_scenes_keep_objects_in_distinct_cells():
+    scenes = data.sample_scenes(200, torch.Generator().manual_seed(0))
+    for b in range(200):
+        cells = scenes.cell[b][scenes.present[b]].tolist()
+        assert len(cells) == len(set(cells)) and 1 <= len(cells) <= data.MAX_OBJECTS
+
+
+def test_judge_agrees_with_renderer():
+    g = torch.Generator().manual_seed(11)
+    scenes = data.sample_scenes(400, g)
+    images = data.to_uint8(data.render(scenes))
+    agree = 0
+    for b in range(400):
+        truth = sorted(tuple(o.values()) for o in scenes.objects(b))
+        found = sorted(tuple(o.as_dict().values()) for o in segment(images[b]))
+        agree += truth == found
+    assert agree / 400 >= 0.99
+
+
+def test_judge_checks_captions_and_negations():
+    g = torch.Generator().manual_seed(2)
+    scenes = data.sample_scenes(1, g, min_objects=1, max_objects=1)
+    image = data.to_uint8(data.render(scenes))[0]
+    words = data.object_words(scenes, 0, 0)
+    caption = f"{words['colour']} {words['shape']}"
+    other = next(c for c in data.COLOURS if c != words["colour"])
+    assert judge(image, [caption])["correct"]
+    assert not judge(image, [f"{other} {words['shape']}"])["correct"]
+    assert judge(image, [caption], [other])["correct"]
+    assert not judge(image, [caption], [words["column"]])["correct"]
+
+
+def test_captions_parse_and_unknown_words_list_the_vocabulary(model):
+    assert data.caption_slots("Red circle") == data.caption_slots("circle red")
+    assert model.vocabulary == data.VOCABULARY and "red" in model.vocabulary
+    with pytest.raises(ModelError) as err:
+        model.check_concept("purple circle")
+    assert "purple" in str(err.value)
+    assert all(word in str(err.value) for word in data.VOCABULARY)
+    with pytest.raises(ModelError, match="two colours"):
+        model.check_concept("red blue")
+    model.check_concept("blue square top")
+
+
+def test_engine_reports_unknown_word_with_the_row():
+    from composer.recipe import RecipeError
+    recipe = Recipe(model="shapes", concepts=(Concept("red"), Concept("dog")))
+    with pytest.raises(RecipeError, match=r"concepts\[1\]\.text: unknown word 'dog'"):
+        prepare(recipe, load_model("shapes", "cpu"))
+
+
+def test_shipped_weights_load_offline_and_predict_batched(model):
+    assert model.family == "shapes" and not model.has_energy
+    assert (ROOT / "assets/shapes/shapes.safetensors").stat().st_size <= 25 * 2 ** 20
+    cond = model.encode(("", "red", "circle left"))
+    assert cond.shape[0] == 3 and torch.equal(model.encode(("red",))[0], cond[1])
+    x = torch.randn(5, *model.sample_shape, generator=torch.Generator().manual_seed(0))
+    eps, energy = model.predict(x, torch.tensor(500), 0.5, cond)
+    assert eps.shape == (3, 5, 3, 32, 32) and energy is None
+    # Row b of the batched answer equals a call for that row alone.
+    alone, _ = model.predict(x, 500, 0.5, cond[1:2])
+    assert torch.allclose(alone[0], eps[1], atol=1e-4)
+
+
+def test_model_denoises_real_scenes(model):
+    """The shipped weights have learned the data: eps error far below the trivial 1.0."""
+    from composer.shapes.train import alphas_cumprod
+    g = torch.Generator().manual_seed(3)
+    scenes = data.sample_scenes(32, g)
+    x0 = data.render(scenes)
+    captions = [data.slots_to_caption(s) for s in data.sample_slots(scenes, g, p_empty=0.0)]
+    abar = alphas_cumprod()
+    t = 300
+    noise = torch.randn(x0.shape, generator=g)
+    xt = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * noise
+    eps = torch.stack([model.predict(xt[i:i + 1], t, float(abar[t]), model.encode((c,)))[0][0, 0]
+                       for i, c in enumerate(captions)])
+    assert torch.mean((eps - noise) ** 2) < 0.3
+
+
+def test_energy_variant_is_not_shipped():
+    with pytest.raises(ModelError, match="not shipped"):
+        load_energy("cpu")
+    with pytest.raises(ModelError):
+        load_model("shapes-energy", "cpu")
+
+
+def test_missing_weights_say_how_to_train(tmp_path):
+    with pytest.raises(ModelError, match="composer.shapes.train"):
+        ShapesModel(tmp_path)
+
+
+def test_few_step_composition_is_deterministic(model):
+    recipe = Recipe(model="shapes", concepts=(Concept("red"), Concept("circle"),
+                                               Concept("blue", negate=True)),
+                    sampler=SamplerSpec(name="ddim"), steps=4, seed=7, num_samples=2)
+    a, b = generate(recipe, model), generate(recipe, model)
+    assert torch.equal(a.x_t, b.x_t)
+    images = model.decode(a.x_t)
+    assert len(images) == 2 and images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
+    grid = model.preview(a.x0)
+    assert grid.dtype == np.uint8 and grid.shape == (32, 66, 3)
+    assert a.concept_x0.shape == (3, 2, 3, 32, 32)
+
+
+def test_mcmc_sampler_runs_on_shapes(model):
+    recipe = Recipe(model="shapes", concepts=(Concept("green"),),
+                    sampler=SamplerSpec(name="hmc", mcmc_steps=1, leapfrog_steps=1),
+                    steps=2, seed=1, num_samples=2)
+    record = generate(recipe, model)
+    assert torch.isfinite(record.x_t).all() and record.acceptance is not None
+
+
+@pytest.mark.parametrize("name", ["shapes_and", "shapes_not", "shapes_compare"])
+def test_example_recipes_are_valid(model, name):
+    recipe = Recipe.from_json((ROOT / f"assets/recipes/{name}.json").read_text())
+    assert recipe.model == "shapes"
+    prepare(recipe, model)
+
+
+def test_training_runs_and_resumes(tmp_path):
+    from composer.shapes.train import main
+    small = ["--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "run"), "--dim", "32",
+             "--depth", "1", "--heads", "2", "--batch", "8", "--log-every", "1", "--warmup", "2"]
+    first = main(small + ["--steps", "2"])
+    assert first["training"]["steps"] == 2
+    second = main(small + ["--steps", "3", "--resume"])
+    assert second["training"]["steps"] == 3
+    assert (tmp_path / "out" / "shapes.safetensors").exists()
+    assert (tmp_path / "out" / "loss.png").exists()
+    meta = json.loads((tmp_path / "out" / "config.json").read_text())
+    adapter = ShapesModel(tmp_path / "out")
+    assert meta["model"]["dim"] == 32 and adapter.encode(("red",)).shape == (1, 32)
