@@ -78,7 +78,7 @@ def save_gallery(path: Path, examples: list) -> None:
 
 
 def update_doc(path: Path, text: str) -> None:
-    if not path.exists():
+    if not str(path) or not path.is_file():
         return
     doc = path.read_text()
     if START in doc and END in doc:
@@ -132,7 +132,8 @@ def main() -> dict:
             report["table"] = table(results)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    update_doc(Path(args.doc), report["table"])
+    if args.doc:
+        update_doc(Path(args.doc), report["table"])
     print(report["table"])
     return report
 
