@@ -43,6 +43,10 @@ def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
     if recipe.operator == "mixture" and not model.has_energy:
         raise RecipeError(f"operator: mixture needs an energy-parameterised model; "
                           f"{recipe.model!r} only has scores")
+    levels = model.scheduler_config.get("num_train_timesteps", 1000)
+    if recipe.steps > levels:
+        raise RecipeError(f"steps: {recipe.model!r} was trained with {levels} noise levels; "
+                          f"use at most {levels}, got {recipe.steps}")
     if recipe.num_samples > model.max_samples:
         raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
                           f"got {recipe.num_samples}")

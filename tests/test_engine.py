@@ -92,3 +92,8 @@ def test_mcmc_costs_the_documented_evaluations(name, per_step):
     model = GaussianModel()
     generate(recipe(sampler={"name": name, "mcmc_steps": 2, "leapfrog_steps": 3}), model)
     assert model.calls == 10 * per_step
+
+
+def test_more_steps_than_training_levels_is_refused():
+    with pytest.raises(RecipeError, match="steps: 'gaussians' was trained with 100 noise levels"):
+        prepare(recipe(steps=500), GaussianModel())
