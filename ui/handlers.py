@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import contextlib
 import functools
 import inspect
 import io
@@ -43,39 +44,36 @@ def user_error(err: Exception) -> gr.Error:
     return gr.Error(str(err), duration=None, title="Cannot run this recipe")
 
 
+@contextlib.contextmanager
+def _translated_errors(name: str):
+    """Engine errors become gr.Error; anything unexpected is logged and masked."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    except ValueError as err:  # e.g. diffusers refusing a setting: say what it said
+        log.warning("value error in %s: %s", name, err)
+        raise user_error(err) from None
+    except Exception:
+        log.exception("unexpected error in %s", name)
+        raise gr.Error(GENERIC_ERROR, duration=None) from None
+
+
 def guard(fn):
-    """Turn engine errors into gr.Error; log and mask anything unexpected."""
+    """Wrap a handler (plain or streaming) in `_translated_errors`."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
-            try:
+            with _translated_errors(fn.__name__):
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except USER_ERRORS as err:
-                raise user_error(err) from None
-            except ValueError as err:  # e.g. diffusers refusing a setting: say what it said
-                log.warning("value error in %s: %s", fn.__name__, err)
-                raise user_error(err) from None
-            except Exception:
-                log.exception("unexpected error in %s", fn.__name__)
-                raise gr.Error(GENERIC_ERROR, duration=None) from None
         return stream
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
+        with _translated_errors(fn.__name__):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        except ValueError as err:  # e.g. diffusers refusing a setting: say what it said
-            log.warning("value error in %s: %s", fn.__name__, err)
-            raise user_error(err) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(GENERIC_ERROR, duration=None) from None
     return call
 
 
