@@ -2,7 +2,7 @@
 
 Edits rows, generates, checks the streamed result and the files, follows the
 share link in a new page and finds every row and setting again; saves
-docs/screenshot.png of the app after the run.
+docs/screenshot.png of the app after a run of the default shapes composition.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from composer.recipe import Recipe
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -99,8 +101,6 @@ def test_rows_generate_share_and_restore(page, app_url):
     assert not page.locator("#concept-image-3").is_visible()
     wait_text(page, "#gif-file", "denoising")
     wait_text(page, "#png-file", "composition")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.get_by_role("tab", name="Runs").click()
     wait_text(page, "#runs", "toy2d-energy")
     page.get_by_role("tab", name="Generate").click()
@@ -190,3 +190,23 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='toy2d-score']").click()
     wait_text(page, "#model-status", "toy2d-score loaded")
     assert page.locator("#operator input[value=mixture]").count() == 0
+
+
+def test_default_shapes_composition_renders_for_the_readme(page, app_url):
+    """The default model and its default recipe, generated as a visitor would;
+    the page afterwards is README's screenshot."""
+    page.goto(app_url)
+    page.wait_for_selector("#concept-1-text")
+    box = page.locator("#model input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    wait_text(page, "#model-status", "shapes loaded")
+    default = next(Recipe.from_json(p.read_text()) for p in sorted((ROOT / "assets/recipes").glob("*.json"))
+                   if Recipe.from_json(p.read_text()).model == "shapes")
+    wait_value(page, f"#concept-{len(default.concepts)}-text textarea, "
+                     f"#concept-{len(default.concepts)}-text input", default.concepts[-1].text)
+    page.click("#generate")
+    wait_text(page, "#progress", "done")
+    assert page.locator("#preview img").get_attribute("src")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)

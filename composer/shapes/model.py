@@ -3,11 +3,17 @@
 - Text encoder: one learned embedding per vocabulary word, summed over the
   caption's words (a caption is a set of attributes, so order-free pooling is
   exact), a learned "empty" vector for the unconditional row, then an MLP.
-- Denoiser: 4x4 patches of the 32x32 image -> 64 tokens of width `dim`,
-  learned positions, `depth` pre-LN transformer blocks conditioned by adaLN-Zero
-  on (time embedding + text embedding), a linear head back to patches.
-  Everything is matrix products, which this CPU runs well (DESIGN.md Sec. 7).
-- Output: epsilon under the VP schedule in `SCHEDULER_CONFIG`.
+  With `text_tokens`, the four caption slots (colour, shape, column, row) also
+  become four tokens (a learned "unnamed" token per kind for a slot the caption
+  leaves out) that the image tokens attend to, beside the pooled vector.
+- Denoiser: `patch` x `patch` patches of the 32x32 image -> tokens of width
+  `dim`, learned positions, `depth` pre-LN transformer blocks conditioned by
+  adaLN-Zero on (time embedding + pooled text), a linear head back to patches.
+  With `stem` > 0, a 3x3 convolution to `stem` channels comes before the
+  patches and another after them, so edges need not align with patch borders.
+  Everything else is matrix products, which this CPU runs well (DESIGN.md Sec. 7).
+- Output: v or epsilon (config.json says which) under the VP schedule in
+  `SCHEDULER_CONFIG`.
 """
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ class ShapesConfig:
     heads: int = 4
     patch: int = 4
     mlp_ratio: int = 4
+    stem: int = 0               # conv stem/head channels; 0: plain linear patches
+    text_tokens: bool = False   # caption slots as tokens the image attends to
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,22 +56,28 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Caption slots [B, 4] (-1 = absent) -> embedding [B, dim]."""
+    """Caption slots [B, 4] (-1 = absent) -> [B, 1 + tokens, dim]: the pooled
+    vector first, then (with `tokens`) one token per slot."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, tokens: bool = False):
         super().__init__()
         self.words = nn.Embedding(NUM_WORDS, dim)
         self.empty = nn.Parameter(torch.zeros(dim))
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         nn.init.normal_(self.words.weight, std=0.3)
+        self.unnamed = nn.Parameter(torch.randn(len(KINDS), dim) * 0.3) if tokens else None
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         present = slots >= 0
         ids = slots.clamp(min=0) + torch.tensor(OFFSETS, device=slots.device)
-        summed = (self.words(ids) * present[..., None].float()).sum(1)
+        words = self.words(ids)                                             # [B, 4, d]
+        summed = (words * present[..., None].float()).sum(1)
         none = ~present.any(1)
         summed = torch.where(none[:, None], self.empty[None].expand_as(summed), summed)
-        return self.mlp(summed)
+        pooled = self.mlp(summed)[:, None]
+        if self.unnamed is None:
+            return pooled
+        return torch.cat([pooled, torch.where(present[..., None], words, self.unnamed)], dim=1)
 
 
 class Block(nn.Module):
@@ -99,36 +113,40 @@ class ShapesDenoiser(nn.Module):
         self.config = config
         d, p = config.dim, config.patch
         self.grid = SIZE // p
-        self.patch_in = nn.Linear(3 * p * p, d)
+        self.pixels = config.stem or 3          # channels between the convolutions and the patches
+        self.stem = nn.Conv2d(3, config.stem, 3, padding=1) if config.stem else None
+        self.head = nn.Conv2d(config.stem, 3, 3, padding=1) if config.stem else None
+        self.patch_in = nn.Linear(self.pixels * p * p, d)
         self.pos = nn.Parameter(torch.randn(1, self.grid ** 2, d) * 0.02)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.text = TextEncoder(d)
+        self.text = TextEncoder(d, tokens=config.text_tokens)
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
-        self.patch_out = nn.Linear(d, 3 * p * p)
-        for layer in (self.final_ada, self.patch_out):
+        self.patch_out = nn.Linear(d, self.pixels * p * p)
+        # Zero-initialised output: the untrained network predicts 0 (adaLN-Zero's idea).
+        for layer in (self.final_ada, self.head or self.patch_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def condition(self, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Conditioning vector from timesteps [B] and text embeddings [B, d]."""
-        return self.time(timestep_embedding(t, self.config.dim)) + text
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, slots: torch.Tensor | None = None,
                 text: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, 3, 32, 32], t [B]; give caption `slots` [B, 4] or encoded `text` [B, d]."""
+        """x [B, 3, 32, 32], t [B]; give caption `slots` [B, 4] or encoded `text`
+        (what `self.text` returns for them, [B, 1 + tokens, d])."""
         if text is None:
             text = self.text(slots)
-        c = self.condition(t, text)
-        b, p, g = x.shape[0], self.config.patch, self.grid
-        tokens = x.reshape(b, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, 3 * p * p)
-        h = self.patch_in(tokens) + self.pos
+        c = self.time(timestep_embedding(t, self.config.dim)) + text[:, 0]
+        b, p, g, k = x.shape[0], self.config.patch, self.grid, self.pixels
+        if self.stem is not None:
+            x = F.silu(self.stem(x))
+        patches = x.reshape(b, k, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, k * p * p)
+        h = torch.cat([self.patch_in(patches) + self.pos, text[:, 1:]], dim=1)
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(F.silu(c))[:, None].chunk(2, dim=2)
-        h = self.patch_out(self.norm(h) * (1 + scale) + shift)
-        return h.reshape(b, g, g, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, SIZE, SIZE)
+        h = self.patch_out(self.norm(h[:, :g * g]) * (1 + scale) + shift)
+        out = h.reshape(b, g, g, k, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, k, SIZE, SIZE)
+        return self.head(F.silu(out)) if self.head is not None else out
 
 
 def count_parameters(model: nn.Module) -> int:

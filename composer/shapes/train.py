@@ -13,7 +13,8 @@ are empty (classifier-free training). Checkpoints (model, EMA, optimiser, RNG,
 step, loss log) go to --run-dir every --checkpoint-every seconds and at the
 end, and --resume continues from the latest one. At the end the EMA weights
 are exported to <out>/shapes.safetensors with <out>/config.json, and the loss
-curve to <out>/loss.png.
+curve to <out>/loss.png; --snapshot-every N also exports the EMA weights every
+N steps, so the shipped checkpoint can be picked by the judge.
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=ShapesConfig.depth)
     p.add_argument("--heads", type=int, default=ShapesConfig.heads)
     p.add_argument("--patch", type=int, default=ShapesConfig.patch)
+    p.add_argument("--stem", type=int, default=ShapesConfig.stem,
+                   help="channels of a 3x3 conv stem and head around the patches (0: none)")
+    p.add_argument("--text-tokens", action="store_true",
+                   help="caption slots as tokens the image tokens attend to (beside adaLN)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds")
     p.add_argument("--time-limit", type=float, default=0.0,
@@ -67,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export-only", action="store_true",
                    help="write the EMA weights of the latest checkpoint to --out and stop")
     p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="also export the EMA weights every this many steps to "
+                        "<run-dir>/snapshots/step_N/, so the shipped checkpoint can be chosen "
+                        "by the judge rather than the loss (0: never)")
     return p.parse_args(argv)
 
 
@@ -136,7 +145,8 @@ def main(argv=None) -> dict:
     run_dir, out = Path(args.run_dir), Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
-    config = ShapesConfig(dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch)
+    config = ShapesConfig(dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch,
+                          stem=args.stem, text_tokens=args.text_tokens)
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     model = ShapesDenoiser(config).to(device)
@@ -206,6 +216,9 @@ def main(argv=None) -> dict:
         running += loss.item()
         count += 1
         now = time.time()
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            export(run_dir / "snapshots" / f"step_{step}", ema,
+                   metadata(config, args, step, log, elapsed + now - start, device, model))
         if step % args.log_every == 0 or step == args.steps:
             log.append({"step": step, "loss": running / count, "time": elapsed + now - start})
             print(f"step {step} loss {running / count:.4f} lr {learning_rate(step, args):.2e} "
