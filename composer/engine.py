@@ -10,6 +10,7 @@ Each step i at timestep t:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,8 +18,12 @@ import torch
 
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
-from composer.recipe import Recipe, RecipeError
+from composer.recipe import Recipe, RecipeError, SamplerSpec
 from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler
+
+
+class NonFiniteError(RecipeError):
+    """The sample turned NaN or infinite: these settings cannot be sampled."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,41 @@ class StepRecord:
     x0: torch.Tensor                 # composed prediction of the clean sample [B, ...]
     concept_x0: torch.Tensor         # each concept's own prediction [n, B, ...]
     acceptance: float | None = None  # mean MH acceptance at this level (mala, hmc)
+
+
+BUDGET_SCALE_ENV = "COMPOSER_BUDGET_SCALE"
+
+
+def evaluations_per_level(spec: SamplerSpec, has_energy: bool) -> int:
+    """Batched model calls at one noise level: the MCMC moves, then the reverse
+    step (which reuses the evaluation MALA and HMC end on)."""
+    if not spec.is_mcmc:
+        return 1
+    k = spec.mcmc_steps
+    if spec.name == "ula":
+        return k + 1
+    if spec.name == "mala":     # score-only models integrate along the line: points - 2 more
+        return 1 + k * (1 if has_energy else spec.line_points - 1)
+    return 1 + k * spec.leapfrog_steps
+
+
+def cost(recipe: Recipe, model: ModelAdapter) -> int:
+    """Network rows a filled-in recipe costs: steps x calls per level x rows x samples."""
+    rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale).texts)
+    return (recipe.steps * evaluations_per_level(recipe.sampler, model.has_energy)
+            * rows * recipe.num_samples)
+
+
+def budget(model: ModelAdapter) -> int | None:
+    """The most network rows one run of this model may cost: the adapter's
+    CPU-sized budget times COMPOSER_BUDGET_SCALE (a GPU Space raises it)."""
+    if model.max_evaluations is None:
+        return None
+    try:
+        scale = float(os.environ.get(BUDGET_SCALE_ENV, "1"))
+    except ValueError:
+        scale = 1.0
+    return int(model.max_evaluations * scale) if math.isfinite(scale) and scale > 0 else model.max_evaluations
 
 
 def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
@@ -50,6 +90,11 @@ def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
     if recipe.num_samples > model.max_samples:
         raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
                           f"got {recipe.num_samples}")
+    limit, needed = budget(model), cost(recipe, model)
+    if limit is not None and needed > limit:
+        raise RecipeError(f"cost: this run needs {needed:,} network evaluations (steps x calls "
+                          f"per step x rows x samples); one run of {recipe.model!r} may use "
+                          f"{limit:,}. Use fewer steps, samples, concepts or MCMC steps")
     return recipe
 
 
@@ -104,6 +149,12 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
         x = scheduler.step(evaluation.eps, t, x, generator=generator).prev_sample
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(
+                f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "
+                f"of {total}; likely causes: too few steps for {recipe.sampler.name!r} (try "
+                f"more steps or another sampler), or a scale or weights so large that the "
+                f"composed prediction overflows")
         yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance)
 
 

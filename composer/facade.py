@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -19,6 +20,8 @@ from composer.recipe import Recipe, RecipeError
 
 log = logging.getLogger(__name__)
 SD_MODEL_ENV = "COMPOSER_SD_MODEL"
+MAX_MODELS_ENV = "COMPOSER_MAX_MODELS"
+DEFAULT_MAX_MODELS = 4
 
 
 class ComposerError(ValueError):
@@ -57,13 +60,29 @@ class ModelInfo:
     defaults: dict
 
 
-class Composer:
-    """Loads models lazily (once each) and runs recipes on one device."""
+def model_key(name: str) -> str:
+    """One cache key per model, however it is spelled: a folder by its resolved
+    path (`/x`, `/x/`, `//x/.` are one folder), anything else by its name."""
+    expanded = os.path.expanduser(name)
+    if name not in BUILTIN_MODELS and os.path.isdir(expanded):
+        return os.path.realpath(expanded)
+    return name
 
-    def __init__(self, device: str | torch.device | None = None):
+
+class Composer:
+    """Loads models lazily and runs recipes on one device.
+
+    At most `max_models` (env COMPOSER_MAX_MODELS, default 4) stay loaded; the
+    least recently used one is dropped first. Each model loads under its own
+    lock, so runs on loaded models never wait for another model's load.
+    """
+
+    def __init__(self, device: str | torch.device | None = None, max_models: int | None = None):
         self.device = torch.device(device) if device is not None else default_device()
-        self._models: dict[str, ModelAdapter] = {}
-        self._lock = threading.Lock()
+        self.max_models = max_models or int(os.environ.get(MAX_MODELS_ENV, DEFAULT_MAX_MODELS))
+        self._models: OrderedDict[str, ModelAdapter] = OrderedDict()
+        self._lock = threading.Lock()                       # guards the two dicts
+        self._loading: dict[str, threading.Lock] = {}
 
     @staticmethod
     def model_names() -> list[str]:
@@ -74,13 +93,27 @@ class Composer:
         return names
 
     def model(self, name: str) -> ModelAdapter:
+        key = model_key(name)
         with self._lock:
-            if name not in self._models:
-                try:
-                    self._models[name] = load_model(name, self.device)
-                except (ModelError, OSError, ValueError) as err:
-                    raise ComposerError(str(err)) from None
-            return self._models[name]
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._models:          # another request loaded it meanwhile
+                    return self._models[key]
+            try:
+                model = load_model(name, self.device)
+            except (ModelError, OSError, ValueError) as err:
+                raise ComposerError(str(err)) from None
+            with self._lock:
+                self._models[key] = model
+                while len(self._models) > self.max_models:
+                    self._models.popitem(last=False)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                return model
 
     def info(self, name: str) -> ModelInfo:
         m = self.model(name)
@@ -112,6 +145,8 @@ class Composer:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise ComposerError("out of GPU memory: try fewer samples or fewer concepts") from None
+        except engine.NonFiniteError as err:
+            raise ComposerError(str(err)) from None
         final = record.x_t
         metrics = model.metrics(filled, final)
         yield Result(filled, tuple(model.result_images(filled, final)), model.points(final), tuple(frames),

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from composer.recipe import Recipe, RecipeError
+from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
 
 RECIPE_CHUNK = "composer-recipe"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_BYTES = 16 * 2**20        # what the app accepts as an upload (launch's max_file_size)
 
 
 def png_bytes(image: np.ndarray, recipe: Recipe) -> bytes:
@@ -28,15 +32,61 @@ def save_png(image: np.ndarray, recipe: Recipe, path: str | Path) -> Path:
 
 
 def recipe_from_png(source: str | Path | bytes) -> Recipe:
-    """Read the recipe a PNG of ours carries; RecipeError if there is none."""
+    """Read the recipe a PNG of ours carries; RecipeError if there is none.
+
+    Walks the PNG's chunks and never decodes pixels, so a huge or animated
+    image costs no more than its bytes; files over MAX_PNG_BYTES are refused
+    unread, and compressed text is inflated only up to a recipe's size."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_PNG_BYTES + 1)
+        except OSError as err:
+            raise RecipeError(f"recipe: cannot read the image ({err.strerror})") from None
+    if len(data) > MAX_PNG_BYTES:
+        raise RecipeError(f"recipe: the file is larger than {MAX_PNG_BYTES // 2**20} MB")
+    if not data.startswith(PNG_SIGNATURE):
+        raise RecipeError("recipe: not a PNG file (only PNGs saved by this app carry a recipe)")
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        if kind == b"IEND" or len(body) < length:
+            break
+        text = _chunk_text(kind, body)
+        if text is not None:
+            return Recipe.from_json(text)
+        position += 12 + length                       # length, type, body, CRC
+    raise RecipeError("recipe: this image carries no recipe (only PNGs saved by this app do)")
+
+
+def _chunk_text(kind: bytes, body: bytes) -> str | None:
+    """The recipe's text if this is our text chunk (tEXt, zTXt or iTXt), else None."""
+    if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+        return None
+    key, _, rest = body.partition(b"\0")
+    if key != RECIPE_CHUNK.encode():
+        return None
+    if kind == b"tEXt":
+        return rest.decode("latin-1")
+    if kind == b"zTXt":
+        return _inflate(rest[1:]).decode("latin-1")
+    compressed, rest = rest[:1] == b"\1", rest[2:]    # flag, method, then language and
+    _, _, rest = rest.partition(b"\0")                 # translated keyword, each NUL-ended
+    _, _, text = rest.partition(b"\0")
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        text = image.text.get(RECIPE_CHUNK) if hasattr(image, "text") else None
-    except (OSError, ValueError) as err:
-        raise RecipeError(f"recipe: cannot read the image ({err})") from None
-    if text is None:
-        raise RecipeError("recipe: this image carries no recipe (only PNGs saved by this app do)")
-    return Recipe.from_json(text)
+        return (_inflate(text) if compressed else text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError("recipe: the image's recipe is not UTF-8 text") from None
+
+
+def _inflate(data: bytes) -> bytes:
+    try:
+        return zlib.decompressobj().decompress(data, MAX_RECIPE_BYTES + 1)
+    except zlib.error:
+        raise RecipeError("recipe: the image's recipe chunk is corrupt") from None
 
 
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:

@@ -15,6 +15,9 @@ from typing import Any
 RECIPE_VERSION = 1
 MAX_CONCEPTS = 8
 MAX_TEXT_CHARS = 400
+MAX_MODEL_CHARS = 400
+MAX_RECIPE_BYTES = 64 * 1024       # a full recipe is about 1 kB
+ECHO_CHARS = 40                    # how much of a bad value an error message repeats
 OPERATORS = ("and", "product", "mixture")
 REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
@@ -28,30 +31,44 @@ class RecipeError(ValueError):
     """A recipe field is missing, of the wrong type or out of range."""
 
 
+def echo(value: Any) -> str:
+    """A value as an error message may repeat it: escaped (repr) and cut short, so
+    a user's text can neither forge log lines nor flood them."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "a very large integer"
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
+
+
 def _number(path: str, value: Any, lo: float, hi: float, *, integer: bool = False,
             open_lo: bool = False) -> float | int:
+    """The value as an int (a whole float such as 1.0 is accepted) or a float;
+    booleans are not numbers."""
     kind = "an integer" if integer else "a finite number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
-    if integer and (isinstance(value, float) and not value.is_integer()):
-        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
-    if not math.isfinite(value):
-        raise RecipeError(f"{path}: must be {kind}, got {value!r}")
+        raise RecipeError(f"{path}: must be {kind}, got {echo(value)}")
+    if not math.isfinite(value) or (integer and isinstance(value, float) and not value.is_integer()):
+        raise RecipeError(f"{path}: must be {kind}, got {echo(value)}")
     bracket = "(" if open_lo else "["
     if value < lo or value > hi or (open_lo and value == lo):
-        raise RecipeError(f"{path}: must be in {bracket}{lo:g}, {hi:g}], got {value!r}")
+        raise RecipeError(f"{path}: must be in {bracket}{lo:g}, {hi:g}], got {echo(value)}")
     return int(value) if integer else float(value)
 
 
+def _keep(obj: Any, name: str, value: Any) -> None:
+    """Store the checked form of a field on a frozen dataclass (1.0 -> 1 for ints)."""
+    object.__setattr__(obj, name, value)
+
+
 def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise RecipeError(f"{path}: must be one of {', '.join(allowed)}; got {value!r}")
+    if not isinstance(value, str) or value not in allowed:
+        raise RecipeError(f"{path}: must be one of {', '.join(allowed)}; got {echo(value)}")
     return value
 
 
 def _flag(path: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise RecipeError(f"{path}: must be true or false, got {value!r}")
+        raise RecipeError(f"{path}: must be true or false, got {echo(value)}")
     return value
 
 
@@ -59,10 +76,12 @@ def _known_keys(path: str, data: Any, cls: type) -> dict:
     if not isinstance(data, dict):
         raise RecipeError(f"{path or 'recipe'}: must be an object, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = [key for key in data if key not in names]
     if unknown:
         where = f"{path}." if path else ""
-        raise RecipeError(f"{where}{unknown[0]}: unknown field; allowed fields are {', '.join(names)}")
+        name = unknown[0] if isinstance(unknown[0], str) and unknown[0].isidentifier() else echo(unknown[0])
+        raise RecipeError(f"{where}{name[:ECHO_CHARS]}: unknown field; allowed fields are "
+                          f"{', '.join(names)}")
     return data
 
 
@@ -81,14 +100,14 @@ class Concept:
 
     def validate(self, path: str) -> None:
         if not isinstance(self.text, str):
-            raise RecipeError(f"{path}.text: must be a string, got {self.text!r}")
+            raise RecipeError(f"{path}.text: must be a string, got {echo(self.text)}")
         if not self.text.strip():
             raise RecipeError(f"{path}.text: is empty; write a prompt or remove the row")
         if len(self.text) > MAX_TEXT_CHARS:
             raise RecipeError(f"{path}.text: longer than {MAX_TEXT_CHARS} characters")
-        _number(f"{path}.weight", self.weight, 0.0, 10.0)
+        _keep(self, "weight", _number(f"{path}.weight", self.weight, 0.0, 10.0))
         _flag(f"{path}.negate", self.negate)
-        _number(f"{path}.beta", self.beta, 0.0, 10.0)
+        _keep(self, "beta", _number(f"{path}.beta", self.beta, 0.0, 10.0))
         _flag(f"{path}.muted", self.muted)
 
     @property
@@ -130,8 +149,8 @@ class SamplerSpec:
         for name, (lo, hi, integer) in checks.items():
             value = getattr(self, name)
             if value is not None:
-                _number(f"{path}.{name}", value, lo, hi, integer=integer,
-                        open_lo=(name == "step_size"))
+                _keep(self, name, _number(f"{path}.{name}", value, lo, hi, integer=integer,
+                                          open_lo=(name == "step_size")))
 
     @property
     def is_mcmc(self) -> bool:
@@ -158,10 +177,14 @@ class Recipe:
         self.validate()
 
     def validate(self) -> None:
-        if self.version != RECIPE_VERSION:
-            raise RecipeError(f"version: this app reads version {RECIPE_VERSION}, got {self.version!r}")
+        version = _number("version", self.version, 1, 2**31, integer=True)
+        if version != RECIPE_VERSION:
+            raise RecipeError(f"version: this app reads version {RECIPE_VERSION}, got {echo(version)}")
+        _keep(self, "version", version)
         if not isinstance(self.model, str) or not self.model.strip():
-            raise RecipeError(f"model: must name a model, got {self.model!r}")
+            raise RecipeError(f"model: must name a model, got {echo(self.model)}")
+        if len(self.model) > MAX_MODEL_CHARS:
+            raise RecipeError(f"model: longer than {MAX_MODEL_CHARS} characters")
         if not isinstance(self.concepts, tuple):
             raise RecipeError("concepts: must be a list")
         if len(self.concepts) > MAX_CONCEPTS:
@@ -171,19 +194,25 @@ class Recipe:
         active = self.active_concepts
         if not active:
             raise RecipeError("concepts: add at least one concept that is not muted")
-        if not any(not c.negate for c in active):
+        positives = [c for c in active if not c.negate]
+        if not positives:
             raise RecipeError("concepts: NOT needs at least one positive (AND) concept; "
                               "negation alone has nothing to subtract from")
+        if all(c.weight == 0 for c in positives):
+            raise RecipeError("concepts: every AND weight is 0, so no concept takes part; "
+                              "raise a weight above 0 or mute the row")
         _choice("operator", self.operator, OPERATORS)
         if self.operator == "mixture" and any(c.negate for c in active):
             raise RecipeError("operator: mixture takes no NOT rows; use 'product' or 'and' for negation")
         if self.scale is not None:
-            _number("scale", self.scale, 0.0, 50.0)
+            _keep(self, "scale", _number("scale", self.scale, 0.0, 50.0))
+        if not isinstance(self.sampler, SamplerSpec):
+            raise RecipeError("sampler: must be an object or a sampler name")
         self.sampler.validate("sampler")
         if self.steps is not None:
-            _number("steps", self.steps, 1, 1000, integer=True)
-        _number("seed", self.seed, 0, 2**32 - 1, integer=True)
-        _number("num_samples", self.num_samples, 1, 4096, integer=True)
+            _keep(self, "steps", _number("steps", self.steps, 1, 1000, integer=True))
+        _keep(self, "seed", _number("seed", self.seed, 0, 2**32 - 1, integer=True))
+        _keep(self, "num_samples", _number("num_samples", self.num_samples, 1, 4096, integer=True))
 
     @property
     def active_concepts(self) -> tuple[Concept, ...]:
@@ -227,8 +256,18 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Recipe":
+        """Parse a recipe; every failure (size, encoding, syntax, nesting depth,
+        huge numbers) is a RecipeError. A UTF-8 byte-order mark is allowed."""
+        if len(text) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"recipe: larger than {MAX_RECIPE_BYTES // 1024} kB")
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecipeError(f"recipe: not valid JSON ({err})") from None
+            if isinstance(text, bytes):
+                text = text.decode("utf-8-sig")
+            data = json.loads(text.removeprefix("\ufeff"))
+        except UnicodeDecodeError:
+            raise RecipeError("recipe: not UTF-8 text") from None
+        except RecursionError:
+            raise RecipeError("recipe: nested too deeply") from None
+        except ValueError as err:      # JSONDecodeError, and integers past Python's digit limit
+            raise RecipeError(f"recipe: not valid JSON ({str(err)[:80]})") from None
         return cls.from_dict(data)

@@ -97,3 +97,33 @@ def test_mcmc_costs_the_documented_evaluations(name, per_step):
 def test_more_steps_than_training_levels_is_refused():
     with pytest.raises(RecipeError, match="steps: 'gaussians' was trained with 100 noise levels"):
         prepare(recipe(steps=500), GaussianModel())
+
+
+@pytest.mark.parametrize("name,energy", [("ddim", True), ("ula", True), ("mala", True),
+                                         ("mala", False), ("uhmc", True), ("hmc", False)])
+def test_cost_counts_the_evaluations_a_run_makes(name, energy):
+    from composer.engine import cost
+    model = GaussianModel(energy=energy)
+    filled = prepare(recipe(sampler={"name": name, "mcmc_steps": 2, "leapfrog_steps": 3,
+                                     "line_points": 4}), model)
+    generate(filled, model)
+    rows, samples = 2, 64                        # product: no unconditional row
+    assert cost(filled, model) == model.calls * rows * samples
+
+
+def test_runs_over_the_budget_are_refused_with_cost_and_limit(monkeypatch):
+    model = GaussianModel()
+    model.max_evaluations = 10 * 2 * 64 - 1     # one row short of a 10-step DDIM run
+    with pytest.raises(RecipeError, match=r"cost: this run needs 1,280 network evaluations.*may use 1,279"):
+        prepare(recipe(sampler={"name": "ddim"}), model)
+    monkeypatch.setenv("COMPOSER_BUDGET_SCALE", "2")
+    prepare(recipe(sampler={"name": "ddim"}), model)
+
+
+def test_a_run_that_turns_non_finite_stops_with_the_step():
+    class Exploding(GaussianModel):
+        def predict(self, x, t, alpha_bar, cond, with_energy=False):
+            eps, energy = super().predict(x, t, alpha_bar, cond, with_energy)
+            return (eps * float("inf") if self.calls >= 4 else eps), energy
+    with pytest.raises(RecipeError, match="stopped being finite .* at step 4 of 10"):
+        generate(recipe(sampler={"name": "ddim"}), Exploding())

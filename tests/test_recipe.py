@@ -96,3 +96,68 @@ def test_mixture_with_negation_is_refused():
 def test_corrupt_json_is_one_clear_error(text):
     with pytest.raises(RecipeError, match="recipe"):
         Recipe.from_json(text)
+
+
+@pytest.mark.parametrize("changes,field,stored", [
+    ({"seed": 1.0}, "seed", 1), ({"steps": 5.0}, "steps", 5), ({"num_samples": 2.0}, "num_samples", 2),
+    ({"sampler__mcmc_steps": 3.0}, "sampler.mcmc_steps", 3),
+    ({"sampler__leapfrog_steps": 2.0}, "sampler.leapfrog_steps", 2),
+    ({"sampler__line_points": 4.0}, "sampler.line_points", 4),
+    ({"concepts__0__weight": 2}, "concepts.0.weight", 2.0),
+])
+def test_validation_keeps_the_checked_types(changes, field, stored):
+    """1.0 in an integer field is stored as the int 1, so nothing downstream sees a float."""
+    recipe = Recipe.from_dict(with_changes(**changes))
+    value = recipe
+    for part in field.split("."):
+        value = value[int(part)] if part.isdigit() else getattr(value, part)
+    assert value == stored and type(value) is type(stored)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"version": True}, "version: must be an integer, got True"),
+    ({"seed": True}, "seed: must be an integer, got True"),
+    ({"concepts__0__weight": False}, r"concepts\[0\].weight: must be a finite number"),
+    ({"sampler__name": ["hmc"]}, "sampler.name: must be one of"),
+    ({"model": "x" * 10_000}, "model: longer than 400 characters"),
+])
+def test_booleans_are_not_numbers_and_long_values_are_refused(changes, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict(with_changes(**changes))
+
+
+def test_all_zero_weights_are_refused():
+    data = with_changes(concepts__0__weight=0, concepts__1__weight=0)
+    with pytest.raises(RecipeError, match="every AND weight is 0"):
+        Recipe.from_dict(data)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[" * 100_000 + "]" * 100_000, "recipe: larger than 64 kB"),
+    ("[" * 30_000, "recipe: nested too deeply|not valid JSON"),
+    ('{"seed": ' + "9" * 5000 + "}", "recipe: not valid JSON"),
+    (b"\x9e\x80{}", "recipe: not UTF-8 text"),
+])
+def test_from_json_turns_every_failure_into_a_recipe_error(text, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_json(text)
+
+
+def test_byte_order_mark_is_accepted():
+    body = json.dumps(GOOD)
+    assert Recipe.from_json(b"\xef\xbb\xbf" + body.encode()) == Recipe.from_dict(GOOD)
+    assert Recipe.from_json("\ufeff" + body) == Recipe.from_dict(GOOD)
+
+
+@pytest.mark.parametrize("data", [{1: 2}, {"a\nb": 1}, {"x" * 5000: 1}])
+def test_unknown_field_names_are_escaped_and_short(data):
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_dict(data)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300 and "unknown field" in message
+
+
+def test_echoed_values_are_cut_short():
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_dict(with_changes(sampler__name="evil\n" * 1000))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 200

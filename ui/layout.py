@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 
 from composer.facade import Composer, Frame
+from composer.media import MAX_PNG_BYTES
 from composer.recipe import MAX_CONCEPTS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from ui import state
 from ui.handlers import (
@@ -60,8 +61,8 @@ CSS = """
 
 
 def launch_kwargs() -> dict:
-    """Appearance arguments that Gradio 6 takes in launch()."""
-    return {"css": CSS, "theme": gr.themes.Soft()}
+    """Appearance arguments that Gradio 6 takes in launch(), and the upload cap."""
+    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_PNG_BYTES}
 
 
 def default_samples(info: dict) -> int:

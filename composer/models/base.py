@@ -31,6 +31,9 @@ class ModelAdapter(ABC):
     concept_choices: tuple[str, ...] | None = None   # fixed names, e.g. toy2d components
     vocabulary: tuple[str, ...] | None = None        # allowed words, e.g. shapes
     max_samples: int = 16
+    # Network rows (one sample through the network for one conditioning row) one
+    # run may cost, sized for a CPU; None: no cap. See engine.cost and docs/recipe.md.
+    max_evaluations: int | None = None
     # Recipe defaults: scale, steps, and the MCMC knobs of SamplerSpec.
     defaults: dict[str, Any] = {}
     device: torch.device = torch.device("cpu")

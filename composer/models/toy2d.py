@@ -46,6 +46,8 @@ class Toy2DModel(ModelAdapter):
     scheduler_config = dict(SCHEDULER_CONFIG)
     concept_choices = CONCEPTS
     max_samples = 5000
+    # 2D points through a small MLP; the README's Budgets table gives the time it stands for.
+    max_evaluations = 10_000_000
     defaults = {"scale": 1.0, "steps": 30, "mcmc_steps": 2, "step_size": 1.0,
                 "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
 
