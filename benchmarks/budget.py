@@ -25,7 +25,7 @@ from composer import engine  # noqa: E402
 from composer.facade import Composer  # noqa: E402
 from composer.recipe import Recipe  # noqa: E402
 
-EXAMPLES = {"shapes": "shapes_and.json", "toy2d-energy": "product.json"}
+EXAMPLES = {"shapes": "shapes_not.json", "toy2d-energy": "product.json"}
 
 
 def main() -> dict:

@@ -50,7 +50,7 @@ def table(results: list[dict]) -> str:
             if r is None:
                 row.append("-")
                 continue
-            text = f"**{r['accuracy']:.0%}** ({r['caption_accuracy']:.0%})"
+            text = f"**{r['accuracy']:.0%}** ({r['caption_accuracy']:.0%}), n={r['samples']}"
             if r.get("acceptance") is not None:
                 text += f", acc. {r['acceptance']:.2f}"
             row.append(text)
@@ -97,6 +97,9 @@ def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=32, help="compositions per cell")
     p.add_argument("--samples", type=int, default=4, help="samples per composition")
+    p.add_argument("--n-mcmc", type=int, default=None, help="compositions per cell for MCMC "
+                   "samplers (default: --n); they cost 2-3x a reverse sampler")
+    p.add_argument("--samples-mcmc", type=int, default=None, help="default: --samples")
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--scale", type=float, default=None, help="default: the model's")
     p.add_argument("--beta", type=float, default=1.0, help="NOT strength")
@@ -135,9 +138,11 @@ def main() -> dict:
         for family in args.families.split(","):
             for task in args.tasks.split(","):
                 # Each composition is repeated --samples times, on different noise.
-                r = run_task(model, family, task, spec, args.n, steps, args.scale,
-                             seed=args.seed, chunk=args.chunk, beta=args.beta,
-                             keep=args.gallery, repeats=args.samples)
+                mcmc = spec.is_mcmc and args.n_mcmc is not None
+                r = run_task(model, family, task, spec, args.n_mcmc if mcmc else args.n, steps,
+                             args.scale, seed=args.seed, chunk=args.chunk, beta=args.beta,
+                             keep=args.gallery, repeats=(args.samples_mcmc or args.samples)
+                             if spec.is_mcmc else args.samples)
                 examples = r.pop("examples")
                 if examples and args.gallery_dir:
                     save_gallery(Path(args.gallery_dir) / f"eval_{family}_{task}_{sampler}.png",

@@ -1,7 +1,13 @@
-"""Command line: python -m composer render RECIPE --out DIR [--model NAME] [--device DEV]
+"""Command line: render a recipe, or run a sweep into a labelled grid.
 
-Writes image_NN.png (each carrying the recipe), recipe.json with every default
-filled in, and for toy2d samples.npy and scatter.png. Any failure (a bad or
+    python -m composer render RECIPE --out DIR [--model NAME] [--device DEV]
+    python -m composer sweep SWEEP --out DIR [--device DEV]
+
+render writes image_NN.png (each carrying the recipe), recipe.json with every
+default filled in, and for toy2d samples.npy and scatter.png. sweep (see
+composer/sweep.py) prints its cost, runs every cell, and writes grid.png (the
+labelled grid, carrying the sweep), sweep.json, cell_R_C.png per cell (carrying
+that cell's recipe) and cells.json (each cell's recipe and metrics). Any failure (a bad or
 unreadable recipe, a model that cannot load, an unusable device or output
 folder) prints one line, `error: ...`, and exits with status 2; library
 warnings are shown only with --verbose.
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import sys
 import warnings
@@ -20,19 +27,19 @@ import numpy as np
 import torch
 
 from composer.facade import Composer, ComposerError
-from composer.media import save_png
+from composer.media import SWEEP_CHUNK, grid, labelled_grid, png_bytes, save_png
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
+from composer.sweep import Sweep
 
 DEVICES = ("cpu", "cuda")
 
 
-def read_recipe(path: str) -> Recipe:
+def read_bytes(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as handle:
-            text = handle.read(MAX_RECIPE_BYTES + 1)     # /dev/zero must not fill memory
+            return handle.read(MAX_RECIPE_BYTES + 1)     # /dev/zero must not fill memory
     except OSError as err:
-        raise RecipeError(f"recipe: cannot read {path} ({err.strerror})") from None
-    return Recipe.from_json(text)
+        raise RecipeError(f"{what}: cannot read {path} ({err.strerror})") from None
 
 
 def device(name: str | None) -> torch.device | None:
@@ -42,20 +49,36 @@ def device(name: str | None) -> torch.device | None:
         raise ComposerError(f"--device: must be one of {', '.join(DEVICES)}, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ComposerError("--device: cuda was asked for, but this machine has no CUDA device")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ComposerError(f"--device: not a device name: {name!r}") from None
 
 
-def render(args: argparse.Namespace) -> None:
-    recipe = read_recipe(args.recipe)
-    if args.model:
-        recipe = dataclasses.replace(recipe, model=args.model)
-    out = Path(args.out)
+def output_folder(path: str) -> Path:
+    out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ComposerError(f"--out: cannot create the folder {args.out} ({err.strerror})") from None
-    result = Composer(device(args.device)).render(recipe)
+        raise ComposerError(f"--out: cannot create the folder {path} ({err.strerror})") from None
+    return out
+
+
+@contextlib.contextmanager
+def writing(path: str):
     try:
+        yield
+    except OSError as err:
+        raise ComposerError(f"--out: cannot write into {path} ({err.strerror})") from None
+
+
+def render(args: argparse.Namespace) -> None:
+    recipe = Recipe.from_json(read_bytes(args.recipe, "recipe"))
+    if args.model:
+        recipe = dataclasses.replace(recipe, model=args.model)
+    out = output_folder(args.out)
+    result = Composer(device(args.device)).render(recipe)
+    with writing(args.out):
         (out / "recipe.json").write_text(result.recipe.to_json() + "\n")
         if result.points is not None:
             np.save(out / "samples.npy", result.points)
@@ -63,12 +86,38 @@ def render(args: argparse.Namespace) -> None:
         else:
             for i, image in enumerate(result.images):
                 save_png(image, result.recipe, out / f"image_{i:02d}.png")
-    except OSError as err:
-        raise ComposerError(f"--out: cannot write into {args.out} ({err.strerror})") from None
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     for name, value in result.metrics.items():
         print(f"{name}: {value:.4f}")
+    print(f"wrote {out}")
+
+
+def sweep(args: argparse.Namespace) -> None:
+    plan = Sweep.from_json(read_bytes(args.sweep, "sweep"))
+    out = output_folder(args.out)
+    composer = Composer(device(args.device))
+    rows, columns = plan.shape
+    print(f"sweep: {rows * columns} cells, {composer.sweep_cost(plan):,} network evaluations",
+          flush=True)
+    pictures, records = [], []
+    for cell in composer.sweep(plan):
+        result, (i, j) = cell.result, cell.position
+        picture = grid(np.stack(result.images))
+        summary = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+        pictures.append(((i, j), picture, summary))
+        records.append({"row": i, "column": j, "labels": list(cell.labels),
+                        "recipe": result.recipe.to_dict(), "metrics": result.metrics})
+        with writing(args.out):
+            save_png(picture, result.recipe, out / f"cell_{i + 1}_{j + 1}.png")
+        print(f"cell ({i + 1}, {j + 1}) {' · '.join(cell.labels)}: {summary or 'done'}", flush=True)
+    second = plan.axes[1] if len(plan.axes) > 1 else None
+    picture = labelled_grid(pictures, [plan.axes[0].label(v) for v in plan.axes[0].values],
+                            [second.label(v) for v in second.values] if second else [""])
+    with writing(args.out):
+        (out / "grid.png").write_bytes(png_bytes(picture, plan, SWEEP_CHUNK))
+        (out / "sweep.json").write_text(plan.to_json() + "\n")
+        (out / "cells.json").write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {out}")
 
 
@@ -95,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--out", required=True, help="output folder")
     render_cmd.add_argument("--model", help="override the recipe's model (name, hub id or folder)")
     render_cmd.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    sweep_cmd = commands.add_parser("sweep", help="run a sweep JSON file into a labelled grid")
+    sweep_cmd.add_argument("sweep")
+    sweep_cmd.add_argument("--out", required=True, help="output folder")
+    sweep_cmd.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
     with quiet_libraries(not args.verbose):
         try:
-            render(args)
+            {"render": render, "sweep": sweep}[args.command](args)
         except (RecipeError, ComposerError) as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2

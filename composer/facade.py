@@ -17,6 +17,7 @@ from composer import engine
 from composer.media import grid
 from composer.models import BUILTIN_MODELS, ModelAdapter, ModelError, default_device, load_model
 from composer.recipe import Recipe, RecipeError
+from composer.sweep import Sweep
 
 log = logging.getLogger(__name__)
 SD_MODEL_ENV = "COMPOSER_SD_MODEL"
@@ -47,6 +48,14 @@ class Result:
     frames: tuple[Frame, ...]
     notes: tuple[str, ...] = ()
     metrics: dict = field(default_factory=dict)
+    verdicts: tuple[dict, ...] = ()     # per sample, each row's verdict (models with a judge)
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    position: tuple[int, int]           # (row, column) in the sweep's grid
+    labels: tuple[str, ...]             # "field = value" per axis
+    result: Result
 
 
 @dataclass(frozen=True)
@@ -148,14 +157,31 @@ class Composer:
         except engine.NonFiniteError as err:
             raise ComposerError(str(err)) from None
         final = record.x_t
-        metrics = model.metrics(filled, final)
         yield Result(filled, tuple(model.result_images(filled, final)), model.points(final), tuple(frames),
-                     notes, metrics)
+                     notes, model.metrics(filled, final), tuple(model.verdicts(filled, final) or ()))
 
     def render(self, recipe: Recipe) -> Result:
         """Run to the end; return the Result."""
         *_, result = self.stream(recipe)
         return result
+
+    def sweep_cost(self, sweep: Sweep) -> int:
+        """Network evaluations of the whole sweep; raises ComposerError naming the
+        first cell that cannot run, before anything runs."""
+        total = 0
+        for (i, j), recipe, _ in sweep.cells():
+            try:
+                filled, _ = self.check(recipe)
+            except ComposerError as err:
+                raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
+            total += engine.cost(filled, self.model(recipe.model))
+        return total
+
+    def sweep(self, sweep: Sweep) -> Iterator[SweepCell]:
+        """Run every cell, row by row, yielding each as it finishes."""
+        self.sweep_cost(sweep)
+        for position, recipe, labels in sweep.cells():
+            yield SweepCell(position, labels, self.render(recipe))
 
     @staticmethod
     def _frame(model: ModelAdapter, record: engine.StepRecord, decode_every: int) -> Frame:

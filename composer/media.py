@@ -10,16 +10,19 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
+from composer.sweep import Sweep
 
 RECIPE_CHUNK = "composer-recipe"
+SWEEP_CHUNK = "composer-sweep"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 16 * 2**20        # what the app accepts as an upload (launch's max_file_size)
 
 
-def png_bytes(image: np.ndarray, recipe: Recipe) -> bytes:
-    """Encode an RGB uint8 image as PNG with the recipe JSON in a tEXt chunk."""
+def png_bytes(image: np.ndarray, recipe: Recipe | Sweep, chunk: str = RECIPE_CHUNK) -> bytes:
+    """Encode an RGB uint8 image as PNG with the recipe (or, under SWEEP_CHUNK, the
+    sweep) as JSON in a tEXt chunk."""
     info = PngImagePlugin.PngInfo()
-    info.add_text(RECIPE_CHUNK, recipe.to_json(indent=None))
+    info.add_text(chunk, recipe.to_json(indent=None))
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -119,3 +122,29 @@ def save_animation(frames: list[np.ndarray], path: str | Path, seconds: float = 
     durations = [per_frame] * (len(pictures) - 1) + [1500]
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
     return Path(path)
+
+
+def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labels: list[str],
+                  column_labels: list[str], cell_side: int = 192) -> np.ndarray:
+    """A sweep's picture: each cell's image (scaled to `cell_side`, nearest) with a
+    caption under it, row labels on the left and column labels on top."""
+    from PIL import ImageDraw
+    rows, columns = len(row_labels), len(column_labels)
+    left, top, caption, gap = 150, 24, 28, 6
+    width = left + columns * (cell_side + gap)
+    height = top + rows * (cell_side + caption + gap)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, label in enumerate(column_labels):
+        draw.text((left + j * (cell_side + gap) + 4, 6), label, fill="black")
+    for i, label in enumerate(row_labels):
+        draw.text((4, top + i * (cell_side + caption + gap) + cell_side // 2), label, fill="black")
+    for (i, j), image, text in cells:
+        picture = Image.fromarray(image)
+        scale = cell_side / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.NEAREST)
+        x, y = left + j * (cell_side + gap), top + i * (cell_side + caption + gap)
+        canvas.paste(picture, (x, y))
+        draw.text((x + 2, y + cell_side + 4), text, fill="black")
+    return np.asarray(canvas)

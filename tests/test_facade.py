@@ -71,8 +71,10 @@ def test_png_carries_its_recipe(tmp_path):
     Image.new("RGB", (4, 4)).save(plain)
     with pytest.raises(RecipeError, match="carries no recipe"):
         recipe_from_png(plain)
-    with pytest.raises(RecipeError, match="cannot read the image"):
+    with pytest.raises(RecipeError, match="not a PNG"):
         recipe_from_png(b"not a png")
+    with pytest.raises(RecipeError, match="cannot read the image"):
+        recipe_from_png(tmp_path / "missing.png")
 
 
 def run_cli(*args):
@@ -113,16 +115,19 @@ def test_toy2d_runs_are_scored_against_ground_truth():
     product = Recipe.from_json(open("assets/recipes/product.json").read())
     quick = {**product.to_dict(), "steps": 5, "num_samples": 200}
     result = composer.render(Recipe.from_dict(quick))
-    assert set(result.metrics) == {"mmd", "mmd2", "in_support"}
+    assert set(result.metrics) == {"mmd", "mmd2", "in_support", "in ring", "in bar"}
     assert 0 <= result.metrics["in_support"] <= 1 and result.metrics["mmd"] >= 0
+    # Samples of the product lie in both factors' supports at least as often as in the target's.
+    assert min(result.metrics["in ring"], result.metrics["in bar"]) >= result.metrics["in_support"]
     other = composer.render(Recipe.from_dict({**quick, "concepts": [{"text": "ring"}]}))
-    assert other.metrics == {} and other.images[0].shape[2] == 3
+    assert set(other.metrics) == {"in ring"} and other.images[0].shape[2] == 3
+    assert 0 <= other.metrics["in ring"] <= 1
 
 
 def _cli_fuzz_files(folder):
     """About 50 recipe files a user or an attacker might hand the CLI."""
     rng = np.random.default_rng(0)
-    good = open("assets/recipes/shapes_and.json").read()
+    good = open("assets/recipes/shapes_two_objects.json").read()
     files = {"empty": b"", "utf16": good.encode("utf-16"), "latin1": "{\"model\": \"caf\xe9\"}".encode("latin-1"),
              "nul": b"\x00" * 100, "deep": b"[" * 20000, "huge_int": b'{"seed": ' + b"9" * 5000 + b"}",
              "newline_key": b'{"a\\nb": 1}', "big_model": b'{"model": "' + b"x" * 100000 + b'"}',

@@ -207,7 +207,7 @@ def test_mcmc_sampler_runs_on_shapes(model):
     assert torch.isfinite(record.x_t).all() and record.acceptance is not None
 
 
-@pytest.mark.parametrize("name", ["shapes_and", "shapes_not", "shapes_compare"])
+@pytest.mark.parametrize("name", ["shapes_two_objects", "shapes_not", "shapes_sampler_compare"])
 def test_example_recipes_are_valid(model, name):
     recipe = Recipe.from_json((ROOT / f"assets/recipes/{name}.json").read_text())
     assert recipe.model == "shapes"
@@ -263,3 +263,39 @@ def test_evaluation_rows_per_sample_match_plain_engine_runs(model):
     result = run_task(model, "free", "and2", SamplerSpec(name="ddim"), 2, 2, None, repeats=2, keep=1)
     assert result["samples"] == 4 and 0 <= result["accuracy"] <= result["caption_accuracy"]
     assert len(result["examples"]) == 1
+
+
+def test_runs_are_judged_like_the_judge_judges_known_images(model):
+    """metrics() on rendered scenes: the captions of their objects hold, a NOT of a
+    colour they lack holds, and a NOT of a colour they show fails."""
+    g = torch.Generator().manual_seed(21)
+    scenes = data.sample_scenes(4, g, min_objects=2, max_objects=2)
+    x0 = data.render(scenes)
+    first = [data.object_words(scenes, b, 0) for b in range(4)]
+    recipe = Recipe(model="shapes", concepts=(Concept("circle"),), num_samples=4)
+    verdicts = [judge(image, ["circle"]) for image in data.to_uint8(x0)]
+    assert model.metrics(recipe, x0)["correct"] == sum(v["correct"] for v in verdicts) / 4
+    assert model.metrics(recipe, x0)["clean"] == 1.0
+    same = Recipe(model="shapes", concepts=(Concept(first[0]["colour"]), Concept(first[0]["shape"])),
+                  num_samples=1)
+    assert model.metrics(same, x0[:1]) == {"correct": 1.0, "rows_hold": 1.0, "clean": 1.0}
+    negated = Recipe(model="shapes", concepts=(Concept(first[0]["shape"]),
+                                               Concept(first[0]["colour"], negate=True)), num_samples=1)
+    assert model.metrics(negated, x0[:1])["correct"] == 0.0
+
+
+def test_a_run_carries_per_sample_verdicts_for_each_row():
+    from composer.facade import Composer
+    recipe = Recipe(model="shapes", concepts=(Concept("red"), Concept("circle", muted=True),
+                                               Concept("blue", negate=True)),
+                    sampler=SamplerSpec(name="ddim"), steps=3, seed=2, num_samples=3)
+    result = Composer("cpu").render(recipe)
+    assert len(result.verdicts) == 3
+    for verdict, image in zip(result.verdicts, result.images):
+        assert [(r["row"], r["text"], r["negate"]) for r in verdict["rows"]] == [
+            (1, "red", False), (3, "blue", True)]
+        alone = judge(image, ["red"], ["blue"])
+        assert verdict["rows"][0]["holds"] == alone["positives"][0]
+        assert verdict["rows"][1]["holds"] == (not alone["negatives"][0])
+        assert verdict["correct"] == alone["correct"] and verdict["clean"] == alone["clean"]
+    assert result.metrics["correct"] == sum(v["correct"] for v in result.verdicts) / 3

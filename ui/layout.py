@@ -492,7 +492,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             """Run a recipe (JSON string) to the end. Returns {"recipe": the recipe with
             defaults filled, "images": [PNG data URIs], "frames": [up to `frames` preview
             PNG data URIs, evenly spaced], "points": [[x, y], ...] or null (2D models),
-            "metrics": {...}, "notes": [...]}."""
+            "metrics": {...}, "verdicts": [per sample: {"rows": [{"row", "text", "negate",
+            "holds"}], "clean", "correct"}] (models with a judge, else []), "notes": [...]}."""
             result = H.render(Recipe.from_json(recipe))
             picks = spread([f.preview for f in result.frames], int(frames))
             return {"recipe": result.recipe.to_dict(),
@@ -500,6 +501,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     "frames": [data_uri(im) for im in picks],
                     "points": None if result.points is None else np.asarray(result.points).tolist(),
                     "metrics": {k: float(v) for k, v in result.metrics.items()},
+                    "verdicts": list(result.verdicts),
                     "notes": list(result.notes)}
 
         gr.api(render, api_name="render", concurrency_id=GPU_GROUP, concurrency_limit=1)
@@ -587,13 +589,27 @@ def _run_row(number: int, result, seconds: float, accept: list) -> list:
             round(float(np.mean(accept)), 3) if accept else "", metrics_text(result.metrics)]
 
 
+def _verdict_line(number: int, verdict: dict) -> str:
+    """'Sample 2: ✓ red circle · ✗ NOT blue · clean ✓' (rows by their row number)."""
+    rows = " · ".join(f"{'✓' if r['holds'] else '✗'} {'NOT ' if r['negate'] else ''}{r['text']} "
+                      f"(row {r['row']})" for r in verdict["rows"])
+    return f"Sample {number}: {rows} · clean scene {'✓' if verdict['clean'] else '✗'}"
+
+
 def _runs_value(runs: list) -> dict:
     return {"headers": RUN_HEADERS, "data": runs}
 
 
 def _metrics_md(result, accept: list) -> str:
     parts = []
-    if result.metrics:
+    if "correct" in result.metrics:  # an image model with a judge (shapes)
+        n = result.recipe.num_samples
+        count = {k: round(v * n) for k, v in result.metrics.items()}
+        parts.append(f"**Judge:** {count['correct']} of {n} samples satisfy every row in a clean "
+                     f"scene ({count['rows_hold']} of {n} if clutter is ignored; "
+                     f"{count['clean']} of {n} clean)")
+        parts.extend(_verdict_line(k, v) for k, v in enumerate(result.verdicts, 1))
+    elif result.metrics:
         parts.append("**Metrics vs ground truth:** " + metrics_text(result.metrics))
     if accept:
         parts.append(f"**Mean acceptance:** {np.mean(accept):.1%} "

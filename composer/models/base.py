@@ -75,6 +75,10 @@ class ModelAdapter(ABC):
         """Scores of final samples against ground truth, where the model knows it."""
         return {}
 
+    def verdicts(self, recipe: Any, x0: torch.Tensor) -> list[dict] | None:
+        """Per sample, whether each active row holds, where the model has a judge."""
+        return None
+
     def points(self, x0: torch.Tensor) -> np.ndarray | None:
         """Samples as plain numbers where that is the natural output (toy2d)."""
         return None

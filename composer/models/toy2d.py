@@ -101,15 +101,18 @@ class Toy2DModel(ModelAdapter):
         return [scatter_image(self.points(x0), setup_of(recipe))]
 
     def metrics(self, recipe, x0: torch.Tensor) -> dict[str, float]:
-        """MMD (RBF, h = 0.1) against 1000 exact samples and the fraction in support,
-        for the three RRR setups; nothing for other compositions."""
+        """For the three RRR setups, MMD (RBF, h = 0.1) against 1000 exact samples and
+        the fraction in the target's support; for every composition, the fraction of
+        samples in each active concept's own support ("in <concept>")."""
+        points = self.points(x0)
+        per_concept = {f"in {c.text}": support_fraction(points, c.text)
+                       for c in recipe.active_concepts}
         truth = ground_truth(recipe, n=1000, seed=recipe.seed + 1)
         if truth is None:
-            return {}
-        points = self.points(x0)
+            return per_concept
         value = mmd2(points, truth)
         return {"mmd": max(value, 0.0) ** 0.5, "mmd2": value,
-                "in_support": support_fraction(points, setup_of(recipe))}
+                "in_support": support_fraction(points, setup_of(recipe)), **per_concept}
 
     def points(self, x0: torch.Tensor) -> np.ndarray:
         return x0.detach().reshape(-1, 2).cpu().numpy()

@@ -1,0 +1,108 @@
+"""Sweeps: one recipe over a grid of one or two axes, run cell by cell."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from composer import engine
+from composer.__main__ import main
+from composer.facade import Composer
+from composer.media import SWEEP_CHUNK, recipe_from_png
+from composer.recipe import Recipe, RecipeError
+from composer.sweep import MAX_CELLS, Sweep
+
+SHAPES = {"model": "shapes", "concepts": [{"text": "red circle"}, {"text": "blue", "negate": True}],
+          "sampler": "ddim", "steps": 3, "seed": 4, "num_samples": 2}
+TOY = {"model": "toy2d-energy", "concepts": [{"text": "ring"}, {"text": "bar"}], "operator": "product",
+       "sampler": "ddpm", "steps": 4, "seed": 1, "num_samples": 50}
+
+
+@pytest.fixture(scope="module")
+def composer():
+    return Composer("cpu")
+
+
+def test_a_beta_sweep_reproduces_the_individual_runs_bit_for_bit(composer):
+    plan = Sweep.from_dict({"recipe": SHAPES, "axes": [{"field": "concepts[1].beta",
+                                                        "values": [0, 1.5, 3]}]})
+    cells = list(composer.sweep(plan))
+    assert [c.position for c in cells] == [(0, 0), (1, 0), (2, 0)]
+    assert cells[1].labels == ("concepts[1].beta = 1.5",)
+    for cell, beta in zip(cells, (0, 1.5, 3)):
+        alone = dict(SHAPES, concepts=[SHAPES["concepts"][0], {"text": "blue", "negate": True, "beta": beta}])
+        single = composer.render(Recipe.from_dict(alone))
+        assert cell.result.recipe.concepts[1].beta == beta
+        assert all(np.array_equal(a, b) for a, b in zip(cell.result.images, single.images))
+        assert set(cell.result.metrics) == {"correct", "rows_hold", "clean"}
+    assert not np.array_equal(cells[0].result.images[0], cells[2].result.images[0])
+
+
+def test_cost_is_the_sum_of_the_cells(composer):
+    plan = Sweep.from_dict({"recipe": TOY, "axes": [
+        {"field": "sampler.name", "values": ["ddpm", "hmc"]},
+        {"field": "steps", "range": {"start": 2, "stop": 6, "num": 3}}]})
+    assert plan.shape == (2, 3) and plan.axes[1].values == (2.0, 4.0, 6.0)
+    model = composer.model("toy2d-energy")
+    expected = sum(engine.cost(engine.prepare(r, model), model) for _, r, _ in plan.cells())
+    assert composer.sweep_cost(plan) == expected
+    assert [r.steps for _, r, _ in plan.cells()][:3] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"recipe": TOY, "axes": []}, "axes: give 1 or 2 axes"),
+    ({"recipe": TOY, "axes": [{"field": "model", "values": ["shapes"]}]}, "cannot sweep 'model'"),
+    ({"recipe": TOY, "axes": [{"field": "scale", "values": list(range(6))},
+                              {"field": "seed", "values": list(range(5))}]}, f"at most {MAX_CELLS}"),
+    ({"recipe": TOY, "axes": [{"field": "scale", "values": [1, 99]}]}, r"cell \(2, 1\): scale: must be in"),
+    ({"recipe": TOY, "axes": [{"field": "concepts[5].weight", "values": [1]}]}, "has 2 concepts"),
+    ({"recipe": TOY, "axes": [{"field": "steps", "range": {"start": 1, "stop": 2, "num": 2.5}}]},
+     "num: must be an integer"),
+    ({"recipe": TOY, "axes": [{"field": "seed", "values": [1], "range": {}}]}, "either 'values' or 'range'"),
+    ({"recipe": TOY, "axes": [{"field": "seed", "values": [1]}, {"field": "seed", "values": [2]}]},
+     "same field"),
+    ({"recipe": TOY, "axes": [{"field": "seed", "values": [1]}], "extra": 1}, "unknown field 'extra'"),
+    ({"recipe": TOY, "axes": [{"field": "seed", "values": [1]}], "version": True}, "sweep version"),
+    ([1], "sweep: must be an object"),
+])
+def test_bad_sweeps_are_recipe_errors_naming_the_problem(data, message):
+    with pytest.raises(RecipeError, match=message):
+        Sweep.from_dict(data)
+
+
+def test_a_cell_the_model_refuses_is_named_before_anything_runs(composer):
+    from composer.facade import ComposerError
+    plan = Sweep.from_dict({"recipe": TOY, "axes": [{"field": "steps", "values": [2, 500]}]})
+    with pytest.raises(ComposerError, match=r"axes: cell \(2, 1\): steps"):
+        next(composer.sweep(plan))
+
+
+def test_cli_sweep_writes_a_grid_that_carries_the_sweep(tmp_path, capsys):
+    plan = {"recipe": TOY, "axes": [{"field": "sampler.name", "values": ["ddpm", "ula"]},
+                                    {"field": "seed", "values": [1, 2]}]}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(plan))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("sweep: 4 cells, ") and "network evaluations" in printed
+    grid = Image.open(tmp_path / "out" / "grid.png")
+    assert Sweep.from_json(grid.text[SWEEP_CHUNK]) == Sweep.from_dict(plan)
+    cells = json.loads((tmp_path / "out" / "cells.json").read_text())
+    assert len(cells) == 4 and "mmd" in cells[0]["metrics"]
+    cell = recipe_from_png(tmp_path / "out" / "cell_2_2.png")
+    assert cell.sampler.name == "ula" and cell.seed == 2
+    again = tmp_path / "again.json"
+    again.write_text((tmp_path / "out" / "sweep.json").read_text())
+    assert main(["sweep", str(again), "--out", str(tmp_path / "out2")]) == 0
+    assert torch.equal(torch.from_numpy(np.asarray(Image.open(tmp_path / "out2" / "grid.png"))),
+                       torch.from_numpy(np.asarray(grid)))
+
+
+def test_the_shipped_sweep_example_is_valid(composer):
+    from pathlib import Path
+    plan = Sweep.from_json((Path(__file__).resolve().parents[1] / "assets/sweeps/shapes_not_beta.json")
+                           .read_text())
+    assert plan.shape == (4, 2) and composer.sweep_cost(plan) > 0
