@@ -7,7 +7,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
 from composer.sweep import Sweep
@@ -128,7 +128,6 @@ def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labe
                   column_labels: list[str], cell_side: int = 192) -> np.ndarray:
     """A sweep's picture: each cell's image (scaled to `cell_side`, nearest) with a
     caption under it, row labels on the left and column labels on top."""
-    from PIL import ImageDraw
     rows, columns = len(row_labels), len(column_labels)
     left, top, caption, gap = 150, 24, 28, 6
     width = left + columns * (cell_side + gap)

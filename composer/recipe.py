@@ -40,6 +40,23 @@ def echo(value: Any) -> str:
     return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
 
 
+def parse_json(text: str | bytes, what: str) -> Any:
+    """JSON from a user; every failure (size, encoding, syntax, nesting depth, huge
+    numbers) is a RecipeError starting with `what`. A UTF-8 byte-order mark is fine."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{what}: larger than {MAX_RECIPE_BYTES // 1024} kB")
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig")
+        return json.loads(text.removeprefix("\ufeff"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{what}: not UTF-8 text") from None
+    except RecursionError:
+        raise RecipeError(f"{what}: nested too deeply") from None
+    except ValueError as err:      # JSONDecodeError, and integers past Python's digit limit
+        raise RecipeError(f"{what}: not valid JSON ({str(err)[:80]})") from None
+
+
 def _number(path: str, value: Any, lo: float, hi: float, *, integer: bool = False,
             open_lo: bool = False) -> float | int:
     """The value as an int (a whole float such as 1.0 is accepted) or a float;
@@ -258,16 +275,4 @@ class Recipe:
     def from_json(cls, text: str | bytes) -> "Recipe":
         """Parse a recipe; every failure (size, encoding, syntax, nesting depth,
         huge numbers) is a RecipeError. A UTF-8 byte-order mark is allowed."""
-        if len(text) > MAX_RECIPE_BYTES:
-            raise RecipeError(f"recipe: larger than {MAX_RECIPE_BYTES // 1024} kB")
-        try:
-            if isinstance(text, bytes):
-                text = text.decode("utf-8-sig")
-            data = json.loads(text.removeprefix("\ufeff"))
-        except UnicodeDecodeError:
-            raise RecipeError("recipe: not UTF-8 text") from None
-        except RecursionError:
-            raise RecipeError("recipe: nested too deeply") from None
-        except ValueError as err:      # JSONDecodeError, and integers past Python's digit limit
-            raise RecipeError(f"recipe: not valid JSON ({str(err)[:80]})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "recipe"))

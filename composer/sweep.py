@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError, echo
+from composer.recipe import Recipe, RecipeError, echo, parse_json
 
 SWEEP_VERSION = 1
 MAX_AXES = 2
@@ -127,18 +127,7 @@ class Sweep:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Sweep":
-        if len(text) > MAX_RECIPE_BYTES:
-            raise RecipeError(f"sweep: larger than {MAX_RECIPE_BYTES // 1024} kB")
-        try:
-            data = json.loads(text.decode("utf-8-sig") if isinstance(text, bytes)
-                              else text.removeprefix("\ufeff"))
-        except UnicodeDecodeError:
-            raise RecipeError("sweep: not UTF-8 text") from None
-        except RecursionError:
-            raise RecipeError("sweep: nested too deeply") from None
-        except ValueError as err:
-            raise RecipeError(f"sweep: not valid JSON ({str(err)[:80]})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "sweep"))
 
 
 def _axis(path: str, data: Any) -> Axis:

@@ -125,7 +125,7 @@ class ShapesDenoiser(nn.Module):
         self.final_ada = nn.Linear(d, 2 * d)
         self.patch_out = nn.Linear(d, self.pixels * p * p)
         # Zero-initialised output: the untrained network predicts 0 (adaLN-Zero's idea).
-        for layer in (self.final_ada, self.head or self.patch_out):
+        for layer in (self.final_ada, self.head if self.head is not None else self.patch_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
