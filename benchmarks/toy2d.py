@@ -1,5 +1,5 @@
 """Every sampler x {score, energy} x the three RRR 2D setups, scored against
-ground truth.
+ground truth; the negation forms compared; the lab's targets checked.
 
     python -m benchmarks.toy2d [--samples 1000] [--seed 0] [--out benchmarks/results/toy2d.json]
 
@@ -11,6 +11,14 @@ swapped, so every knob is the model's default. The mixture needs energies, so
 toy2d-score is skipped there. RRR's claim checked: on the product, reverse
 diffusion misses and MCMC recovers it (HMC on the energy model reaching at most
 half the MMD of reverse diffusion).
+
+Negation forms (toy2d-energy, big_box NOT small_box): RRR's ratio
+q_1^(1+beta)/q_2^beta, Composable Diffusion's NOT against the unconditional
+model (operator 'and', scale 1) and the bounded ratio (operators.py), each
+under every sampler and a beta sweep, scored by MMD, the fraction in the hole
+(small box) and the fraction outside the big box. Also: each component's own
+support fraction under DDPM (the model card's figure), the targets of the
+shipped recipes, and docs/toy2d_negation.png (HMC samples per form and beta).
 
 Prints JSON, then a markdown table; writes the JSON to --out.
 """
@@ -28,38 +36,59 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # also runnable as `python benchmarks/toy2d.py`
     sys.path.insert(0, str(ROOT))
 
-from composer.engine import generate, sample  # noqa: E402
+from composer.engine import NonFiniteError, generate, sample  # noqa: E402
 from composer.models import load_model  # noqa: E402
-from composer.recipe import Recipe  # noqa: E402
-from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, setup_of,  # noqa: E402
-                                support_fraction)
+from composer.recipe import Concept, Recipe, SamplerSpec  # noqa: E402
+from composer.media import labelled_grid  # noqa: E402
+from composer.toy2d.data import CONCEPTS  # noqa: E402
+from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, scatter_image,  # noqa: E402
+                                setup_of, support_fraction)
 
 SETUPS = ("product", "mixture", "negation")
 SAMPLERS = ("ddpm", "ddim", "ula", "uhmc", "mala", "hmc")
 MODELS = ("toy2d-score", "toy2d-energy")
-BETAS = (1.0, 0.5, 0.25, 0.1)
+BETAS = (0.25, 0.5, 1.0, 2.0)
+# form -> recipe fields that select it
+NEGATION_FORMS = {"ratio": {"operator": "product", "negation": "ratio"},
+                  "and": {"operator": "and", "negation": "ratio", "scale": 1.0},
+                  "bounded": {"operator": "product", "negation": "bounded"}}
+FIGURE = ROOT / "docs" / "toy2d_negation.png"
 
 
 def load_recipe(setup: str) -> Recipe:
     return Recipe.from_json((ROOT / "assets" / "recipes" / f"{setup}.json").read_text())
 
 
-def run_one(recipe: Recipe, model, truth: torch.Tensor) -> dict:
+def run_one(recipe: Recipe, model, truth: torch.Tensor, keep: dict | None = None) -> dict:
+    """Scores of one run; its final points go to keep["points"] when asked."""
     start = time.perf_counter()
     acceptances, record = [], None
-    for record in sample(recipe, model):
-        if record.acceptance is not None:
-            acceptances.append(record.acceptance)
+    try:
+        for record in sample(recipe, model):
+            if record.acceptance is not None:
+                acceptances.append(record.acceptance)
+    except NonFiniteError:
+        return {"diverged": True, "mmd2": math.inf, "mmd": math.inf, "support": 0.0,
+                **({"in_hole": math.nan, "outside_big_box": math.nan}
+                   if setup_of(recipe) == "negation" else {}),
+                "seconds": round(time.perf_counter() - start, 2), "acceptance": None}
     seconds = time.perf_counter() - start
     x = record.x_t
+    if keep is not None:
+        keep["points"] = x
     value = mmd2(x, truth)
+    extra = {}
+    if setup_of(recipe) == "negation":
+        extra = {"in_hole": round(support_fraction(x, "small_box"), 4),
+                 "outside_big_box": round(1 - support_fraction(x, "big_box"), 4)}
     return {"mmd2": round(value, 5), "mmd": round(math.sqrt(max(value, 0.0)), 4),
-            "support": round(support_fraction(x, setup_of(recipe)), 4),
+            "support": round(support_fraction(x, setup_of(recipe)), 4), **extra,
             "seconds": round(seconds, 2),
             "acceptance": round(sum(acceptances) / len(acceptances), 3) if acceptances else None}
 
@@ -92,6 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
                     runs.append({**row, "skipped": "mixture needs energies; scores alone "
                                                    "cannot weigh the components"})
                     continue
+                if base.negation == "bounded" and not model.has_energy:
+                    runs.append({**row, "skipped": "the bounded negation needs energies; "
+                                                   "scores alone cannot evaluate U_1 - U_2"})
+                    continue
                 recipe = dataclasses.replace(
                     base, model=name, seed=args.seed, num_samples=args.samples,
                     sampler=dataclasses.replace(base.sampler, name=sampler))
@@ -121,19 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
             seeds.append({"seed": seed, "sampler": sampler,
                           **run_one(recipe, models["toy2d-energy"], product_truth)})
             print(json.dumps(seeds[-1]), flush=True)
-    # Negation: beta sweep (the shipped recipe uses the last value).
-    sweep = []
-    negation = load_recipe("negation")
-    for beta in BETAS:
-        concepts = tuple(dataclasses.replace(c, beta=beta) if c.negate else c
-                         for c in negation.concepts)
-        for sampler in ("ddpm", "hmc"):
-            recipe = dataclasses.replace(
-                negation, concepts=concepts, seed=args.seed, num_samples=args.samples,
-                sampler=dataclasses.replace(negation.sampler, name=sampler))
-            sweep.append({"beta": beta, "sampler": sampler,
-                          **run_one(recipe, models["toy2d-energy"], negation_truth)})
-            print(json.dumps(sweep[-1]), flush=True)
+    negation_forms, figure_cells = compare_negation_forms(
+        load_recipe("negation"), models["toy2d-energy"], negation_truth, args)
+    negation_choice = choose_negation(negation_forms)
+    components = component_support(models, args)
+    targets = check_targets(runs, components)
     # Timing: HMC on the energy model, product, 1000 samples (all default knobs).
     recipe = dataclasses.replace(load_recipe("product"), seed=args.seed, num_samples=1000)
     timings, cpu = [], []
@@ -157,7 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         "defaults": {"steps": knobs.steps, "scale": knobs.scale,
                      **{k: getattr(knobs.sampler, k) for k in
                         ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")}},
-        "runs": runs, "claims": claims, "product_seeds": seeds, "negation_beta_sweep": sweep,
+        "runs": runs, "claims": claims, "product_seeds": seeds,
+        "negation_forms": negation_forms, "negation_choice": negation_choice,
+        "component_support": components, "targets": targets,
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "hmc_energy_product_1000_seconds": {
             "runs": timings, "min": min(timings), "median": sorted(timings)[1], "target": 10.0,
@@ -170,7 +197,84 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown_extra(report))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Image.fromarray(labelled_grid(figure_cells, list(NEGATION_FORMS),
+                                  [f"beta {b:g}" for b in BETAS])).save(FIGURE)
     return report
+
+
+def negation_recipe(base: Recipe, form: str, beta: float, sampler: str, args) -> Recipe:
+    concepts = tuple(dataclasses.replace(c, beta=beta) if c.negate else c for c in base.concepts)
+    return dataclasses.replace(base, **NEGATION_FORMS[form], concepts=concepts, seed=args.seed,
+                               num_samples=args.samples,
+                               sampler=dataclasses.replace(base.sampler, name=sampler))
+
+
+def compare_negation_forms(base: Recipe, model, truth: torch.Tensor, args) -> tuple[list, list]:
+    """Every form x sampler x beta on big_box NOT small_box; HMC's points as figure cells."""
+    rows, cells = [], []
+    for i, form in enumerate(NEGATION_FORMS):
+        for j, beta in enumerate(BETAS):
+            for sampler in SAMPLERS:
+                keep = {}
+                row = {"form": form, "beta": beta, "sampler": sampler,
+                       **run_one(negation_recipe(base, form, beta, sampler, args), model, truth, keep)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if sampler == "hmc":
+                    cells.append(((i, j), scatter_image(keep.get("points", torch.zeros(0, 2)), "negation"),
+                                  f"hole {row['in_hole']:.1%} out {row['outside_big_box']:.1%}"))
+    return rows, cells
+
+
+def choose_negation(rows: list) -> dict:
+    """The shipped negation recipe's form, beta and sampler, picked by the table:
+    the lowest MMD among runs with at most 2% in the hole and 2% outside the big box
+    (or, if none qualifies, the lowest hole + outside share)."""
+    allowed = [r for r in rows if r["in_hole"] <= 0.02 and r["outside_big_box"] <= 0.02]
+    best = (min(allowed, key=lambda r: r["mmd2"]) if allowed
+            else min(rows, key=lambda r: r["in_hole"] + r["outside_big_box"]))
+    return {"rule": "lowest MMD^2 with in_hole <= 0.02 and outside_big_box <= 0.02",
+            "qualified": len(allowed), **{k: best[k] for k in ("form", "beta", "sampler", "mmd",
+                                                              "in_hole", "outside_big_box")}}
+
+
+def component_support(models: dict, args) -> dict:
+    """Each component's own samples under DDPM (the shipped steps): share in its support."""
+    table = {}
+    for name, model in models.items():
+        for concept in CONCEPTS:
+            recipe = Recipe(model=name, concepts=(Concept(concept),), operator="product",
+                            sampler=SamplerSpec("ddpm"), seed=args.seed, num_samples=args.samples)
+            x = generate(recipe, model).x_t
+            table.setdefault(name, {})[concept] = round(support_fraction(x, concept), 4)
+        print(json.dumps({"component_support": name, **table[name]}), flush=True)
+    return table
+
+
+def check_targets(runs: list, components: dict) -> list:
+    """The lab's targets on the shipped recipes, each with its default sampler."""
+    def run(setup, sampler):
+        recipe = load_recipe(setup)
+        return next(r for r in runs if r["setup"] == setup and r["model"] == recipe.model
+                    and r["sampler"] == sampler)
+    product, negation = load_recipe("product"), load_recipe("negation")
+    p, n = run("product", product.sampler.name), run("negation", negation.sampler.name)
+    reverse = min((run("product", s) for s in ("ddpm", "ddim")), key=lambda r: r["mmd"])
+    n_ddpm = run("negation", "ddpm")
+    weakest = min((v, m, c) for m, table in components.items() for c, v in table.items())
+    targets = [
+        ("every component", "in support under DDPM (weakest)", weakest[0], ">=", 0.97,
+         f"{weakest[1]} {weakest[2]}"),
+        ("product", "in support", p["support"], ">=", 0.90, p["sampler"]),
+        ("product", "MMD / reverse diffusion's", round(p["mmd"] / reverse["mmd"], 3), "<=", 0.5,
+         f"{p['sampler']} vs {reverse['sampler']}"),
+        ("negation", "in the hole", n["in_hole"], "<=", 0.02, n["sampler"]),
+        ("negation", "outside the big box", n["outside_big_box"], "<=", 0.02, n["sampler"]),
+        ("negation", "MMD - DDPM's MMD", round(n["mmd"] - n_ddpm["mmd"], 4), "<=", 0.0,
+         f"{n['sampler']} vs ddpm"),
+    ]
+    return [{"setup": s, "measure": m, "value": v, "target": f"{op} {t}",
+             "met": v >= t if op == ">=" else v <= t, "run": r} for s, m, v, op, t, r in targets]
 
 
 def markdown(report: dict) -> str:
@@ -195,12 +299,25 @@ def markdown_extra(report: dict) -> str:
         acc = "" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
         lines.append(f"| {r['sampler']} | {r['seed']} | {r['mmd2']:.4f} | {r['mmd']:.3f} "
                      f"| {r['support']:.3f} | {acc} |")
-    lines += ["", "| negation, toy2d-energy | beta | MMD^2 | MMD | in support | acceptance |",
-              "|---|---|---|---|---|---|"]
-    for r in report["negation_beta_sweep"]:
+    lines += ["", "| negation form | beta | sampler | MMD | in the hole | outside the big box "
+                  "| in support | acceptance |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["negation_forms"]:
         acc = "" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
-        lines.append(f"| {r['sampler']} | {r['beta']} | {r['mmd2']:.4f} | {r['mmd']:.3f} "
-                     f"| {r['support']:.3f} | {acc} |")
+        lines.append(f"| {r['form']} | {r['beta']:g} | {r['sampler']} | {r['mmd']:.3f} "
+                     f"| {r['in_hole']:.3f} | {r['outside_big_box']:.3f} | {r['support']:.3f} "
+                     f"| {acc} |")
+    c = report["negation_choice"]
+    lines += ["", f"Negation choice ({c['rule']}; {c['qualified']} runs qualify): form "
+                  f"{c['form']}, beta {c['beta']:g}, {c['sampler']}: MMD {c['mmd']:.3f}, "
+                  f"in the hole {c['in_hole']:.3f}, outside {c['outside_big_box']:.3f}"]
+    lines += ["", "| model | " + " | ".join(CONCEPTS) + " |",
+              "|---|" + "---|" * len(CONCEPTS)]
+    for name, table in report["component_support"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{table[c]:.3f}" for c in CONCEPTS) + " |")
+    lines += ["", "| setup | measure | value | target | met | run |", "|---|---|---|---|---|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['setup']} | {t['measure']} | {t['value']} | {t['target']} "
+                     f"| {'yes' if t['met'] else 'no'} | {t['run']} |")
     t = report["hmc_energy_product_1000_seconds"]
     lines += ["", f"HMC, toy2d-energy, product, 1000 samples: {t['runs']} s, min {t['min']} s, "
                   f"median {t['median']} s (target {t['target']} s); process CPU time "

@@ -55,7 +55,7 @@ def evaluations_per_level(spec: SamplerSpec, has_energy: bool) -> int:
 
 def cost(recipe: Recipe, model: ModelAdapter) -> int:
     """Network rows a filled-in recipe costs: steps x calls per level x rows x samples."""
-    rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale).texts)
+    rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation).texts)
     return (recipe.steps * evaluations_per_level(recipe.sampler, model.has_energy)
             * rows * recipe.num_samples)
 
@@ -83,6 +83,9 @@ def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
     if recipe.operator == "mixture" and not model.has_energy:
         raise RecipeError(f"operator: mixture needs an energy-parameterised model; "
                           f"{recipe.model!r} only has scores")
+    if recipe.negation == "bounded" and not model.has_energy:
+        raise RecipeError(f"negation: the bounded form needs an energy-parameterised model; "
+                          f"{recipe.model!r} only has scores (use negation 'ratio')")
     levels = model.scheduler_config.get("num_train_timesteps", 1000)
     if recipe.steps > levels:
         raise RecipeError(f"steps: {recipe.model!r} was trained with {levels} noise levels; "
@@ -122,7 +125,7 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
     """Yield one StepRecord per reverse step. Deterministic for a seed on a device."""
     recipe = prepare(recipe, model)
     spec = recipe.sampler
-    rule = make_rule(recipe.concepts, recipe.operator, recipe.scale)
+    rule = make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation)
     cond = model.encode(rule.texts)
     scheduler = make_scheduler(spec.scheduler if spec.is_mcmc else spec.name, model.scheduler_config)
     scheduler.set_timesteps(recipe.steps, device=model.device)

@@ -165,16 +165,24 @@ class Composer:
         *_, result = self.stream(recipe)
         return result
 
+    def cost(self, recipe: Recipe) -> int:
+        """Network evaluations one run of the recipe makes (defaults filled in)."""
+        filled, _ = self.check(recipe)
+        return engine.cost(filled, self.model(recipe.model))
+
+    def budget(self, name: str) -> int | None:
+        """The most network evaluations one run of this model may make."""
+        return engine.budget(self.model(name))
+
     def sweep_cost(self, sweep: Sweep) -> int:
         """Network evaluations of the whole sweep; raises ComposerError naming the
         first cell that cannot run, before anything runs."""
         total = 0
         for (i, j), recipe, _ in sweep.cells():
             try:
-                filled, _ = self.check(recipe)
+                total += self.cost(recipe)
             except ComposerError as err:
                 raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
-            total += engine.cost(filled, self.model(recipe.model))
         return total
 
     def sweep(self, sweep: Sweep) -> Iterator[SweepCell]:

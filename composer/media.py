@@ -92,15 +92,19 @@ def _inflate(data: bytes) -> bytes:
         raise RecipeError("recipe: the image's recipe chunk is corrupt") from None
 
 
-def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile [N, H, W, 3] uint8 images into one picture, nearly square."""
+def grid(images: np.ndarray, columns: int | None = None, gutter: int = 2) -> np.ndarray:
+    """Tile [N, H, W, 3] uint8 images into one picture, nearly square, with white
+    gutters between them so the samples read as separate pictures."""
     count, height, width, _ = images.shape
     columns = columns or int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / columns))
-    canvas = np.full((rows * height, columns * width, 3), 255, np.uint8)
+    gutter = gutter if count > 1 else 0
+    canvas = np.full((rows * (height + gutter) - gutter, columns * (width + gutter) - gutter, 3),
+                     255, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+        top, left = r * (height + gutter), c * (width + gutter)
+        canvas[top:top + height, left:left + width] = image
     return canvas
 
 

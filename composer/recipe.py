@@ -19,6 +19,8 @@ MAX_MODEL_CHARS = 400
 MAX_RECIPE_BYTES = 64 * 1024       # a full recipe is about 1 kB
 ECHO_CHARS = 40                    # how much of a bad value an error message repeats
 OPERATORS = ("and", "product", "mixture")
+# How the product operator applies NOT: RRR's unbounded ratio, or squashed (operators.py).
+NEGATIONS = ("ratio", "bounded")
 REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
 SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS
@@ -183,6 +185,7 @@ class Recipe:
     model: str = "shapes"
     concepts: tuple[Concept, ...] = ()
     operator: str = "and"
+    negation: str = "ratio"
     scale: float | None = None
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     steps: int | None = None
@@ -221,6 +224,10 @@ class Recipe:
         _choice("operator", self.operator, OPERATORS)
         if self.operator == "mixture" and any(c.negate for c in active):
             raise RecipeError("operator: mixture takes no NOT rows; use 'product' or 'and' for negation")
+        _choice("negation", self.negation, NEGATIONS)
+        if self.negation != "ratio" and self.operator != "product":
+            raise RecipeError(f"negation: {self.negation!r} is a form of the product operator's NOT; "
+                              f"the {self.operator!r} operator takes negation 'ratio' (its own form)")
         if self.scale is not None:
             _keep(self, "scale", _number("scale", self.scale, 0.0, 50.0))
         if not isinstance(self.sampler, SamplerSpec):
@@ -237,9 +244,12 @@ class Recipe:
 
     def with_defaults(self, defaults: dict[str, Any]) -> "Recipe":
         """Fill every `None` field from a model's defaults (keys: scale, steps,
-        and the SamplerSpec knob names)."""
-        knobs = {k: defaults[k] for k in ("mcmc_steps", "step_size", "leapfrog_steps",
-                                          "damping", "line_points")
+        and the SamplerSpec knob names). A knob's default may depend on the
+        sampler: a dict from sampler name to value (samplers it leaves out keep None)."""
+        def pick(value):
+            return value.get(self.sampler.name) if isinstance(value, dict) else value
+        knobs = {k: pick(defaults[k]) for k in ("mcmc_steps", "step_size", "leapfrog_steps",
+                                                "damping", "line_points")
                  if getattr(self.sampler, k) is None}
         top = {k: defaults[k] for k in ("scale", "steps") if getattr(self, k) is None}
         return dataclasses.replace(self, sampler=dataclasses.replace(self.sampler, **knobs), **top)

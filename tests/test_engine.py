@@ -127,3 +127,32 @@ def test_a_run_that_turns_non_finite_stops_with_the_step():
             return (eps * float("inf") if self.calls >= 4 else eps), energy
     with pytest.raises(RecipeError, match="stopped being finite .* at step 4 of 10"):
         generate(recipe(sampler={"name": "ddim"}), Exploding())
+
+
+def test_bounded_negation_samples_its_own_density():
+    """HMC on left NOT up (bounded form) against the density integrated on a grid."""
+    from composer.operators import NEGATION_BOUND
+    from gaussians import GAUSSIANS
+    x = generate(recipe(concepts=[{"text": "left"}, {"text": "up", "negate": True, "beta": 1.5}],
+                        negation="bounded", sampler={"name": "hmc", "mcmc_steps": 4}, steps=50,
+                        num_samples=4000), GaussianModel()).x_t
+    axis = torch.linspace(-5, 5, 801, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+
+    def energy(name):
+        mean, std = GAUSSIANS[name]
+        return ((grid - torch.tensor(mean, dtype=grid.dtype)) ** 2).sum(1) / (2 * std ** 2) \
+            + torch.log(torch.tensor(2 * torch.pi * std ** 2, dtype=grid.dtype))
+    u1, u2 = energy("left"), energy("up")
+    density = torch.exp(-(u1 + 1.5 * NEGATION_BOUND * torch.tanh((u1 - u2) / NEGATION_BOUND)))
+    density = density / density.sum()
+    mean = (density[:, None] * grid).sum(0)
+    var = (density[:, None] * (grid - mean) ** 2).sum(0)
+    torch.testing.assert_close(x.mean(0).double(), mean, atol=0.04, rtol=0)
+    torch.testing.assert_close(x.var(0).double(), var, atol=0.03, rtol=0.1)
+
+
+def test_bounded_negation_on_a_score_only_model_is_refused():
+    with pytest.raises(RecipeError, match="negation: the bounded form needs an energy"):
+        prepare(recipe(concepts=[{"text": "left"}, {"text": "up", "negate": True}],
+                       negation="bounded"), GaussianModel(energy=False))

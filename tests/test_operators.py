@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from composer.operators import compose, make_rule
+from composer.operators import NEGATION_BOUND, compose, make_rule
 from composer.recipe import Concept
 
 SIGMA = 0.7
@@ -106,3 +106,78 @@ def test_scores_and_energies_combine_by_the_same_rule(points, operator):
     composed_energy = torch.einsum("k,kb->b", rule.coefficients, energies)
     grad = torch.autograd.grad(composed_energy.sum(), x)[0]
     torch.testing.assert_close(composed_eps, SIGMA * grad, rtol=1e-4, atol=1e-5)
+
+
+# --- negation forms, each against a Gaussian case with a closed form ---------------
+
+POSITIVE, NEGATED = ((-0.5, 0.2), 0.5), ((0.4, -0.3), 1.0)
+
+
+def gaussian_eps(points, mean, precision):
+    """sigma * grad U for U = precision |x - mean|^2 / 2."""
+    return SIGMA * precision * (points - torch.tensor(mean))
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 2.0])
+def test_ratio_negation_of_gaussians_is_the_ratio_gaussian(points, beta):
+    """q1^(1+b) / q2^b for q1 = N(m1, s1^2), q2 = N(m2, s2^2) is Gaussian with precision
+    (1+b)/s1^2 - b/s2^2 and mean ((1+b) m1/s1^2 - b m2/s2^2) / precision."""
+    (m1, s1), (m2, s2) = POSITIVE, NEGATED
+    eps, energy = eps_and_energy(points, [POSITIVE, NEGATED])
+    rule = make_rule((Concept("a"), Concept("b", negate=True, beta=beta)), "product", 1.0)
+    composed, _ = compose(rule, eps, energy)
+    precision = (1 + beta) / s1 ** 2 - beta / s2 ** 2
+    mean = [((1 + beta) * m1[i] / s1 ** 2 - beta * m2[i] / s2 ** 2) / precision for i in range(2)]
+    torch.testing.assert_close(composed, gaussian_eps(points, mean, precision), rtol=1e-4, atol=1e-5)
+
+
+def test_composable_diffusion_not_uses_the_unconditional_model(points):
+    """'and' at scale 1: q1 (q_u / q2)^b, Gaussian with precision 1/s1^2 - b/s2^2 + b/s_u^2."""
+    unconditional, beta = ((0.0, 0.0), 1.5), 0.8
+    (m1, s1), (m2, s2), (mu, su) = POSITIVE, NEGATED, unconditional
+    eps, energy = eps_and_energy(points, [unconditional, POSITIVE, NEGATED])
+    rule = make_rule((Concept("a"), Concept("b", negate=True, beta=beta)), "and", 1.0)
+    composed, _ = compose(rule, eps, energy)
+    precision = 1 / s1 ** 2 - beta / s2 ** 2 + beta / su ** 2
+    mean = [(m1[i] / s1 ** 2 - beta * m2[i] / s2 ** 2 + beta * mu[i] / su ** 2) / precision
+            for i in range(2)]
+    torch.testing.assert_close(composed, gaussian_eps(points, mean, precision), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale, beta", [(1.0, 1.0), (2.0, 0.5)])
+def test_bounded_negation_is_the_squashed_ratio(points, scale, beta):
+    """U* = scale [U1 + beta c tanh((U1 - U2) / c)], and eps* = sigma grad U*."""
+    far = torch.cat([points, torch.tensor([[6.0, -5.0], [-8.0, 7.0]])])   # where U2 - U1 is huge
+    eps, energy = eps_and_energy(far, [POSITIVE, NEGATED])
+    rule = make_rule((Concept("a"), Concept("b", negate=True, beta=beta)), "product", scale, "bounded")
+    assert rule.needs_energy
+    composed_eps, composed_energy = compose(rule, eps, energy)
+    x = far.clone().requires_grad_(True)
+    u1, u2 = gaussian_energy(x, *POSITIVE), gaussian_energy(x, *NEGATED)
+    expected = scale * (u1 + beta * NEGATION_BOUND * torch.tanh((u1 - u2) / NEGATION_BOUND))
+    torch.testing.assert_close(composed_energy, expected.detach(), rtol=1e-5, atol=1e-5)
+    grad = torch.autograd.grad(expected.sum(), x)[0]
+    torch.testing.assert_close(composed_eps, SIGMA * grad, rtol=1e-4, atol=1e-5)
+    # The bound: never more than scale * beta * c nats from the positive alone.
+    gap = (composed_energy - scale * u1.detach()).abs()
+    assert gap.max() <= scale * beta * NEGATION_BOUND + 1e-5
+    ratio_rule = make_rule((Concept("a"), Concept("b", negate=True, beta=beta)), "product", scale)
+    ratio, _ = compose(ratio_rule, eps, energy)
+    assert (ratio - composed_eps).abs()[-2:].max() > 1.0      # far out, the ratio still pulls
+
+
+def test_bounded_negation_needs_energies(points):
+    eps, _ = eps_and_energy(points, [POSITIVE, NEGATED])
+    rule = make_rule((Concept("a"), Concept("b", negate=True)), "product", 1.0, "bounded")
+    with pytest.raises(ValueError, match="bounded form needs energies"):
+        compose(rule, eps)
+
+
+def test_bounded_negation_without_not_rows_is_the_plain_product(points):
+    experts = [((-1.0, 0.5), 0.5), ((1.0, -0.5), 0.8)]
+    eps, energy = eps_and_energy(points, experts)
+    concepts = (Concept("a"), Concept("b", weight=2.0))
+    plain = compose(make_rule(concepts, "product", 1.5), eps, energy)
+    bounded = compose(make_rule(concepts, "product", 1.5, "bounded"), eps, energy)
+    for a, b in zip(plain, bounded):
+        torch.testing.assert_close(a, b)

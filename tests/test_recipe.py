@@ -15,6 +15,12 @@ GOOD = {
 }
 
 
+def test_negation_form_defaults_to_the_ratio_and_round_trips():
+    assert Recipe.from_dict(GOOD).negation == "ratio"       # recipes from before the field
+    bounded = Recipe.from_dict({**GOOD, "negation": "bounded"})
+    assert Recipe.from_json(bounded.to_json()).negation == "bounded"
+
+
 def test_json_round_trip():
     recipe = Recipe.from_dict(GOOD)
     again = Recipe.from_json(recipe.to_json())
@@ -59,6 +65,9 @@ def with_changes(**changes):
     ({"sampler__step_size": 0}, r"sampler.step_size: must be in \(0, 2\]"),
     ({"sampler__damping": 1.5}, "sampler.damping: must be in"),
     ({"operator": "or"}, "operator: must be one of and, product, mixture"),
+    ({"negation": "clip"}, "negation: must be one of ratio, bounded; got 'clip'"),
+    ({"operator": "and", "negation": "bounded"},
+     "negation: 'bounded' is a form of the product operator's NOT"),
     ({"num_samples": 0}, "num_samples: must be in"),
     ({"version": 2}, "version: this app reads version 1"),
     ({"colour": "red"}, "colour: unknown field; allowed fields are"),

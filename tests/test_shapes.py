@@ -11,7 +11,7 @@ import torch
 from composer.engine import generate, prepare
 from composer.models import load_model
 from composer.models.base import ModelError
-from composer.models.shapes import ShapesModel, load_energy
+from composer.models.shapes import ShapesModel
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.shapes import data
 from composer.shapes import judge as judge_module
@@ -174,10 +174,10 @@ def test_model_denoises_real_scenes(model):
     assert torch.mean((eps - noise) ** 2) < 0.3
 
 
-def test_energy_variant_is_not_shipped():
-    with pytest.raises(ModelError, match="not shipped"):
-        load_energy("cpu")
-    with pytest.raises(ModelError):
+def test_the_unshipped_energy_variant_is_not_offered():
+    from composer.facade import Composer
+    assert "shapes-energy" not in Composer.model_names()
+    with pytest.raises(ModelError, match="unknown model 'shapes-energy'"):
         load_model("shapes-energy", "cpu")
 
 

@@ -17,12 +17,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
+PHONE_SCREENSHOT = ROOT / "docs" / "screenshot_phone.png"
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 TIMEOUT = 90_000  # ms; the CPU is shared with model training in CI-like runs
 
 
 @pytest.fixture
 def page(chromium):
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context = chromium.new_context(viewport=DESKTOP)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     yield page
@@ -91,16 +94,15 @@ def test_rows_generate_share_and_restore(page, app_url):
     page.wait_for_timeout(500)  # let the last edits reach the server
 
     page.click("#generate")
-    wait_text(page, "#progress", "done")
-    assert "Done: 10 steps" in page.inner_text("#status")
+    wait_text(page, "#status", "Done: 10 steps")
     assert page.locator("#preview img").get_attribute("src")
     assert page.locator("#frame-slider").is_visible()
     # One picture per active row, labelled with the row.
     assert page.locator("#concept-image-1 img").get_attribute("src")
     assert "Row 3: NOT β=1.5 · small_box" in page.inner_text("#concept-image-2")
     assert not page.locator("#concept-image-3").is_visible()
-    wait_text(page, "#gif-file", "denoising")
-    wait_text(page, "#png-file", "composition")
+    wait_text(page, "#gif-file", "toy2d-energy_ddim_seed5_frames.gif")
+    wait_text(page, "#png-file", "toy2d-energy_ddim_seed5.png")
     page.get_by_role("tab", name="Runs").click()
     wait_text(page, "#runs", "toy2d-energy")
     page.get_by_role("tab", name="Generate").click()
@@ -117,7 +119,8 @@ def test_rows_generate_share_and_restore(page, app_url):
     restored = page.context.new_page()
     restored.goto(link)
     restored.wait_for_selector("#concept-3-text")
-    wait_text(restored, "#status", "restored")
+    wait_text(restored, "#notice", "restored")
+    wait_text(restored, "#status", "Done: 10 steps")      # a fast recipe renders at once
     assert restored.locator("#concept-4-text").count() == 0
     assert row_values(restored, 1) == ("big_box", "2", False, "Mute")
     assert row_values(restored, 2) == ("right_bar", "1", False, "Unmute")
@@ -145,11 +148,11 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
 
     page.goto(app_url.rstrip("/") + "/?recipe=not-a-recipe")  # a broken link: explained
     page.wait_for_selector("#concept-1-text")
-    wait_text(page, "#status", "Could not restore the shared recipe")
+    wait_text(page, "#notice", "This link's recipe could not be read")
 
-    page.locator("#examples").get_by_text("negation", exact=True).click()
-    wait_text(page, "#status", "Example loaded: negation")
+    page.locator("#examples").get_by_text("negation (toy2d-energy)", exact=True).click()
     wait_value(page, "#concept-2-text input", "small_box")
+    wait_text(page, "#status", "Done: ")
     example = Recipe.from_json((ROOT / "assets" / "recipes" / "negation.json").read_text())
     for n, concept in enumerate(example.concepts, 1):
         value = concept.beta if concept.negate else concept.weight
@@ -165,7 +168,7 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     png = save_png(np.zeros((8, 8, 3), np.uint8), recipe, tmp_path / "shared.png")
     page.get_by_text("Recipe JSON and PNG import").click()
     page.set_input_files("#png-import input[type=file]", str(png))
-    wait_text(page, "#status", "imported from the PNG")
+    wait_text(page, "#notice", "imported from the PNG")
     wait_value(page, "#concept-3-text input", "left_bar")
     assert row_values(page, 1) == ("ring", "1", False, "Mute")
     assert row_values(page, 2) == ("bar", "2.5", False, "Mute")
@@ -181,7 +184,7 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     page.keyboard.press("Control+A")
     page.keyboard.insert_text('{"model": "toy2d-energy", "concepts": [{"text": "ring", "weight": 99}]}')
     page.click("#apply-json")
-    wait_text(page, "#status", "concepts[0].weight: must be in [0, 10], got 99")
+    wait_text(page, "#notice", "Row 1 AND weight: must be in [0, 10], got 99")
     assert row_values(page, 2)[:2] == ("bar", "2.5")
 
     # A score-only model offers no mixture.
@@ -193,20 +196,193 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
 
 
 def test_default_shapes_composition_renders_for_the_readme(page, app_url):
-    """The default model and its default recipe, generated as a visitor would;
-    the page afterwards is README's screenshot."""
+    """Switching to the default model renders its example recipe at once, as a
+    visitor would see it; the page afterwards is README's screenshot, at desktop
+    and at phone size."""
     page.goto(app_url)
     page.wait_for_selector("#concept-1-text")
+    wait_text(page, "#status", "Done: ")
     box = page.locator("#model input")
     box.click()
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
-    wait_text(page, "#model-status", "shapes loaded")
     default = next(Recipe.from_json(p.read_text()) for p in sorted((ROOT / "assets/recipes").glob("*.json"))
                    if Recipe.from_json(p.read_text()).model == "shapes")
     wait_value(page, f"#concept-{len(default.concepts)}-text textarea, "
                      f"#concept-{len(default.concepts)}-text input", default.concepts[-1].text)
-    page.click("#generate")
-    wait_text(page, "#progress", "done")
+    wait_text(page, "#status", f"Done: {default.steps or ''}")
+    wait_text(page, "#metrics", "Judge:")
+    assert page.locator("#sampler input").input_value() == "U-HMC"     # the example's sampler
+    assert page.locator("#seed input").input_value() == str(default.seed)
     assert page.locator("#preview img").get_attribute("src")
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOT), full_page=False)
+    page.set_viewport_size(PHONE)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click("#generate")
+    wait_text(page, "#progress", "Step ")
+    page.screenshot(path=str(PHONE_SCREENSHOT), full_page=False)
+    assert in_view(page, "#generate") and in_view(page, "#preview img")
+
+
+# --- the first minute of a visitor, and an honest form ----------------------------------
+
+def in_view(page, selector: str) -> bool:
+    """The element's box lies inside the window (and above the fixed action bar)."""
+    return page.evaluate("""(s) => {
+        const e = document.querySelector(s); if (!e) return false;
+        const r = e.getBoundingClientRect(), bar = document.getElementById('action-bar');
+        const inBar = bar && bar.contains(e);
+        const bottom = window.innerHeight - (inBar ? 0 : bar.offsetHeight);
+        return r.height > 0 && r.top >= 0 && r.bottom <= bottom + 1; }""", selector)
+
+
+def error_badges(page) -> int:
+    """Gradio's red error toasts and per-component 'Error' badges on the page."""
+    return page.evaluate("""() => [...document.querySelectorAll('.toast-body.error, .error')]
+        .filter(e => e.offsetParent !== null && /\bError\b/.test(e.innerText)).length""")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_visitor_lands_on_a_result_and_sees_the_run(chromium, app_url, viewport):
+    context = chromium.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")                     # rendered on arrival
+    assert page.locator("#preview img").get_attribute("src")
+    assert page.locator("#frame-slider").is_visible()
+    assert "_seed" in page.inner_text("#png-file")            # a real file, not an empty box
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    set_number(page, "#steps input", 100)                     # long enough to watch it stream
+    set_number(page, "#num-samples input", 3000)
+    page.wait_for_timeout(300)
+    assert in_view(page, "#generate") and in_view(page, "#stop")
+    page.click("#generate")
+    wait_text(page, "#progress", "Step ")
+    assert in_view(page, "#generate") and in_view(page, "#stop")
+    assert in_view(page, "#preview img") and in_view(page, "#progress")
+    page.click("#stop")
+    wait_text(page, "#status", "Stopped at step")
+    context.close()
+
+
+def test_stop_after_a_completed_run_leaves_no_stale_or_broken_controls(page, app_url):
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    assert page.locator("#gif-file").is_visible()
+    set_number(page, "#steps input", 100)
+    set_number(page, "#num-samples input", 3000)
+    page.wait_for_timeout(300)
+    page.click("#generate")
+    wait_text(page, "#progress", "Step 3 /")
+    page.click("#stop")
+    wait_text(page, "#status", "Stopped at step")
+    assert not page.locator("#gif-file").is_visible() and not page.locator("#png-file").is_visible()
+    stopped_at = int(page.inner_text("#status").split("Stopped at step ")[1].split(" /")[0])
+    scrub = page.locator("#frame-slider input[type=number]")
+    assert scrub.is_visible() and scrub.get_attribute("max") == str(stopped_at)
+    scrub.press("Control+A")
+    scrub.press_sequentially("1")
+    scrub.press("Enter")
+    wait_text(page, "#progress", "Frame 1 /")
+    page.locator("#show-xt input").check()
+    page.wait_for_timeout(1000)
+    assert error_badges(page) == 0
+    assert page.locator("#preview img").get_attribute("src")
+
+
+def test_the_form_runs_what_it_shows_or_says_why_not(page, app_url):
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+
+    def refused(selector, typed, message):
+        set_number(page, selector, typed)
+        page.wait_for_timeout(300)
+        page.click("#generate")
+        wait_text(page, "#status", message)
+
+    refused("#seed input", "", "Seed: is empty")
+    refused("#seed input", "3.7", "Seed: must be an integer, got 3.7")
+    set_number(page, "#seed input", 3)
+    refused("#num-samples input", "", "Samples: is empty")
+    set_number(page, "#num-samples input", 50)
+    refused("#steps input", "2.5", "Steps: must be an integer, got 2.5")
+    refused("#steps input", "1e999", "Steps: not a number")
+    refused("#steps input", "1e", "Steps: not a number")
+    set_number(page, "#steps input", "")
+    refused("#concept-1-weight input[type=number]", -2, "Row 1 AND weight: must be in [0, 10], got -2")
+    assert page.locator("#concept-1-weight input[type=number]").input_value() == "-2"
+    refused("#concept-1-weight input[type=number]", 50, "Row 1 AND weight: must be in [0, 10], got 50")
+    set_number(page, "#concept-1-weight input[type=number]", 2)
+    page.wait_for_timeout(300)
+    page.click("#generate")
+    wait_text(page, "#status", "Done: ")
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "#runs", "50")                     # the samples it was told to draw
+    assert error_badges(page) == 0
+
+
+def test_links_that_cannot_be_honoured_say_so(page, app_url):
+    from composer.recipe import Concept, SamplerSpec
+    from ui.state import share_url
+
+    page.goto(app_url.rstrip("/") + "/?recipe=")
+    wait_text(page, "#notice", "This link has an empty recipe")
+    mixture = Recipe(model="toy2d-score", concepts=(Concept("left_bar"), Concept("right_bar")),
+                     operator="mixture", sampler=SamplerSpec("ddpm"), num_samples=100)
+    page.goto(share_url(app_url, mixture))
+    wait_text(page, "#notice", "operator 'mixture' was changed to 'and'")
+    assert page.locator("#operator input[value=and]").is_checked()
+    page.goto(app_url.rstrip("/") + "/?recipe=eyJtb2RlbCI6")    # cut short while copying
+    wait_text(page, "#notice", "This link's recipe could not be read")
+
+
+def test_compare_and_rows_are_capped_in_the_controls(page, app_url):
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    for _ in range(6):
+        if page.locator("#add-row").is_enabled():
+            page.click("#add-row")
+            page.wait_for_timeout(400)
+    page.wait_for_selector("#concept-8-text")
+    assert not page.locator("#add-row").is_enabled()
+    page.get_by_role("tab", name="Compare samplers").click()
+    for label in ("DDPM", "ULA (annealed Langevin)", "HMC (Metropolis)"):
+        page.locator("#compare-samplers label", has_text=label).click()
+        page.wait_for_timeout(300)
+    assert page.locator("#compare-samplers input:checked").count() == 4
+    page.locator("#compare-samplers label", has_text="U-HMC").click()
+    page.wait_for_timeout(500)
+    assert page.locator("#compare-samplers input:checked").count() == 4
+    page.click("#compare")
+    wait_text(page, "#status", "Compared")
+    status = page.inner_text("#compare-status")
+    assert status.count("network evaluations") == 4 and "s compute" in status
+    wait_text(page, "#compare-files", "_seed")
+
+
+def test_keyboard_and_screen_reader_names(page, app_url):
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    assert page.get_attribute("#concept-1-up", "aria-label") == "Row 1: Up"
+    assert page.get_attribute("#concept-2-remove", "aria-label") == "Row 2: Remove"
+    assert "Row 2" in page.inner_text("#concept-2-weight")
+    assert page.get_attribute("#status", "aria-live") == "polite"
+    assert page.get_attribute("#share-link textarea", "aria-label") == "Link to this recipe"
+    assert page.get_attribute("#preview img", "alt")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for presses in range(1, 15):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == "generate":
+            break
+    assert presses <= 5, "Generate should be among the first stops of the Tab key"
+    # Enter in a prompt box runs Generate (free-text models).
+    box = page.locator("#model input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    wait_text(page, "#metrics", "Judge:")
+    prompt = page.locator("#concept-1-text textarea, #concept-1-text input").first
+    prompt.fill("red square")
+    prompt.press("Enter")
+    wait_text(page, "#concept-image-1", "red square")

@@ -14,7 +14,10 @@ import functools
 import inspect
 import io
 import logging
+import re
 import shutil
+import threading
+from collections import OrderedDict
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from PIL import Image
 
 from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
 from composer.media import enlarge, grid, png_bytes, recipe_from_png, save_animation
-from composer.models import ModelError
+from composer.models import ModelError, is_sd_reference
 from composer.recipe import Recipe, RecipeError
 from ui import state
 
@@ -36,12 +39,14 @@ GENERIC_ERROR = ("Something unexpected went wrong on the server; it was logged. 
                  "The app is still running: adjust the recipe and try again.")
 DISPLAY_SIDE = 256
 THUMB_SIDE = 96
+EXPORT_SIDE = 512          # saved PNGs and GIFs: small models upscaled (nearest) to about this
+CACHED_RUNS = 8            # finished runs of the example recipes kept for instant replay
 RUNS_DIR = Path(tempfile.gettempdir()) / "composer-ui"
 KEEP_SECONDS = 3600
 
 
 def user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), duration=None, title="Cannot run this recipe")
+    return gr.Error(state.plain(str(err)), duration=12, title="Cannot run this recipe")
 
 
 @contextlib.contextmanager
@@ -115,6 +120,12 @@ def final_picture(result: Result) -> np.ndarray:
     return images[0]
 
 
+def file_stem(recipe: Recipe) -> str:
+    """'shapes_uhmc_seed1': what a saved file shows, safe in any file system."""
+    model = re.sub(r"[^A-Za-z0-9.-]+", "-", recipe.model.strip("/")).strip("-")[-40:] or "model"
+    return f"{model}_{recipe.sampler.name}_seed{recipe.seed}"
+
+
 def progress_html(index: int, total: int, extra: str = "") -> str:
     pct = 100.0 * index / max(total, 1)
     return (f"<div id='progress-text'>Step {index} / {total}{extra}</div>"
@@ -153,6 +164,12 @@ class Handlers:
         self.preferred_model = preferred_model
         self.fallback_model = fallback_model
         self._default: str | None = None
+        self._available: list[str] | None = None
+        # Finished runs of the shipped example recipes, replayed to every visitor
+        # who lands on one (same recipe and seed give the same output).
+        self._examples = {recipe.to_json() for _, recipe in self.examples()}
+        self._replays: OrderedDict[str, Result] = OrderedDict()
+        self._replays_lock = threading.Lock()
 
     # --- models ----------------------------------------------------------------
     def default_model(self) -> str:
@@ -169,6 +186,37 @@ class Handlers:
                 self._default = self.fallback_model
         return self._default
 
+    def available_models(self) -> list[str]:
+        """The picker: built-in models whose weights load here (checked once), and a
+        configured Stable Diffusion checkpoint (loaded only when chosen)."""
+        if self._available is None:
+            names = []
+            for name in self.composer.model_names():
+                if is_sd_reference(name):
+                    names.append(name)
+                    continue
+                try:
+                    self.composer.info(name)
+                    names.append(name)
+                except Exception as err:  # noqa: BLE001 - left out of the picker
+                    log.warning("model %s is not offered: %s", name, err)
+            self._available = names
+        return list(self._available)
+
+    @staticmethod
+    def examples() -> list[tuple[Path, Recipe]]:
+        found = []
+        for path in state.example_files():
+            try:
+                found.append((path, Recipe.from_json(path.read_text())))
+            except (OSError, RecipeError) as err:
+                log.warning("example %s skipped: %s", path.name, err)
+        return found
+
+    def default_recipe(self, info: dict) -> Recipe | None:
+        """The first shipped example on this model: its rows, sampler and seed."""
+        return next((r for _, r in self.examples() if r.model == info["name"]), None)
+
     def info(self, name: str) -> dict:
         name = (name or "").strip()
         if not name:
@@ -176,13 +224,9 @@ class Handlers:
         return info_dict(self.composer.info(name))
 
     def default_rows(self, info: dict) -> list[dict]:
-        for path in state.example_files():
-            try:
-                recipe = Recipe.from_json(path.read_text())
-            except (OSError, RecipeError):
-                continue
-            if recipe.model == info["name"]:
-                return state.rows_from_concepts(recipe.concepts)
+        recipe = self.default_recipe(info)
+        if recipe is not None:
+            return state.rows_from_concepts(recipe.concepts)
         if info["choices"]:
             return [state.new_row(info["choices"][0])]
         if info["vocabulary"]:
@@ -190,28 +234,54 @@ class Handlers:
         return [state.new_row("a red circle")]
 
     # --- recipe -------------------------------------------------------------------
-    def recipe(self, rows: list[dict], info: dict | None, settings: state.Settings) -> Recipe:
-        """Validate the page; RecipeError/ComposerError listing every problem found.
+    def recipe(self, rows: list[dict], info: dict | None, settings: state.Settings,
+               unreadable: list[str] = ()) -> Recipe:
+        """Validate the page; RecipeError/ComposerError in the page's words, each
+        problem once, rows numbered from 1.
 
         Empty rows and fixed-choice concepts are checked here; free text is left to
-        the model (it knows its own grammar), and only when the model refuses a
-        row are the words outside its vocabulary listed per row."""
+        the model (it knows its own grammar), and when the model refuses a row the
+        words outside its vocabulary are listed per row instead of its message."""
         choices = info.get("choices") if info else None
         vocabulary = info.get("vocabulary") if info else None
         problems = state.row_problems(rows, choices=choices)
         if problems:
             raise RecipeError("\n".join(problems))
-        recipe = state.build_recipe(rows, settings)
+        recipe = state.build_recipe(rows, settings, unreadable)
         try:
             self.composer.check(recipe)
         except ComposerError as err:
-            extra = state.row_problems(rows, vocabulary=vocabulary) if vocabulary else []
-            raise ComposerError("\n".join([str(err), *extra])) from None
+            words = state.row_problems(rows, vocabulary=vocabulary) if vocabulary else []
+            raise ComposerError("\n".join(words) or state.plain(str(err))) from None
         return recipe
+
+    def fast(self, recipe: Recipe) -> bool:
+        """Cheap enough to render unasked when a page opens (built-in models only)."""
+        if is_sd_reference(recipe.model):
+            return False
+        try:
+            limit = self.composer.budget(recipe.model)
+            return limit is not None and self.composer.cost(recipe) <= limit // 2
+        except ComposerError:
+            return False
 
     # --- runs ---------------------------------------------------------------------
     def stream(self, recipe: Recipe, decode_every: int = 0) -> Iterator[Frame | Result]:
-        return self.composer.stream(recipe, decode_every)
+        """The run's frames, then its Result; example recipes replay a stored run."""
+        key = recipe.to_json()
+        with self._replays_lock:
+            stored = self._replays.get(key)
+        if stored is not None:
+            yield from stored.frames
+            yield stored
+            return
+        for item in self.composer.stream(recipe, decode_every):
+            if isinstance(item, Result) and key in self._examples:
+                with self._replays_lock:
+                    self._replays[key] = item
+                    while len(self._replays) > CACHED_RUNS:
+                        self._replays.popitem(last=False)
+            yield item
 
     def render(self, recipe: Recipe) -> Result:
         return self.composer.render(recipe)
@@ -224,19 +294,31 @@ class Handlers:
 
     # --- files --------------------------------------------------------------------
     @staticmethod
-    def save_outputs(result: Result, frames: list[np.ndarray]) -> tuple[str, str]:
-        """The GIF and the PNG of a run, in a fresh folder (Gradio serves copies;
-        folders older than an hour are removed)."""
+    def _run_folder() -> Path:
+        """A fresh folder for a run's files (Gradio serves copies; folders older than
+        an hour are removed)."""
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
         for old in RUNS_DIR.iterdir():
             if time.time() - old.stat().st_mtime > KEEP_SECONDS:
                 shutil.rmtree(old, ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
-        png = folder / "composition.png"
-        png.write_bytes(png_bytes(final_picture(result), result.recipe))
+        return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
+
+    @classmethod
+    def save_png(cls, result: Result, folder: Path | None = None) -> str:
+        """The final picture, upscaled (nearest), with the recipe in a text chunk;
+        named by model, sampler and seed."""
+        path = (folder or cls._run_folder()) / f"{file_stem(result.recipe)}.png"
+        path.write_bytes(png_bytes(enlarge(final_picture(result), EXPORT_SIDE), result.recipe))
+        return str(path)
+
+    @classmethod
+    def save_outputs(cls, result: Result, frames: list[np.ndarray]) -> tuple[str, str]:
+        """The GIF of the frames and the PNG of a run."""
+        folder = cls._run_folder()
+        png = cls.save_png(result, folder)
         gif = save_animation([display(f) for f in frames] + [display(final_picture(result))],
-                             folder / "denoising.gif")
-        return str(gif), str(png)
+                             folder / f"{file_stem(result.recipe)}_frames.gif")
+        return str(gif), png
 
     @staticmethod
     def recipe_from_upload(path: str | None) -> Recipe:

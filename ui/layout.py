@@ -3,6 +3,7 @@ ui.state; this module only connects components to it."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import time
@@ -12,7 +13,7 @@ import numpy as np
 
 from composer.facade import Composer, Frame
 from composer.media import MAX_PNG_BYTES
-from composer.recipe import MAX_CONCEPTS, OPERATORS, SAMPLERS, Recipe, RecipeError
+from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from ui import state
 from ui.handlers import (
     GENERIC_ERROR,
@@ -44,30 +45,104 @@ SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
                   "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
                   "hmc": "HMC (Metropolis)"}
-KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (× σ_t)",
-               "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
-               "line_points": "Line points (score-only Metropolis)"}
-RUN_HEADERS = ["run", "model", "operator", "sampler", "steps", "seed", "samples", "seconds",
-               "mean acceptance", "metrics"]
+RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
+               "evaluations", "acceptance", "metrics"]
+RUN_WIDTHS = ["4%", "11%", "8%", "8%", "6%", "6%", "7%", "8%", "9%", "8%", "25%"]
 COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
 
+# Generate, Stop and the status sit in a bar fixed to the bottom of the window, and on
+# wide screens the result column stays in view while the controls scroll: so the run
+# and the buttons are on screen together at any size.
 CSS = """
 .concept-row.muted { opacity: 0.45; }
 .concept-row { border-left: 3px solid var(--color-accent); padding-left: 4px; }
 #status .error, #model-status .error { color: var(--error-text-color, #b91c1c); }
+#action-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 100; margin: 0;
+  padding: 8px 16px; background: var(--background-fill-primary);
+  border-top: 1px solid var(--border-color-primary); box-shadow: 0 -2px 8px rgba(0,0,0,.08); }
+#action-bar #status { max-height: 4.5em; overflow-y: auto; }
+.gradio-container { padding-bottom: 110px !important; }
+@media (min-width: 1000px) {
+  #result-column { position: sticky; top: 8px; align-self: flex-start; }
+}
 """
+# Row buttons and checkboxes carry their row number for screen readers, and the
+# status line is a live region (Gradio has no parameter for either).
+ACCESSIBILITY_JS = """
+() => {
+  const name = () => {
+    document.querySelectorAll("button[id^='concept-']").forEach(button => {
+      const m = button.id.match(/^concept-(\\d+)-(up|down|duplicate|mute|remove)$/);
+      if (m) button.setAttribute("aria-label", `Row ${m[1]}: ${button.innerText.trim()}`);
+    });
+    document.querySelectorAll("[id^='concept-'][id$='-not'] input").forEach(box => {
+      const m = box.closest("[id$='-not']").id.match(/^concept-(\\d+)-not$/);
+      if (m) box.setAttribute("aria-label", `Row ${m[1]}: NOT`);
+    });
+    const status = document.getElementById("status");
+    if (status && !status.hasAttribute("aria-live")) {
+      status.setAttribute("role", "status");
+      status.setAttribute("aria-live", "polite");
+    }
+    const link = document.querySelector("#share-link textarea");
+    if (link) link.setAttribute("aria-label", "Link to this recipe");
+  };
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  name();
+}
+"""
+# Before a run is checked: the labels of number boxes whose text the browser could not
+# read as a number ("NaN", "1e999", "1,5"), which it would otherwise send as empty.
+UNREADABLE_JS = """
+(...values) => {
+  const bad = [];
+  document.querySelectorAll("input[type=number]").forEach(box => {
+    const text = box.value;
+    if (box.validity.badInput || (text !== "" && !Number.isFinite(Number(text)))) {
+      const block = box.closest(".block");
+      const label = block && block.querySelector("[data-testid='block-info']");
+      bad.push(label ? label.innerText.trim() : (box.getAttribute("aria-label") || "A number box"));
+    }
+  });
+  values[values.length - 1] = JSON.stringify([...new Set(bad)]);
+  return values;
+}
+"""
+# After Generate: bring the preview on screen if it is not (phones stack it below the form).
+REVEAL_JS = """
+() => {
+  const preview = document.getElementById("preview");
+  const bar = document.getElementById("action-bar");
+  if (!preview) return;
+  const box = preview.getBoundingClientRect();
+  const bottom = window.innerHeight - (bar ? bar.offsetHeight : 0);
+  if (box.top < 0 || box.bottom > bottom) preview.scrollIntoView({block: "start"});
+}
+"""
+CLICK_GENERATE_JS = "() => document.getElementById('generate').click()"
 
 
 def launch_kwargs() -> dict:
     """Appearance arguments that Gradio 6 takes in launch(), and the upload cap."""
-    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_PNG_BYTES}
+    return {"css": CSS, "js": ACCESSIBILITY_JS, "theme": gr.themes.Soft(),
+            "max_file_size": MAX_PNG_BYTES}
 
 
 def default_samples(info: dict) -> int:
     """A useful first batch: a cloud of points in 2D, a small grid of shapes, one SD image."""
     return min({"toy2d": 1000, "shapes": 4}.get(info["family"], 1), info["max_samples"])
+
+
+def default_text(value) -> str:
+    """A box's placeholder: 'default 1.0', or per sampler 'default 0.4 (ula, uhmc), 1.0 (…)'."""
+    if not isinstance(value, dict):
+        return f"default {value}"
+    groups: dict = {}
+    for name, v in value.items():
+        groups.setdefault(v, []).append(name)
+    return "default " + ", ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
 
 
 def error_markdown(message: str) -> str:
@@ -91,27 +166,44 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         info_state = gr.State(None)
         frames_state = gr.State(None)
         runs_state = gr.State([])
+        autorun_state = gr.State(False)
         share_token = gr.Textbox(visible=False)
+        unreadable = gr.Textbox(visible=False)
 
         gr.Markdown("# Composable diffusion explorer\n"
                     "Compose concepts with **AND** / **NOT** (Composable Diffusion) or energy "
                     "**product** / **mixture** (Reduce, Reuse, Recycle), pick a sampler, and watch "
                     "the sample form step by step.")
+        # What a link, an import or an example did to the form: at the top, where a
+        # visitor who opened a link looks first (runs report on the status line).
+        notice = gr.Markdown("", elem_id="notice")
+        # First in the page (and in Tab order), fixed to the bottom of the window by CSS.
+        with gr.Row(elem_id="action-bar", equal_height=True):
+            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate",
+                                     scale=0, min_width=130)
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=0, min_width=90)
+            status = gr.Markdown("", elem_id="status")
         with gr.Row():
             with gr.Column(scale=5):
                 with gr.Group():
                     with gr.Row():
-                        model_dd = gr.Dropdown(H.composer.model_names(), label="Model",
+                        model_dd = gr.Dropdown(H.available_models(), label="Model",
                                                elem_id="model", scale=2)
                         sd_box = gr.Textbox(label="…or a Stable Diffusion hub id / folder",
                                             placeholder="org/name or /path/to/checkpoint",
                                             elem_id="sd-model", scale=2)
                         load_btn = gr.Button("Load", elem_id="load-model", scale=0, min_width=80)
                     model_status = gr.Markdown("Loading the default model…", elem_id="model-status")
+                examples = H.examples()
+                example_set = gr.Dataset(components=[gr.Textbox(visible=False)],
+                                         samples=[[state.example_label(p)] for p, _ in examples],
+                                         label="Examples (model in brackets)", type="index",
+                                         elem_id="examples", visible=bool(examples))
 
                 gr.Markdown("### Concepts")
 
-                @gr.render(inputs=[rows_state, info_state])
+                # Rows re-render when the rows change; a model switch changes them too.
+                @gr.render(inputs=[rows_state, info_state], triggers=[rows_state.change])
                 def render_rows(rows, info):
                     choices = (info or {}).get("choices")
                     for n, row in enumerate(rows, 1):
@@ -124,17 +216,21 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                         info="and: Composable Diffusion; product/mixture: "
                                              "energy composition (mixture needs an energy model)",
                                         elem_id="operator")
+                    negation = gr.Radio(list(NEGATIONS), value="ratio", label="NOT form (product)",
+                                        info="ratio: RRR's q₁^(1+β)/q₂^β; bounded: each NOT "
+                                             "term capped (needs an energy model)",
+                                        elem_id="negation", visible=False)
                     scale = gr.Number(None, label="Global scale α", placeholder="model default",
                                       elem_id="scale")
                 with gr.Row():
                     sampler = gr.Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
                                           label="Sampler", elem_id="sampler")
-                    steps = gr.Number(None, label="Steps", precision=0, placeholder="model default",
+                    steps = gr.Number(None, label="Steps", placeholder="model default",
                                       elem_id="steps")
                 with gr.Row(equal_height=True):
-                    seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                    seed = gr.Number(0, label="Seed", elem_id="seed")
                     dice = gr.Button("Random seed", elem_id="random-seed", scale=0, min_width=120)
-                    num_samples = gr.Number(1, label="Samples", precision=0, elem_id="num-samples")
+                    num_samples = gr.Number(1, label="Samples", elem_id="num-samples")
                 with gr.Accordion("Sampler knobs (empty = model default)", open=False,
                                   elem_id="knobs"):
                     scheduler = gr.Dropdown(["ddpm", "ddim"], value="ddpm",
@@ -142,13 +238,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                             elem_id="scheduler")
                     with gr.Row():
                         knobs = {k: gr.Number(None, label=label, elem_id=f"knob-{k}",
-                                              placeholder="model default",
-                                              precision=0 if k in state.INTEGER_KNOBS else None)
-                                 for k, label in KNOB_LABELS.items()}
-                with gr.Row():
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                status = gr.Markdown("", elem_id="status")
+                                              placeholder="model default")
+                                 for k, label in state.KNOB_LABELS.items()}
 
                 with gr.Accordion("Share and import", open=True):
                     with gr.Row():
@@ -166,20 +257,16 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                             png_in = gr.File(label="…or drop a PNG saved by this app",
                                              file_types=[".png"], type="filepath",
                                              elem_id="png-import", height=90)
-                    examples = state.example_files()
-                    example_set = gr.Dataset(components=[gr.Textbox(visible=False)],
-                                             samples=[[state.example_label(p)] for p in examples],
-                                             label="Examples", type="index", elem_id="examples",
-                                             visible=bool(examples))
 
-            with gr.Column(scale=6), gr.Tabs():
+            with gr.Column(scale=6, elem_id="result-column"), gr.Tabs():
                 with gr.Tab("Generate", id="tab-generate"):
+                    progress = gr.HTML("", elem_id="progress")
                     preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview",
-                                       format="png", interactive=False, height=380)
+                                       format="png", interactive=False, height=380,
+                                       alt_text="The composition's predicted clean sample")
                     with gr.Row():
                         show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead",
                                               elem_id="show-xt")
-                    progress = gr.HTML("", elem_id="progress")
                     frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
                                              elem_id="frame-slider", visible=False)
                     gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
@@ -194,118 +281,166 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     metrics_md = gr.Markdown("", elem_id="metrics")
                     with gr.Row():
                         gif_file = gr.File(label="Animation (GIF)", elem_id="gif-file",
-                                           interactive=False)
+                                           interactive=False, visible=False)
                         png_file = gr.File(label="PNG with recipe", elem_id="png-file",
-                                           interactive=False)
+                                           interactive=False, visible=False)
                 with gr.Tab("Compare samplers", id="tab-compare"):
                     compare_choices = gr.CheckboxGroup(
                         [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
-                        label="Samplers (2–4), same recipe and seed", elem_id="compare-samplers")
+                        label=f"Samplers (2–{COMPARE_SLOTS}), same recipe and seed",
+                        elem_id="compare-samplers")
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Row():
                         compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
                                                    interactive=False, elem_id=f"compare-{k + 1}",
-                                                   visible=k < 2)
+                                                   visible=k < 2, alt_text=f"Sampler {k + 1}")
                                           for k in range(COMPARE_SLOTS)]
                     compare_status = gr.Markdown("", elem_id="compare-status")
+                    compare_files = gr.File(label="PNGs with recipes", file_count="multiple",
+                                            elem_id="compare-files", interactive=False,
+                                            visible=False)
                 with gr.Tab("Runs", id="tab-runs"):
                     runs_table = gr.Dataframe(headers=RUN_HEADERS, elem_id="runs",
-                                              interactive=False, wrap=True)
+                                              interactive=False, wrap=True,
+                                              column_widths=RUN_WIDTHS)
 
-        settings_inputs = [info_state, operator, scale, sampler, scheduler, *knobs.values(),
-                           steps, seed, num_samples]
-        apply_outputs = [rows_state, info_state, model_dd, model_status, operator, scale,
-                         sampler, scheduler, *knobs.values(), steps, seed, num_samples, status]
+        settings_inputs = [info_state, operator, negation, scale, sampler, scheduler,
+                           *knobs.values(), steps, seed, num_samples]
+        result_outputs = [preview, *concept_images, progress, frames_state, frame_slider,
+                          metrics_md, gif_file, png_file]
+        apply_outputs = [rows_state, info_state, model_dd, model_status, operator, negation, scale,
+                         sampler, scheduler, *knobs.values(), steps, seed, num_samples,
+                         autorun_state, notice, *result_outputs]
 
         # --- model ------------------------------------------------------------------
         def model_updates(info: dict, values: state.Settings | None) -> list:
             """Updates for model-dependent widgets; values=None resets to defaults."""
             ops = [o for o in OPERATORS if o != "mixture" or info["has_energy"]]
+            forms = [f for f in NEGATIONS if f == "ratio" or info["has_energy"]]
             d = info["defaults"]
             s = values or state.Settings(model=info["name"], num_samples=default_samples(info))
-            op = s.operator if s.operator in ops else "and"
-            names = H.composer.model_names()
+            names = H.available_models()
             if info["name"] not in names:
                 names.append(info["name"])
             return [gr.update(choices=names, value=info["name"]),
                     model_summary(info),
-                    gr.update(choices=ops, value=op),
+                    gr.update(choices=ops, value=s.operator if s.operator in ops else "and"),
+                    gr.update(choices=forms, value=s.negation if s.negation in forms else "ratio",
+                              visible=s.operator == "product"),
                     gr.update(value=s.scale, placeholder=f"default {d.get('scale', '')}"),
                     s.sampler, s.scheduler,
-                    *[gr.update(value=getattr(s, k), placeholder=f"default {d.get(k, '')}")
+                    *[gr.update(value=getattr(s, k), placeholder=default_text(d.get(k, "")))
                       for k in knobs],
                     gr.update(value=s.steps, placeholder=f"default {d.get('steps', '')}"),
                     s.seed, s.num_samples]
 
-        def apply_recipe(recipe: Recipe, note: str = "") -> list:
+        def changes(recipe: Recipe, info: dict) -> list[str]:
+            """What of a restored recipe this model cannot honour, in plain words."""
+            said = []
+            if recipe.operator == "mixture" and not info["has_energy"]:
+                said.append(f"{info['name']} has no energies, so operator 'mixture' was "
+                            f"changed to 'and'")
+            if recipe.negation == "bounded" and not info["has_energy"]:
+                said.append(f"{info['name']} has no energies, so the bounded NOT form was "
+                            f"changed to 'ratio'")
+            return said
+
+        def apply_recipe(recipe: Recipe, note: str, autorun: bool) -> list:
+            """Every form widget from the recipe, and the old result cleared."""
             info = H.info(recipe.model)
-            rows = state.rows_from_concepts(recipe.concepts)
-            return [rows, info, *model_updates(info, state.settings_from_recipe(recipe)), note]
+            said = changes(recipe, info)
+            if said:
+                message = f"{note} Not as saved: {'; '.join(said)}."
+                gr.Warning(message)
+                note = error_markdown(message)
+            return [state.rows_from_concepts(recipe.concepts), info,
+                    *model_updates(info, state.settings_from_recipe(recipe)),
+                    autorun and not said and H.fast(recipe), note, *cleared()]
 
         def apply_default(note: str = "") -> list:
             info = H.info(H.default_model())
-            return [H.default_rows(info), info, *model_updates(info, None), note]
+            recipe = H.default_recipe(info)
+            if recipe is not None:
+                return apply_recipe(recipe, note, autorun=True)
+            return [H.default_rows(info), info, *model_updates(info, None), False, note,
+                    *cleared()]
+
+        def cleared() -> list:
+            """The result area emptied: a new model or recipe makes the old result stale."""
+            return [None, *[gr.update(visible=False, value=None)] * MAX_CONCEPTS, "", None,
+                    gr.update(visible=False), "", gr.update(visible=False, value=None),
+                    gr.update(visible=False, value=None)]
 
         def on_load(request: gr.Request):
-            token = request.query_params.get("recipe") if request else None
-            if token:
-                try:
-                    return apply_recipe(state.recipe_from_token(token),
-                                        "Recipe restored from the link.")
-                except Exception as err:  # noqa: BLE001 - shown, then the default
-                    log.warning("cannot restore shared recipe: %s", err)
-                    return apply_default(error_markdown(f"Could not restore the shared recipe: {err}"))
-            return apply_default()
+            params = request.query_params if request else {}
+            if "recipe" not in params:
+                return apply_default()
+            try:
+                recipe = state.recipe_from_token(params.get("recipe"))
+            except RecipeError as err:
+                log.warning("cannot restore shared recipe: %s", err)
+                gr.Warning(str(err))
+                return apply_default(error_markdown(str(err)))
+            hint = "Recipe restored from the link."
+            if not H.fast(recipe):
+                hint += " Press Generate to render it."
+            return apply_recipe(recipe, hint, autorun=True)
 
-        demo.load(guard(on_load), None, apply_outputs, api_visibility=PRIVATE)
+        def autorun(flag, rows, info, *values):
+            """Render at once what a page opened on, when it is cheap; else nothing."""
+            if not flag:
+                return "", gr.skip(), ""
+            return prepare(rows, info, *values, "[]")
 
         def on_model(name, rows, info):
             try:
                 new = H.info(name)
             except Exception as err:  # noqa: BLE001 - shown by the picker
-                gr.Warning(f"Could not load model {name!r}: {err}")
-                keep = info["name"] if info else None
-                return [gr.skip(), gr.skip(), gr.update(value=keep),
-                        error_markdown(f"Could not load model {name!r}: {err}"),
+                message = f"Could not load model {name!r}: {state.plain(str(err))}"
+                gr.Warning(message)
+                keep = model_summary(info) + "\n\n" if info else ""
+                return [gr.skip(), gr.skip(), gr.update(value=info["name"] if info else None),
+                        keep + error_markdown(message),
                         *[gr.skip()] * (len(apply_outputs) - 4)]
+            recipe = H.default_recipe(new)
+            if recipe is not None:  # the model's own example: rows, sampler and seed
+                return apply_recipe(recipe, f"Switched to {new['name']}: its example recipe.",
+                                    autorun=True)
             if new["choices"]:
                 rows = [dict(r, text=r["text"] if r["text"] in new["choices"]
                              else new["choices"][i % len(new["choices"])])
                         for i, r in enumerate(rows)] or H.default_rows(new)
             elif info and info.get("choices"):  # from 2D concepts to free text
                 rows = H.default_rows(new)
-            return [rows, new, *model_updates(new, None), ""]
+            return [rows, new, *model_updates(new, None), False, "", *cleared()]
 
         def loading(name):
             return f"Loading **{name}**…"
 
-        model_dd.input(loading, model_dd, model_status, queue=False, api_visibility=PRIVATE).then(
-            guard(on_model), [model_dd, rows_state, info_state], apply_outputs,
-            api_visibility=PRIVATE)
-        sd_box.submit(loading, sd_box, model_status, queue=False, api_visibility=PRIVATE).then(
-            guard(on_model), [sd_box, rows_state, info_state], apply_outputs,
-            api_visibility=PRIVATE)
-        load_btn.click(loading, sd_box, model_status, queue=False, api_visibility=PRIVATE).then(
-            guard(on_model), [sd_box, rows_state, info_state], apply_outputs,
-            api_visibility=PRIVATE)
+        autorun_inputs = [autorun_state, rows_state, *settings_inputs]
 
         # --- rows -------------------------------------------------------------------
         def add_row(rows, info):
-            if len(rows) >= MAX_CONCEPTS:
-                gr.Warning(f"At most {MAX_CONCEPTS} concepts.")
             default = (info or {}).get("choices") or [""]
             return state.row_action(rows, "add", default_text=default[len(rows) % len(default)])
 
         add_btn.click(add_row, [rows_state, info_state], rows_state, api_visibility=PRIVATE)
+        rows_state.change(lambda rows: gr.update(interactive=len(rows) < MAX_CONCEPTS),
+                          rows_state, add_btn, queue=False, api_visibility=PRIVATE)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, queue=False,
                    api_visibility=PRIVATE)
+        operator.change(lambda op: gr.update(visible=op == "product",
+                                             **({} if op == "product" else {"value": "ratio"})),
+                        operator, negation, queue=False, api_visibility=PRIVATE)
 
         # --- generate ---------------------------------------------------------------
         def prepare(rows, info, *values):
-            """Validate the page into recipe JSON; problems go to the status line."""
+            """Validate the page into recipe JSON; problems go to the status line.
+            The last value lists the number boxes the browser could not read."""
+            *values, bad = values
             settings = state.Settings(info["name"] if info else "", *values)
             try:
-                recipe = H.recipe(rows, info, settings)
+                recipe = H.recipe(rows, info, settings, json.loads(bad or "[]"))
             except Exception as err:
                 if not isinstance(err, (RecipeError, ValueError)):
                     log.exception("unexpected error while checking the recipe")
@@ -324,106 +459,119 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             recipe = Recipe.from_json(recipe_text)
             labels = [f"Row {n}: {concept_label(c)}"
                       for n, c in enumerate(recipe.concepts, 1) if not c.muted]
-            frames, start, result = [], time.time(), None
+            frames: list[dict] = []
+            live = {"labels": labels, "frames": frames, "total": None, "done": False}
+            # The last run's result goes before the first step, so nothing stale stays.
+            yield {frames_state: live, frame_slider: gr.update(visible=False),
+                   gif_file: gr.update(visible=False, value=None),
+                   png_file: gr.update(visible=False, value=None), metrics_md: "",
+                   progress: progress_html(0, 1, " · starting")}
+            compute, result = 0.0, None
             try:
-                for item in H.stream(recipe):
+                for item, compute in timed(H.stream(recipe)):
                     if isinstance(item, Frame):
                         frames.append({"preview": item.preview, "noisy": item.noisy,
                                        "concepts": item.concepts})
+                        live["total"] = item.total
                         extra = ("" if item.acceptance is None
                                  else f" · acceptance {item.acceptance:.0%}")
-                        update = {preview: display(item.noisy if show_noisy else item.preview),
-                                  **_thumbs(concept_images, item.concepts, labels),
-                                  progress: progress_html(item.index + 1, item.total, extra)}
-                        if item.index == 0:  # the last run's frames are gone from here on
-                            update[frames_state] = None
-                        yield update
+                        yield {preview: display(item.noisy if show_noisy else item.preview),
+                               **_thumbs(concept_images, item.concepts, labels),
+                               progress: progress_html(item.index + 1, item.total, extra),
+                               frames_state: live}
                     else:
                         result = item
             except ValueError as err:  # Recipe/ComposerError, or a setting the scheduler refuses
-                yield {status: error_markdown(str(err))}
+                yield {status: error_markdown(state.plain(str(err)))}
                 raise
-            seconds = time.time() - start
             final = final_picture(result)
             frames.append({"preview": final, "noisy": final, "concepts": frames[-1]["concepts"]})
+            live["done"] = True
             gif, png = H.save_outputs(result, [f["preview"] for f in frames[:-1]])
             accept = [f.acceptance for f in result.frames if f.acceptance is not None]
-            runs = (runs or []) + [_run_row(len(runs or []) + 1, result, seconds, accept)]
+            evaluations = H.composer.cost(result.recipe)
+            runs = (runs or []) + [_run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
             yield {preview: display(final),
-                   frames_state: {"labels": labels, "frames": frames},
+                   frames_state: live,
                    frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
                                            value=len(frames)),
                    progress: progress_html(len(result.frames), len(result.frames),
-                                           f" · done in {seconds:.1f} s"),
+                                           f" · done in {compute:.1f} s"),
                    metrics_md: _metrics_md(result, accept),
-                   gif_file: gif, png_file: png,
+                   gif_file: gr.update(value=gif, visible=True),
+                   png_file: gr.update(value=png, visible=True),
                    runs_state: runs, runs_table: _runs_value(runs),
-                   status: f"Done: {len(result.frames)} steps in {seconds:.1f} s.{notes}"}
+                   status: f"Done: {len(result.frames)} steps in {compute:.1f} s "
+                           f"({evaluations:,} network evaluations).{notes}"}
 
         run_outputs = [preview, *concept_images, progress, frames_state, frame_slider, metrics_md,
                        gif_file, png_file, runs_state, runs_table, status]
-        gen_event = generate_btn.click(
-            prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
-            concurrency_limit=None, api_visibility=PRIVATE).then(
-            None, share_token, share_link, js=SHARE_JS).then(
-            run, [recipe_json, show_xt, runs_state], run_outputs, api_name="generate",
-            concurrency_id=GPU_GROUP, concurrency_limit=1, show_progress="minimal")
+        scrub_outputs = [preview, *concept_images, progress]
 
         def scrub(index, frames, show_noisy):
-            if not frames:
-                return {}
+            if not frames or not frames["frames"]:
+                return [gr.skip()] * len(scrub_outputs)
             items = frames["frames"]
             i = int(min(max(index or 1, 1), len(items))) - 1
             item = items[i]
-            caption = "final" if i == len(items) - 1 else f"step {i + 1}"
-            return {preview: display(item["noisy"] if show_noisy else item["preview"]),
-                    **_thumbs(concept_images, item["concepts"], frames["labels"]),
-                    progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
-                              f"({caption})</div>"}
+            caption = "final" if frames["done"] and i == len(items) - 1 else f"step {i + 1}"
+            thumbs = _thumbs(concept_images, item["concepts"], frames["labels"])
+            return [display(item["noisy"] if show_noisy else item["preview"]),
+                    *[thumbs[slot] for slot in concept_images],
+                    f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
 
-        frame_slider.change(scrub, [frame_slider, frames_state, show_xt],
-                            [preview, *concept_images, progress], queue=False,
-                            api_visibility=PRIVATE)
-        show_xt.change(scrub, [frame_slider, frames_state, show_xt],
-                       [preview, *concept_images, progress], queue=False,
-                       api_visibility=PRIVATE)
+        def stopped(frames):
+            """Stop as a state: where the run stopped, its frames left to scrub."""
+            if not frames or frames["done"]:
+                return "Stopped.", gr.skip(), gr.skip()
+            count, total = len(frames["frames"]), frames["total"]
+            if not count:
+                return ("Stopped before the first step.", gr.update(visible=False),
+                        progress_html(0, 1, " · stopped"))
+            return (f"Stopped at step {count} / {total}. Move the Frame slider to look back.",
+                    gr.update(visible=True, minimum=1, maximum=count, value=count),
+                    f"<div id='progress-text'>Stopped at step {count} / {total}</div>")
 
         # --- compare ----------------------------------------------------------------
         @gpu
         @guard
         def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None):
-            """The same recipe and seed under 2-4 samplers, streamed side by side."""
+            """The same recipe and seed under 2-4 samplers, streamed side by side; each
+            reports its own compute time and network evaluations."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
                 yield {compare_status: gr.skip()}  # (yielding nothing would blank every output)
                 return
             recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []))
-            streams = [H.stream(r) for r in recipes]
-            pictures = [None] * len(recipes)
-            lines = [""] * len(recipes)
-            results, starts = [None] * len(recipes), [time.time()] * len(recipes)
-            seconds = [0.0] * len(recipes)
+            evaluations = [H.composer.cost(r) for r in recipes]
+            streams = [timed(H.stream(r)) for r in recipes]
+            pictures, lines = [None] * len(recipes), [""] * len(recipes)
+            results, seconds = [None] * len(recipes), [0.0] * len(recipes)
             live = set(range(len(recipes)))
+            yield {compare_files: gr.update(visible=False, value=None)}
             while live:
                 for k in sorted(live):
                     try:
-                        item = next(streams[k])
+                        item, seconds[k] = next(streams[k])
                     except StopIteration:
                         live.discard(k)
                         continue
-                    name = recipes[k].sampler.name
+                    name = SAMPLER_LABELS[recipes[k].sampler.name]
                     if isinstance(item, Frame):
                         pictures[k] = display(item.noisy if show_noisy else item.preview)
                         acc = "" if item.acceptance is None else f", acceptance {item.acceptance:.0%}"
                         lines[k] = f"**{name}**: step {item.index + 1}/{item.total}{acc}"
                     else:
                         results[k] = item
-                        seconds[k] = time.time() - starts[0]
                         pictures[k] = display(final_picture(item))
-                        m = metrics_text(item.metrics)
-                        lines[k] = f"**{name}**: done" + (f"; {m}" if m else "")
+                        accept = [f.acceptance for f in item.frames if f.acceptance is not None]
+                        lines[k] = (f"**{name}**: {seconds[k]:.1f} s compute, "
+                                    f"{evaluations[k]:,} network evaluations"
+                                    + (f", mean acceptance {np.mean(accept):.0%}" if accept else "")
+                                    + (f"; {metrics_text(item.metrics)}" if item.metrics else ""))
                 update = {img: gr.update(value=pictures[k], visible=True,
-                                         label=SAMPLER_LABELS[recipes[k].sampler.name])
+                                         label=SAMPLER_LABELS[recipes[k].sampler.name],
+                                         alt_text=f"Result of {recipes[k].sampler.name}")
                           for k, img in enumerate(compare_images[:len(recipes)])}
                 update.update({img: gr.update(visible=False)
                                for img in compare_images[len(recipes):]})
@@ -432,38 +580,39 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             runs = list(runs or [])
             for k, result in enumerate(results):
                 accept = [f.acceptance for f in result.frames if f.acceptance is not None]
-                runs.append(_run_row(len(runs) + 1, result, seconds[k], accept))
+                runs.append(_run_row(len(runs) + 1, result, seconds[k], evaluations[k], accept))
+            files = [H.save_png(result) for result in results]
             yield {runs_state: runs, runs_table: _runs_value(runs),
+                   compare_files: gr.update(value=files, visible=True),
                    status: f"Compared {', '.join(r.sampler.name for r in recipes)}."}
 
-        compare_event = compare_btn.click(
-            prepare, [rows_state, *settings_inputs], [recipe_json, status, share_token],
-            concurrency_limit=None, api_visibility=PRIVATE).then(
-            None, share_token, share_link, js=SHARE_JS).then(
-            compare, [recipe_json, compare_choices, show_xt, runs_state],
-            [*compare_images, compare_status, runs_state, runs_table, status], api_name="compare",
-            concurrency_id=GPU_GROUP, concurrency_limit=1, show_progress="minimal")
-        stop_btn.click(None, None, None, cancels=[gen_event, compare_event])
+        def limit_compare(chosen):
+            if len(chosen or []) <= COMPARE_SLOTS:
+                return gr.skip()
+            gr.Warning(f"Compare takes up to {COMPARE_SLOTS} samplers; untick one first.")
+            return chosen[:COMPARE_SLOTS]
+
+        compare_choices.input(limit_compare, compare_choices, compare_choices, queue=False,
+                              api_visibility=PRIVATE)
 
         # --- share and import -----------------------------------------------------------
         def share(rows, info, *values):
             recipe_text, message, token = prepare(rows, info, *values)
             return recipe_text or gr.skip(), (message if not token else "Link ready."), token
 
-        share_btn.click(share, [rows_state, *settings_inputs], [recipe_json, status, share_token],
-                        api_visibility=PRIVATE).then(None, share_token, share_link, js=SHARE_JS)
-
         def import_json(text):
             if not (text or "").strip():
                 raise RecipeError("recipe: paste a recipe JSON first")
-            return apply_recipe(Recipe.from_json(text), "Recipe imported from JSON.")
+            return apply_recipe(Recipe.from_json(text), "Recipe imported from JSON.", autorun=False)
 
         def import_png(path):
-            return apply_recipe(H.recipe_from_upload(path), "Recipe imported from the PNG.")
+            return apply_recipe(H.recipe_from_upload(path), "Recipe imported from the PNG.",
+                                autorun=False)
 
         def import_example(index):
-            return apply_recipe(Recipe.from_json(examples[index].read_text()),
-                                f"Example loaded: {state.example_label(examples[index])}.")
+            path, recipe = examples[index]
+            return apply_recipe(recipe, f"Example loaded: {state.example_label(path)}.",
+                                autorun=True)
 
         def soft(fn):
             """Import errors go to the status line (and a toast), leaving the page as it was."""
@@ -472,18 +621,68 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 try:
                     return fn(*args)
                 except Exception as err:
-                    message = str(err)
+                    message = state.plain(str(err))
                     if not isinstance(err, ValueError):  # Recipe/Composer/ModelError are
                         log.exception("unexpected error in %s", fn.__name__)
                         message = GENERIC_ERROR
                     gr.Warning(message.splitlines()[0])
-                    return [gr.skip()] * (len(apply_outputs) - 1) + [error_markdown(message)]
+                    skips = [gr.skip()] * len(apply_outputs)
+                    skips[apply_outputs.index(notice)] = error_markdown(message)
+                    skips[apply_outputs.index(autorun_state)] = False
+                    return skips
             return call
 
+        # --- wiring -------------------------------------------------------------------
+        # Everything that can start a run goes through prepare (the page -> recipe JSON),
+        # then run. A page that opens, a model switch and an example render at once.
+        def then_run(event, api_name=None):
+            visibility = {"api_name": api_name} if api_name else {"api_visibility": PRIVATE}
+            return event.then(None, share_token, share_link, js=SHARE_JS).then(
+                run, [recipe_json, show_xt, runs_state], run_outputs, concurrency_id=GPU_GROUP,
+                concurrency_limit=1, show_progress="minimal", **visibility)
+
+        def then_autorun(event):
+            return then_run(event.then(autorun, autorun_inputs, [recipe_json, status, share_token],
+                                       api_visibility=PRIVATE))
+
+        page_inputs = [rows_state, *settings_inputs, unreadable]
+        generate_btn.click(None, js=REVEAL_JS)
+        gen_event = then_run(generate_btn.click(
+            prepare, page_inputs, [recipe_json, status, share_token], js=UNREADABLE_JS,
+            concurrency_limit=None, api_visibility=PRIVATE), api_name="generate")
+        opened = demo.load(guard(on_load), None, apply_outputs, api_visibility=PRIVATE)
+        auto_events = [then_autorun(opened)]
+        for trigger, source in ((model_dd.input, model_dd), (sd_box.submit, sd_box),
+                                (load_btn.click, sd_box)):
+            switched = trigger(loading, source, model_status, queue=False,
+                               api_visibility=PRIVATE).then(
+                guard(on_model), [source, rows_state, info_state], apply_outputs,
+                api_visibility=PRIVATE)
+            auto_events.append(then_autorun(switched))
+        auto_events.append(then_autorun(example_set.click(
+            soft(import_example), example_set, apply_outputs, api_visibility=PRIVATE)))
         apply_btn.click(soft(import_json), recipe_json, apply_outputs, api_visibility=PRIVATE)
         png_in.upload(soft(import_png), png_in, apply_outputs, api_visibility=PRIVATE)
-        example_set.click(soft(import_example), example_set, apply_outputs,
-                          api_visibility=PRIVATE)
+
+        frame_slider.change(scrub, [frame_slider, frames_state, show_xt], scrub_outputs,
+                            queue=False, api_visibility=PRIVATE)
+        show_xt.change(scrub, [frame_slider, frames_state, show_xt], scrub_outputs, queue=False,
+                       api_visibility=PRIVATE)
+
+        compare_event = compare_btn.click(
+            prepare, page_inputs, [recipe_json, status, share_token], js=UNREADABLE_JS,
+            concurrency_limit=None, api_visibility=PRIVATE).then(
+            None, share_token, share_link, js=SHARE_JS).then(
+            compare, [recipe_json, compare_choices, show_xt, runs_state],
+            [*compare_images, compare_status, compare_files, runs_state, runs_table, status],
+            api_name="compare", concurrency_id=GPU_GROUP, concurrency_limit=1,
+            show_progress="minimal")
+        stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
+                       cancels=[gen_event, compare_event, *auto_events], queue=False,
+                       api_visibility=PRIVATE)
+        share_btn.click(share, page_inputs, [recipe_json, status, share_token],
+                        js=UNREADABLE_JS, api_visibility=PRIVATE).then(
+            None, share_token, share_link, js=SHARE_JS)
 
         # --- API --------------------------------------------------------------------
         @gpu
@@ -494,8 +693,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             PNG data URIs, evenly spaced], "points": [[x, y], ...] or null (2D models),
             "metrics": {...}, "verdicts": [per sample: {"rows": [{"row", "text", "negate",
             "holds"}], "clean", "correct"}] (models with a judge, else []), "notes": [...]}."""
+            try:
+                count = int(frames)
+            except (TypeError, ValueError):
+                raise RecipeError(f"frames: must be a whole number, got {frames!r:.40}") from None
             result = H.render(Recipe.from_json(recipe))
-            picks = spread([f.preview for f in result.frames], int(frames))
+            picks = spread([f.preview for f in result.frames], count)
             return {"recipe": result.recipe.to_dict(),
                     "images": [data_uri(im) for im in result.images],
                     "frames": [data_uri(im) for im in picks],
@@ -507,6 +710,20 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         gr.api(render, api_name="render", concurrency_id=GPU_GROUP, concurrency_limit=1)
 
     return demo
+
+
+def timed(stream):
+    """(item, seconds spent computing so far) for each item: the time inside the
+    stream only, not the time its consumer spends streaming to the browser."""
+    total = 0.0
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(stream)
+        except StopIteration:
+            return
+        total += time.perf_counter() - start
+        yield item, total
 
 
 # --- row rendering (called inside @gr.render) -------------------------------------
@@ -525,7 +742,7 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
                                   elem_id=f"concept-{n}-text", key=f"{rid}-text-free", scale=4,
                                   max_length=400, interactive=True)
             weight = gr.Slider(0, 10, step=0.05, value=row["beta"] if row["negate"] else row["weight"],
-                               label=_weight_label(row["negate"]), elem_id=f"concept-{n}-weight",
+                               label=_weight_label(n, row["negate"]), elem_id=f"concept-{n}-weight",
                                key=f"{rid}-weight", scale=3, interactive=True)
             negate = gr.Checkbox(row["negate"], label="NOT", elem_id=f"concept-{n}-not",
                                  key=f"{rid}-not", scale=0, min_width=80,
@@ -545,24 +762,36 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
         _row(rows, rid)["text"] = value or ""
 
     def set_weight(value, rows, rid=rid):
+        """Keeps what the box shows, in range or not: the recipe refuses what it cannot run."""
         r = _row(rows, rid)
         if r:
-            r["beta" if r["negate"] else "weight"] = float(value)
+            r["beta" if r["negate"] else "weight"] = _number_or_text(value)
 
-    def set_negate(value, rows, rid=rid):
+    def set_negate(value, rows, rid=rid, n=n):
         r = _row(rows, rid)
         if not r:
             return gr.skip()
         r["negate"] = bool(value)
         return gr.update(value=r["beta"] if r["negate"] else r["weight"],
-                         label=_weight_label(r["negate"]))
+                         label=_weight_label(n, r["negate"]))
 
     text.change(set_text, [text, rows_state], None, queue=False)
-    weight.change(set_weight, [weight, rows_state], None, queue=False)
+    if not choices:  # Enter in a prompt runs Generate, once the text has reached the server
+        text.submit(set_text, [text, rows_state], None, queue=False).then(
+            None, js=CLICK_GENERATE_JS)
+    # Unprocessed: Gradio would clamp or reject an out-of-range value before we see it.
+    weight.change(set_weight, [weight, rows_state], None, queue=False, preprocess=False)
     negate.input(set_negate, [negate, rows_state], weight, queue=False)
     for action, button in buttons.items():
         button.click(lambda rows, action=action, rid=rid: state.row_action(rows, action, rid),
                      rows_state, rows_state)
+
+
+def _number_or_text(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _row(rows: list[dict], rid: str) -> dict:
@@ -572,21 +801,31 @@ def _row(rows: list[dict], rid: str) -> dict:
         return {}
 
 
-def _weight_label(negate: bool) -> str:
-    return "β (NOT strength)" if negate else "AND weight w"
+def _weight_label(n: int, negate: bool) -> str:
+    return f"Row {n} · β (NOT strength)" if negate else f"Row {n} · AND weight w"
 
 
 def _thumbs(slots, pictures, labels) -> dict:
     """Updates for the per-concept image slots: one per active row, the rest hidden."""
-    shown = {slot: gr.update(value=display(p, THUMB_SIDE), label=label, visible=True)
+    shown = {slot: gr.update(value=display(p, THUMB_SIDE), label=label, visible=True,
+                             alt_text=f"{label}: this row's own prediction")
              for slot, p, label in zip(slots, pictures, labels)}
     return {**shown, **{slot: gr.update(visible=False) for slot in slots[len(shown):]}}
 
 
-def _run_row(number: int, result, seconds: float, accept: list) -> list:
+def _run_row(number: int, result, seconds: float, evaluations: int, accept: list) -> list:
     r = result.recipe
-    return [number, r.model, r.operator, r.sampler.name, r.steps, r.seed, r.num_samples, round(seconds, 2),
-            round(float(np.mean(accept)), 3) if accept else "", metrics_text(result.metrics)]
+    return [number, r.model, r.operator, r.sampler.name, r.steps, r.seed, r.num_samples,
+            round(seconds, 2), evaluations, round(float(np.mean(accept)), 3) if accept else "",
+            _verdict_summary(result) or metrics_text(result.metrics)]
+
+
+def _verdict_summary(result) -> str:
+    """'3 of 4 correct' for models with a judge, else ''."""
+    if "correct" not in result.metrics:
+        return ""
+    n = result.recipe.num_samples
+    return f"{round(result.metrics['correct'] * n)} of {n} correct (judge)"
 
 
 def _verdict_line(number: int, verdict: dict) -> str:

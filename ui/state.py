@@ -19,6 +19,17 @@ from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerS
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
 INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
+KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (× σ_t)",
+               "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
+               "line_points": "Line points (score-only Metropolis)"}
+# Recipe paths as the page labels them, so a message points at the box to fix.
+FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps",
+                "scale": "Global scale α", "operator": "Operator", "negation": "Negation form",
+                "sampler.name": "Sampler", "sampler.scheduler": "Reverse step between MCMC levels",
+                "concepts": "Concepts", "model": "Model",
+                **{f"sampler.{k}": label for k, label in KNOB_LABELS.items()}}
+ROW_FIELD_LABELS = {"text": "prompt", "weight": "AND weight", "beta": "β", "negate": "NOT",
+                    "muted": "mute"}
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "assets" / "recipes"
 
 _ids = itertools.count(1)
@@ -73,6 +84,7 @@ class Settings:
     """Everything outside the rows that a recipe records; None = model default."""
     model: str
     operator: str = "and"
+    negation: str = "ratio"
     scale: float | None = None
     sampler: str = "ddim"
     scheduler: str = "ddpm"
@@ -134,8 +146,32 @@ def unknown_words(text: str, vocabulary) -> list[str]:
     return [w for w in dict.fromkeys(words) if w not in known]
 
 
-def build_recipe(rows: list[dict], settings: Settings) -> Recipe:
-    """The recipe the page describes; RecipeError names the bad field or row."""
+def plain(message: str) -> str:
+    """A recipe error as the page says it: fields by their labels, rows 1-based
+    ('concepts[0].weight: ...' -> 'Row 1 AND weight: ...')."""
+    row = re.match(r"concepts\[(\d+)\]\.(\w+): ", message)
+    if row:
+        label = ROW_FIELD_LABELS.get(row.group(2), row.group(2))
+        return f"Row {int(row.group(1)) + 1} {label}: " + message[row.end():]
+    field = re.match(r"([\w.]+): ", message)
+    if field and field.group(1) in FIELD_LABELS:
+        return f"{FIELD_LABELS[field.group(1)]}: " + message[field.end():]
+    return message
+
+
+def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = ()) -> Recipe:
+    """Exactly the recipe the page shows, or a RecipeError in the page's words.
+
+    Nothing is rounded, clamped or filled in silently: a blank seed or sample
+    count, 3.7 as a seed, a weight outside its slider and a box the browser could
+    not read as a number (`unreadable`, their labels) are all refused. Blank
+    steps, scale and knobs mean the model's default, as their placeholders say."""
+    for label in unreadable:
+        raise RecipeError(f"{label}: not a number; type digits (for example 0.5 or 20)")
+    if _blank(settings.seed):
+        raise RecipeError("Seed: is empty; enter a whole number, or press Random seed")
+    if _blank(settings.num_samples):
+        raise RecipeError("Samples: is empty; enter how many samples to draw")
     concepts = []
     for n, row in enumerate(rows, 1):
         text = (row.get("text") or "").strip()
@@ -146,23 +182,27 @@ def build_recipe(rows: list[dict], settings: Settings) -> Recipe:
     knobs = {k: (_as_int(k, getattr(settings, k)) if k in INTEGER_KNOBS
                  else (None if _blank(getattr(settings, k)) else getattr(settings, k)))
              for k in KNOBS}
-    seed = _as_int("seed", settings.seed)
-    samples = _as_int("num_samples", settings.num_samples)
-    return Recipe(
-        model=settings.model,
-        concepts=tuple(concepts),
-        operator=settings.operator,
-        scale=None if _blank(settings.scale) else settings.scale,
-        sampler=SamplerSpec(name=settings.sampler, scheduler=settings.scheduler or "ddpm", **knobs),
-        steps=_as_int("steps", settings.steps),
-        seed=0 if seed is None else seed,
-        num_samples=1 if samples is None else samples,
-    )
+    try:
+        return Recipe(
+            model=settings.model,
+            concepts=tuple(concepts),
+            operator=settings.operator,
+            negation=settings.negation or "ratio",
+            scale=None if _blank(settings.scale) else settings.scale,
+            sampler=SamplerSpec(name=settings.sampler, scheduler=settings.scheduler or "ddpm",
+                                **knobs),
+            steps=_as_int("steps", settings.steps),
+            seed=_as_int("seed", settings.seed),
+            num_samples=_as_int("num_samples", settings.num_samples),
+        )
+    except RecipeError as err:
+        raise RecipeError(plain(str(err))) from None
 
 
 def settings_from_recipe(recipe: Recipe) -> Settings:
     s = recipe.sampler
-    return Settings(model=recipe.model, operator=recipe.operator, scale=recipe.scale,
+    return Settings(model=recipe.model, operator=recipe.operator, negation=recipe.negation,
+                    scale=recipe.scale,
                     sampler=s.name, scheduler=s.scheduler, mcmc_steps=s.mcmc_steps,
                     step_size=s.step_size, leapfrog_steps=s.leapfrog_steps, damping=s.damping,
                     line_points=s.line_points, steps=recipe.steps, seed=recipe.seed,
@@ -172,6 +212,7 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
 # --- share links -----------------------------------------------------------------
 
 CONCEPT_DEFAULTS = {"weight": 1.0, "negate": False, "beta": 1.0, "muted": False}
+RECIPE_DEFAULTS = {"negation": "ratio"}
 
 
 def compact_dict(recipe: Recipe) -> dict:
@@ -181,7 +222,7 @@ def compact_dict(recipe: Recipe) -> dict:
     data["sampler"] = {k: v for k, v in data["sampler"].items() if v is not None}
     data["concepts"] = [{k: v for k, v in c.items() if CONCEPT_DEFAULTS.get(k, object()) != v}
                         for c in data["concepts"]]
-    return {k: v for k, v in data.items() if v is not None}
+    return {k: v for k, v in data.items() if v is not None and RECIPE_DEFAULTS.get(k) != v}
 
 
 def share_token(recipe: Recipe) -> str:
@@ -190,13 +231,28 @@ def share_token(recipe: Recipe) -> str:
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
 
+BROKEN_LINK = ("This link's recipe could not be read: it may have been cut short or changed "
+               "when it was copied. Showing the default recipe; ask for the link again.")
+
+
 def recipe_from_token(token: str) -> Recipe:
+    """The recipe in a share link; RecipeError in plain words when it is empty,
+    damaged or not a valid recipe (what exactly is wrong is added for the last)."""
     token = (token or "").strip()
+    if not token:
+        raise RecipeError("This link has an empty recipe. Showing the default recipe.")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise RecipeError("recipe: the link's recipe parameter is not valid base64") from None
-    return Recipe.from_json(raw)
+        raise RecipeError(BROKEN_LINK) from None
+    try:
+        return Recipe.from_json(data)
+    except RecipeError as err:
+        if "not valid JSON" in str(err) or "not UTF-8" in str(err):
+            raise RecipeError(BROKEN_LINK) from None
+        raise RecipeError(f"This link's recipe cannot run here ({plain(str(err))}). "
+                          f"Showing the default recipe.") from None
 
 
 def share_url(base: str, recipe: Recipe) -> str:
@@ -210,4 +266,9 @@ def example_files(folder: Path = RECIPES_DIR) -> list[Path]:
 
 
 def example_label(path: Path) -> str:
-    return path.stem.replace("_", " ").replace("-", " ")
+    """'shapes not (shapes)': the file's name and the model it runs on."""
+    name = path.stem.replace("_", " ").replace("-", " ")
+    try:
+        return f"{name} ({Recipe.from_json(path.read_text()).model})"
+    except (OSError, RecipeError):
+        return name

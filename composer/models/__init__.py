@@ -15,7 +15,6 @@ from composer.models.base import ModelAdapter, ModelError
 # name -> (module, loader function); modules import lazily so startup stays fast.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "shapes": ("composer.models.shapes", "load_score"),
-    "shapes-energy": ("composer.models.shapes", "load_energy"),
     "toy2d-score": ("composer.models.toy2d", "load_score"),
     "toy2d-energy": ("composer.models.toy2d", "load_energy"),
 }

@@ -286,10 +286,17 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
             feature_extractor=None, requires_safety_checker=False,
             local_files_only=is_folder or offline)
     except Exception as err:  # hub, file and config errors all mean "cannot load this"
-        where = "folder" if is_folder else ("local cache (HF_HUB_OFFLINE is set)" if offline
-                                             else "Hugging Face Hub")
-        raise ModelError(f"model: cannot load {name!r} from the {where}: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        log.warning("cannot load %r: %s", name, err)     # the library's words, for the host
+        if is_folder:
+            hint = ("the folder holds a Stable Diffusion layout, but a file in it could not be "
+                    "read; check that every weight file is complete")
+        elif offline:
+            hint = ("it is not in this server's model cache, and this server does not download "
+                    "models; give a local folder, or ask the host to add it")
+        else:
+            hint = ("no public model with that id could be downloaded from the Hugging Face "
+                    "Hub; check the spelling ('org/name')")
+        raise ModelError(f"model: cannot load {name!r}: {hint}") from err
     pipe.set_progress_bar_config(disable=True)
     try:
         from diffusers.models.attention_processor import AttnProcessor2_0

@@ -152,12 +152,3 @@ class ShapesModel(ModelAdapter):
 
 def load_score(device: torch.device | str = "cpu") -> ShapesModel:
     return ShapesModel(device=device)
-
-
-def load_energy(device: torch.device | str = "cpu") -> ModelAdapter:
-    raise ModelError("model: 'shapes-energy' is not shipped. Training the energy-parameterised "
-                     "variant (E = 1/2 |f|^2, eps = grad E) costs about 2-3x the score model on "
-                     "this CPU, which the build budget did not allow (see "
-                     "assets/shapes/MODEL_CARD.md); use 'shapes' (score model: Metropolis "
-                     "samplers then use the score-integral estimate), or 'toy2d-energy' for "
-                     "exact energies")

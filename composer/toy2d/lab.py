@@ -23,11 +23,11 @@ from composer.toy2d.data import COMPONENTS, SETUPS, Distribution
 BANDWIDTH = 0.1
 EXTENT = 1.25          # images show [-EXTENT, EXTENT]^2
 
-# setup -> (operator, frozenset of (text, negate)) that reproduces it.
+# setup -> (operators, frozenset of (text, negate)) that reproduce it.
 _SIGNATURES = {
-    "product": ("product", frozenset({("ring", False), ("bar", False)})),
-    "mixture": ("mixture", frozenset({("left_bar", False), ("right_bar", False)})),
-    "negation": ("product", frozenset({("big_box", False), ("small_box", True)})),
+    "product": (("product",), frozenset({("ring", False), ("bar", False)})),
+    "mixture": (("mixture",), frozenset({("left_bar", False), ("right_bar", False)})),
+    "negation": (("product", "and"), frozenset({("big_box", False), ("small_box", True)})),
 }
 
 
@@ -36,17 +36,19 @@ def setup_of(recipe) -> str | None:
 
     The ground truth is exact only for the weights the setup uses: for the
     product, scale * weight = 1 on both rows (q_ring^w has a different std);
-    for the mixture, equal weights; for the negation any weight and beta > 0
-    (the ratio q_big^(1+beta) / q_small^beta of two uniforms is the big box
-    minus the small one for every beta > 0).
+    for the mixture, equal weights; for the negation any weight and beta > 0,
+    under every negation form (the product's ratio q_big^(1+beta) / q_small^beta
+    and its bounded form, and the 'and' operator's q_big (q_u / q_small)^beta):
+    for exact uniforms each is the big box minus the small one, which is what
+    the user asks for.
     """
     concepts = recipe.active_concepts
     signature = frozenset((c.text, c.negate) for c in concepts)
     if len(signature) != len(concepts):
         return None
     scale = 1.0 if recipe.scale is None else recipe.scale
-    for name, (operator, wanted) in _SIGNATURES.items():
-        if recipe.operator != operator or signature != wanted:
+    for name, (operators, wanted) in _SIGNATURES.items():
+        if recipe.operator not in operators or signature != wanted:
             continue
         if name == "product" and any(not math.isclose(scale * c.weight, 1.0) for c in concepts):
             return None
@@ -106,7 +108,7 @@ def support_fraction(x, target: str | Distribution) -> float:
 def scatter_image(points, target: str | Distribution | None = None, size: int = 256,
                   extent: float = EXTENT) -> np.ndarray:
     """RGB uint8 [size, size, 3]: samples (blue dots) over the target's support
-    (shaded), with the [-1, 1]^2 frame and the axes drawn faintly."""
+    (shaded), with the [-1, 1]^2 frame and the axes drawn faintly, and a legend."""
     image = np.full((size, size, 3), 255, np.uint8)
     if target is not None:
         if isinstance(target, str):
@@ -132,4 +134,16 @@ def scatter_image(points, target: str | Distribution | None = None, size: int = 
         cx, cy = to_pixel(px, py)
         if -radius <= cx <= size + radius and -radius <= cy <= size + radius:
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(31, 90, 200))
+    _legend(draw, size, shaded=target is not None)
     return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _legend(draw: ImageDraw.ImageDraw, size: int, shaded: bool) -> None:
+    """Bottom-left key: what the dots and the shading are."""
+    entries = [((31, 90, 200), "samples")] + ([((255, 224, 178), "target support")] if shaded else [])
+    line = 12
+    top = size - 4 - line * len(entries)
+    for k, (colour, text) in enumerate(entries):
+        y = top + k * line
+        draw.rectangle([4, y + 2, 12, y + 10], fill=colour, outline=(120, 120, 120))
+        draw.text((16, y), text, fill=(60, 60, 60))
