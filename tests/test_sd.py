@@ -229,7 +229,7 @@ def test_long_prompt_warns_about_truncation(model):
 def test_preview_and_decode(model):
     x0 = torch.randn(3, *model.sample_shape)
     picture = model.preview(x0)
-    assert picture.dtype.name == "uint8" and picture.shape == (16, 16, 3)   # 2x2 grid of 8x8
+    assert picture.dtype.name == "uint8" and picture.shape == (18, 18, 3)   # 2x2 of 8x8, 2-px gutters
     images = model.decode(x0[:2])
     assert len(images) == 2 and all(i.shape == (64, 64, 3) and i.dtype.name == "uint8"
                                     for i in images)

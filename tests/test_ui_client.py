@@ -39,6 +39,11 @@ def decode_uri(uri: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
+def value_of(output):
+    """A file output as gradio_client gives it: a path, or an update dict with one."""
+    return output["value"] if isinstance(output, dict) else output
+
+
 def read_image(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -53,13 +58,15 @@ def test_generate_streams_frames_then_files(client):
     final = job.outputs()[-1]
     named = dict(zip(GENERATE_OUTPUTS, final))
     assert "done" in named["progress"] and "Step 6 / 6" in named["progress"]
-    assert named["gif"].endswith(".gif") and Image.open(named["gif"]).n_frames >= 3
+    gif, png = value_of(named["gif"]), value_of(named["png"])   # updates: {"value", "visible"}
+    assert gif.endswith("toy2d-energy_ddim_seed3_frames.gif") and Image.open(gif).n_frames >= 3
     from composer.media import recipe_from_png
-    carried = recipe_from_png(named["png"])
+    carried = recipe_from_png(png)
     assert carried.steps == 6 and carried.seed == 3 and carried.concepts[1].weight == 1.5
     assert read_image(named["preview"]).shape[-1] == 3
     concept2 = [out[GENERATE_OUTPUTS.index("concept2")] for out in outputs
                 if out[GENERATE_OUTPUTS.index("concept2")]]
+    concept2 = [c for c in concept2 if isinstance(c, dict) and "label" in c]
     assert concept2[0]["label"] == "Row 2: AND w=1.5 · bar"  # an update: picture and label
     assert read_image(concept2[0]["value"]).shape[-1] == 3
 
@@ -96,7 +103,8 @@ def test_metropolis_runs_report_acceptance(client):
     job = client.submit(recipe_json(sampler={"name": "mala", "mcmc_steps": 1}, steps=3), False,
                         api_name="/generate")
     outputs = list(job)
-    assert all("acceptance" in out[PROGRESS] for out in outputs[:-1])
+    assert "starting" in outputs[0][PROGRESS]     # the last run is cleared first
+    assert all("acceptance" in out[PROGRESS] for out in outputs[1:-1])
     assert "Mean acceptance" in job.outputs()[-1][GENERATE_OUTPUTS.index("metrics")]
 
 

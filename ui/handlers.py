@@ -46,7 +46,7 @@ KEEP_SECONDS = 3600
 
 
 def user_error(err: Exception) -> gr.Error:
-    return gr.Error(state.plain(str(err)), duration=12, title="Cannot run this recipe")
+    return gr.Error(str(err), duration=12, title="Cannot run this recipe")
 
 
 @contextlib.contextmanager
@@ -155,6 +155,20 @@ def spread(items: list, count: int) -> list:
     return [items[i] for i in dict.fromkeys(picks.tolist())]
 
 
+def timed(stream):
+    """(item, seconds spent inside the stream so far) for each item: compute time,
+    not the time the consumer spends sending frames to a browser."""
+    total = 0.0
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(stream)
+        except StopIteration:
+            return
+        total += time.perf_counter() - start
+        yield item, total
+
+
 class Handlers:
     """All server-side behaviour of the page, around one Composer."""
 
@@ -168,7 +182,7 @@ class Handlers:
         # Finished runs of the shipped example recipes, replayed to every visitor
         # who lands on one (same recipe and seed give the same output).
         self._examples = {recipe.to_json() for _, recipe in self.examples()}
-        self._replays: OrderedDict[str, Result] = OrderedDict()
+        self._replays: OrderedDict[str, tuple[Result, float]] = OrderedDict()
         self._replays_lock = threading.Lock()
 
     # --- models ----------------------------------------------------------------
@@ -266,22 +280,31 @@ class Handlers:
             return False
 
     # --- runs ---------------------------------------------------------------------
-    def stream(self, recipe: Recipe, decode_every: int = 0) -> Iterator[Frame | Result]:
-        """The run's frames, then its Result; example recipes replay a stored run."""
+    def stream(self, recipe: Recipe, decode_every: int = 0,
+               replay: bool = False) -> Iterator[Frame | Result]:
+        """The run's frames, then its Result. Runs of the shipped example recipes are
+        stored, and with `replay` a stored run is streamed again instead of computed."""
         key = recipe.to_json()
         with self._replays_lock:
-            stored = self._replays.get(key)
+            stored = self._replays.get(key) if replay else None
         if stored is not None:
-            yield from stored.frames
-            yield stored
+            yield from stored[0].frames
+            yield stored[0]
             return
-        for item in self.composer.stream(recipe, decode_every):
+        seconds = 0.0
+        for item, seconds in timed(self.composer.stream(recipe, decode_every)):
             if isinstance(item, Result) and key in self._examples:
                 with self._replays_lock:
-                    self._replays[key] = item
+                    self._replays[key] = (item, seconds)
                     while len(self._replays) > CACHED_RUNS:
                         self._replays.popitem(last=False)
             yield item
+
+    def stored_seconds(self, recipe: Recipe) -> float | None:
+        """Compute time of the stored run of this recipe, if one is stored."""
+        with self._replays_lock:
+            stored = self._replays.get(recipe.to_json())
+        return None if stored is None else stored[1]
 
     def render(self, recipe: Recipe) -> Result:
         return self.composer.render(recipe)

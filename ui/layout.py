@@ -19,6 +19,7 @@ from ui.handlers import (
     GENERIC_ERROR,
     THUMB_SIDE,
     Handlers,
+    timed,
     concept_label,
     data_uri,
     display,
@@ -63,7 +64,9 @@ CSS = """
   padding: 8px 16px; background: var(--background-fill-primary);
   border-top: 1px solid var(--border-color-primary); box-shadow: 0 -2px 8px rgba(0,0,0,.08); }
 #action-bar #status { max-height: 4.5em; overflow-y: auto; }
-.gradio-container { padding-bottom: 110px !important; }
+/* 'clip', unlike Gradio's 'hidden', makes no scroll container, so the sticky column
+   sticks to the window. */
+.gradio-container { padding-bottom: 110px !important; overflow: clip !important; }
 @media (min-width: 1000px) {
   #result-column { position: sticky; top: 8px; align-self: flex-start; }
 }
@@ -110,15 +113,16 @@ UNREADABLE_JS = """
   return values;
 }
 """
-# After Generate: bring the preview on screen if it is not (phones stack it below the form).
+# After Generate: bring the progress and the preview on screen if they are not (phones
+# stack them below the form; a wide screen keeps them in view by the sticky column).
 REVEAL_JS = """
 () => {
-  const preview = document.getElementById("preview");
+  const top = document.getElementById("progress"), preview = document.getElementById("preview");
   const bar = document.getElementById("action-bar");
-  if (!preview) return;
-  const box = preview.getBoundingClientRect();
+  if (!top || !preview) return;
   const bottom = window.innerHeight - (bar ? bar.offsetHeight : 0);
-  if (box.top < 0 || box.bottom > bottom) preview.scrollIntoView({block: "start"});
+  const first = top.getBoundingClientRect().top, last = preview.getBoundingClientRect().bottom;
+  if (first < 0 || last > bottom) window.scrollBy(0, first - 8);
 }
 """
 CLICK_GENERATE_JS = "() => document.getElementById('generate').click()"
@@ -451,8 +455,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
 
         @gpu
         @guard
-        def run(recipe_text: str, show_noisy: bool, runs: list | None = None):
-            """Stream a run: preview, per-concept thumbnails and progress each step."""
+        def run(recipe_text: str, show_noisy: bool, runs: list | None = None,
+                replay: bool = False):
+            """Stream a run: preview, per-concept thumbnails and progress each step.
+            With `replay`, a stored run of the same example recipe streams again."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
                 yield {progress: gr.skip()}  # (yielding nothing would blank every output)
                 return
@@ -466,9 +472,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    gif_file: gr.update(visible=False, value=None),
                    png_file: gr.update(visible=False, value=None), metrics_md: "",
                    progress: progress_html(0, 1, " · starting")}
+            stored = H.stored_seconds(recipe) if replay else None
             compute, result = 0.0, None
             try:
-                for item, compute in timed(H.stream(recipe)):
+                for item, compute in timed(H.stream(recipe, replay=replay)):
                     if isinstance(item, Frame):
                         frames.append({"preview": item.preview, "noisy": item.noisy,
                                        "concepts": item.concepts})
@@ -484,6 +491,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             except ValueError as err:  # Recipe/ComposerError, or a setting the scheduler refuses
                 yield {status: error_markdown(state.plain(str(err)))}
                 raise
+            compute = compute if stored is None else stored
+            how = "" if stored is None else ", a stored run of this example replayed"
             final = final_picture(result)
             frames.append({"preview": final, "noisy": final, "concepts": frames[-1]["concepts"]})
             live["done"] = True
@@ -503,7 +512,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    png_file: gr.update(value=png, visible=True),
                    runs_state: runs, runs_table: _runs_value(runs),
                    status: f"Done: {len(result.frames)} steps in {compute:.1f} s "
-                           f"({evaluations:,} network evaluations).{notes}"}
+                           f"({evaluations:,} network evaluations{how}).{notes}"}
 
         run_outputs = [preview, *concept_images, progress, frames_state, frame_slider, metrics_md,
                        gif_file, png_file, runs_state, runs_table, status]
@@ -635,10 +644,16 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         # --- wiring -------------------------------------------------------------------
         # Everything that can start a run goes through prepare (the page -> recipe JSON),
         # then run. A page that opens, a model switch and an example render at once.
+        def replay(recipe_text: str, show_noisy: bool, runs: list | None = None):
+            yield from run(recipe_text, show_noisy, runs, replay=True)
+
         def then_run(event, api_name=None):
-            visibility = {"api_name": api_name} if api_name else {"api_visibility": PRIVATE}
+            """Generate computes; what opens by itself (a page, a switch, an example)
+            may replay a stored run of the same example."""
+            fn, visibility = ((run, {"api_name": api_name}) if api_name
+                              else (replay, {"api_visibility": PRIVATE}))
             return event.then(None, share_token, share_link, js=SHARE_JS).then(
-                run, [recipe_json, show_xt, runs_state], run_outputs, concurrency_id=GPU_GROUP,
+                fn, [recipe_json, show_xt, runs_state], run_outputs, concurrency_id=GPU_GROUP,
                 concurrency_limit=1, show_progress="minimal", **visibility)
 
         def then_autorun(event):
@@ -710,20 +725,6 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         gr.api(render, api_name="render", concurrency_id=GPU_GROUP, concurrency_limit=1)
 
     return demo
-
-
-def timed(stream):
-    """(item, seconds spent computing so far) for each item: the time inside the
-    stream only, not the time its consumer spends streaming to the browser."""
-    total = 0.0
-    while True:
-        start = time.perf_counter()
-        try:
-            item = next(stream)
-        except StopIteration:
-            return
-        total += time.perf_counter() - start
-        yield item, total
 
 
 # --- row rendering (called inside @gr.render) -------------------------------------
