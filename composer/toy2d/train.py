@@ -234,6 +234,10 @@ Toy models for a lab, not for any other use. They are kept small (about
 seconds on one CPU thread (`benchmarks/toy2d.py` times it). The energies carry an
 unknown constant per (t, concept); E >= 0 with E about 0 at the modes is what
 makes components comparable for the mixture and the bounded negation.
+Far from the data (|x| > 5, where no training point lies at any noise level) the
+gradients grow several times faster than the true scores; unadjusted samplers
+(ULA, U-HMC) with large steps can be thrown there and diverge, which is why their
+default steps are small (`composer/models/toy2d.py`).
 """
     path = Path(folder) / "MODEL_CARD.md"
     path.write_text(text)
