@@ -451,7 +451,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     err = "unexpected server error (logged); try again"
                 gr.Warning(str(err).splitlines()[0])
                 return "", error_markdown(str(err)), ""
-            return recipe.to_json(), "Running…", state.share_token(recipe)
+            cost, limit = H.composer.cost(recipe), H.composer.budget(recipe.model)
+            allowed = "" if limit is None else f"; this model allows {limit:,} per run"
+            return (recipe.to_json(), f"Running… {cost:,} network evaluations{allowed}.",
+                    state.share_token(recipe))
 
         @gpu
         @guard
