@@ -179,3 +179,22 @@ def test_scatter_image_shades_the_support():
     assert tuple(centre) == (255, 255, 255) and tuple(ring) != (255, 255, 255)
     dots = scatter_image(np.array([[0.0, 0.5]]), size=64)
     assert (dots[:, :, 2] > dots[:, :, 0]).any()       # a blue dot
+
+
+def test_negation_scores_flag_known_failures():
+    """Noise over the plane, and a run that leaks out of the big box, are caught by
+    the in-the-hole / outside shares and refused by the benchmark's choice rule."""
+    from benchmarks.toy2d import choose_negation
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(20000, 2, generator=g) * 2.5 - 1.25       # uniform on [-1.25, 1.25]^2
+    assert support_fraction(noise, "small_box") == pytest.approx(0.36 / 6.25, abs=0.01)
+    assert 1 - support_fraction(noise, "big_box") == pytest.approx(1 - 1.96 / 6.25, abs=0.01)
+    assert support_fraction(noise, "negation") < 0.3
+    exact = SETUPS["negation"].sample(5000, g)
+    assert support_fraction(exact, "small_box") == 0 and support_fraction(exact, "big_box") == 1
+    leaky = {"form": "ratio", "beta": 1.0, "sampler": "hmc", "mmd": 0.01, "mmd2": 0.0001,
+             "in_hole": 0.0, "outside_big_box": 0.7}
+    unemptied = {**leaky, "form": "and", "in_hole": 0.09, "outside_big_box": 0.0}
+    honest = {**leaky, "form": "bounded", "mmd": 0.04, "mmd2": 0.0016, "outside_big_box": 0.001}
+    choice = choose_negation([leaky, unemptied, honest])
+    assert choice["form"] == "bounded" and choice["qualified"] == 1

@@ -89,10 +89,21 @@ def info_dict(info: ModelInfo) -> dict:
             "max_samples": info.max_samples, "defaults": dict(info.defaults)}
 
 
+def default_text(value) -> str:
+    """A knob's default as the page says it: 'default 1.0', or per sampler
+    'default 0.5 (ula), 0.3 (uhmc), 1.0 (mala, hmc)'."""
+    if not isinstance(value, dict):
+        return f"default {value}"
+    groups: dict = {}
+    for name, v in value.items():
+        groups.setdefault(v, []).append(name)
+    return "default " + ", ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
+
+
 def model_summary(info: dict) -> str:
     kind = "energy" if info["has_energy"] else "score"
     d = info["defaults"]
-    defaults = ", ".join(f"{k} {v}" for k, v in d.items())
+    defaults = ", ".join(f"{k} {default_text(v).removeprefix('default ')}" for k, v in d.items())
     text = f"**{info['name']}** loaded: {info['family']} family, {kind} model"
     if info["choices"]:
         text += f"; concepts: {', '.join(info['choices'])}"
@@ -181,7 +192,8 @@ class Handlers:
         self._available: list[str] | None = None
         # Finished runs of the shipped example recipes, replayed to every visitor
         # who lands on one (same recipe and seed give the same output).
-        self._examples = {recipe.to_json() for _, recipe in self.examples()}
+        self.examples = self._read_examples()          # read once, at start-up
+        self._examples = {recipe.to_json() for _, recipe in self.examples}
         self._replays: OrderedDict[str, tuple[Result, float]] = OrderedDict()
         self._replays_lock = threading.Lock()
 
@@ -218,7 +230,7 @@ class Handlers:
         return list(self._available)
 
     @staticmethod
-    def examples() -> list[tuple[Path, Recipe]]:
+    def _read_examples() -> list[tuple[Path, Recipe]]:
         found = []
         for path in state.example_files():
             try:
@@ -229,7 +241,7 @@ class Handlers:
 
     def default_recipe(self, info: dict) -> Recipe | None:
         """The first shipped example on this model: its rows, sampler and seed."""
-        return next((r for _, r in self.examples() if r.model == info["name"]), None)
+        return next((r for _, r in self.examples if r.model == info["name"]), None)
 
     def info(self, name: str) -> dict:
         name = (name or "").strip()

@@ -22,6 +22,7 @@ from ui.handlers import (
     timed,
     concept_label,
     data_uri,
+    default_text,
     display,
     final_picture,
     guard,
@@ -139,16 +140,6 @@ def default_samples(info: dict) -> int:
     return min({"toy2d": 1000, "shapes": 4}.get(info["family"], 1), info["max_samples"])
 
 
-def default_text(value) -> str:
-    """A box's placeholder: 'default 1.0', or per sampler 'default 0.4 (ula, uhmc), 1.0 (…)'."""
-    if not isinstance(value, dict):
-        return f"default {value}"
-    groups: dict = {}
-    for name, v in value.items():
-        groups.setdefault(v, []).append(name)
-    return "default " + ", ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
-
-
 def error_markdown(message: str) -> str:
     lines = [line for line in str(message).splitlines() if line.strip()]
     if len(lines) == 1:
@@ -198,7 +189,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                             elem_id="sd-model", scale=2)
                         load_btn = gr.Button("Load", elem_id="load-model", scale=0, min_width=80)
                     model_status = gr.Markdown("Loading the default model…", elem_id="model-status")
-                examples = H.examples()
+                examples = H.examples
                 example_set = gr.Dataset(components=[gr.Textbox(visible=False)],
                                          samples=[[state.example_label(p)] for p, _ in examples],
                                          label="Examples (model in brackets)", type="index",

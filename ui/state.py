@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec
+from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
 INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
@@ -242,15 +242,12 @@ def recipe_from_token(token: str) -> Recipe:
     if not token:
         raise RecipeError("This link has an empty recipe. Showing the default recipe.")
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = raw.decode("utf-8")
-    except (binascii.Error, ValueError):
+        data = parse_json(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), "recipe")
+    except (binascii.Error, ValueError):       # not base64, or not JSON (a RecipeError)
         raise RecipeError(BROKEN_LINK) from None
     try:
-        return Recipe.from_json(data)
+        return Recipe.from_dict(data)
     except RecipeError as err:
-        if "not valid JSON" in str(err) or "not UTF-8" in str(err):
-            raise RecipeError(BROKEN_LINK) from None
         raise RecipeError(f"This link's recipe cannot run here ({plain(str(err))}). "
                           f"Showing the default recipe.") from None
 
