@@ -222,6 +222,24 @@ def test_settings_build_a_recipe_with_defaults_left_empty():
         state.build_recipe(rows, state.Settings(model="toy2d-energy", step_size=5.0))
 
 
+def test_a_run_takes_the_rows_as_the_page_shows_them():
+    rows = [state.new_row("ring"), state.new_row("bar", negate=True, beta=3.0)]
+    shown = [{"text": "big_box", "weight": "-2", "negate": False},
+             {"text": "bar", "weight": "1.5", "negate": True}]
+    merged = state.as_shown(rows, shown)
+    assert (merged[0]["text"], merged[0]["weight"]) == ("big_box", -2.0)
+    assert (merged[1]["beta"], merged[1]["weight"]) == (1.5, rows[1]["weight"])
+    assert rows[0]["text"] == "ring"                      # the server's copy is not edited
+    with pytest.raises(RecipeError, match=r"Row 1 AND weight: must be in \[0, 10\], got -2"):
+        state.build_recipe(merged, state.Settings(model="toy2d-energy"))
+    toggling = [shown[0], {**shown[1], "negate": False}]  # NOT clicked, its reply not back
+    assert state.as_shown(rows, toggling)[1] == rows[1]
+    assert state.as_shown(rows, shown[:1]) == rows        # a row added or removed mid-flight
+    cleared = state.as_shown(rows, [{**shown[0], "weight": ""}, shown[1]])
+    with pytest.raises(RecipeError, match="Row 1 AND weight"):
+        state.build_recipe(cleared, state.Settings(model="toy2d-energy"))
+
+
 def test_unexpected_errors_are_masked_and_logged(caplog):
     import gradio as gr
 

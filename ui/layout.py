@@ -73,9 +73,15 @@ CSS = """
 }
 """
 # Row buttons and checkboxes carry their row number for screen readers, and the
-# status line is a live region (Gradio has no parameter for either).
-ACCESSIBILITY_JS = """
+# status line is a live region (Gradio has no parameter for either). A weight slider's
+# box keeps what was typed: Gradio clamps it on blur (-2 becomes 0), a silent change;
+# kept, the run refuses it with a message.
+PAGE_JS = """
 () => {
+  document.addEventListener("blur", event => {
+    if (event.target.matches && event.target.matches("[id^='concept-'][id$='-weight'] input[type=number]"))
+      event.stopPropagation();
+  }, true);
   const name = () => {
     document.querySelectorAll("button[id^='concept-']").forEach(button => {
       const m = button.id.match(/^concept-(\\d+)-(up|down|duplicate|mute|remove)$/);
@@ -97,9 +103,11 @@ ACCESSIBILITY_JS = """
   name();
 }
 """
-# Before a run is checked: the labels of number boxes whose text the browser could not
-# read as a number ("NaN", "1e999", "1,5"), which it would otherwise send as empty.
-UNREADABLE_JS = """
+# Before a run is checked, what the form shows: the labels of number boxes whose text
+# the browser could not read as a number ("NaN", "1e999", "1,5"), which it would
+# otherwise send as empty, and each row's prompt, weight and NOT, since an edit's own
+# event may not have reached the server when Generate is clicked.
+SHOWN_JS = """
 (...values) => {
   const bad = [];
   document.querySelectorAll("input[type=number]").forEach(box => {
@@ -110,7 +118,15 @@ UNREADABLE_JS = """
       bad.push(label ? label.innerText.trim() : (box.getAttribute("aria-label") || "A number box"));
     }
   });
-  values[values.length - 1] = JSON.stringify([...new Set(bad)]);
+  const rows = [];
+  for (let n = 1; document.getElementById(`concept-${n}`); n++) {
+    const text = document.querySelector(`#concept-${n}-text input, #concept-${n}-text textarea`);
+    const weight = document.querySelector(`#concept-${n}-weight input[type=number]`);
+    const negate = document.querySelector(`#concept-${n}-not input`);
+    rows.push({text: text ? text.value : null, weight: weight ? weight.value : null,
+               negate: negate ? negate.checked : null});
+  }
+  values[values.length - 1] = JSON.stringify({unreadable: [...new Set(bad)], rows});
   return values;
 }
 """
@@ -131,7 +147,7 @@ CLICK_GENERATE_JS = "() => document.getElementById('generate').click()"
 
 def launch_kwargs() -> dict:
     """Appearance arguments that Gradio 6 takes in launch(), and the upload cap."""
-    return {"css": CSS, "js": ACCESSIBILITY_JS, "theme": gr.themes.Soft(),
+    return {"css": CSS, "js": PAGE_JS, "theme": gr.themes.Soft(),
             "max_file_size": MAX_PNG_BYTES}
 
 
@@ -163,7 +179,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         runs_state = gr.State([])
         autorun_state = gr.State(False)
         share_token = gr.Textbox(visible=False)
-        unreadable = gr.Textbox(visible=False)
+        shown = gr.Textbox(visible=False)
 
         gr.Markdown("# Composable diffusion explorer\n"
                     "Compose concepts with **AND** / **NOT** (Composable Diffusion) or energy "
@@ -385,7 +401,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             """Render at once what a page opened on, when it is cheap; else nothing."""
             if not flag:
                 return "", gr.skip(), ""
-            return prepare(rows, info, *values, "[]")
+            return prepare(rows, info, *values, "{}")
 
         def on_model(name, rows, info):
             try:
@@ -431,11 +447,13 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         # --- generate ---------------------------------------------------------------
         def prepare(rows, info, *values):
             """Validate the page into recipe JSON; problems go to the status line.
-            The last value lists the number boxes the browser could not read."""
-            *values, bad = values
+            The last value is what the form showed (SHOWN_JS)."""
+            *values, shown_json = values
             settings = state.Settings(info["name"] if info else "", *values)
             try:
-                recipe = H.recipe(rows, info, settings, json.loads(bad or "[]"))
+                shown = json.loads(shown_json or "{}")
+                rows = state.as_shown(rows, shown.get("rows", []))
+                recipe = H.recipe(rows, info, settings, shown.get("unreadable", []))
             except Exception as err:
                 if not isinstance(err, (RecipeError, ValueError)):
                     log.exception("unexpected error while checking the recipe")
@@ -654,10 +672,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return then_run(event.then(autorun, autorun_inputs, [recipe_json, status, share_token],
                                        api_visibility=PRIVATE))
 
-        page_inputs = [rows_state, *settings_inputs, unreadable]
+        page_inputs = [rows_state, *settings_inputs, shown]
         generate_btn.click(None, js=REVEAL_JS)
         gen_event = then_run(generate_btn.click(
-            prepare, page_inputs, [recipe_json, status, share_token], js=UNREADABLE_JS,
+            prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
             concurrency_limit=None, api_visibility=PRIVATE), api_name="generate")
         opened = demo.load(guard(on_load), None, apply_outputs, api_visibility=PRIVATE)
         auto_events = [then_autorun(opened)]
@@ -679,7 +697,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                        api_visibility=PRIVATE)
 
         compare_event = compare_btn.click(
-            prepare, page_inputs, [recipe_json, status, share_token], js=UNREADABLE_JS,
+            prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
             concurrency_limit=None, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS).then(
             compare, [recipe_json, compare_choices, show_xt, runs_state],
@@ -690,7 +708,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                        cancels=[gen_event, compare_event, *auto_events], queue=False,
                        api_visibility=PRIVATE)
         share_btn.click(share, page_inputs, [recipe_json, status, share_token],
-                        js=UNREADABLE_JS, api_visibility=PRIVATE).then(
+                        js=SHOWN_JS, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS)
 
         # --- API --------------------------------------------------------------------
@@ -760,7 +778,7 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
         """Keeps what the box shows, in range or not: the recipe refuses what it cannot run."""
         r = _row(rows, rid)
         if r:
-            r["beta" if r["negate"] else "weight"] = _number_or_text(value)
+            r["beta" if r["negate"] else "weight"] = state.number_or_text(value)
 
     def set_negate(value, rows, rid=rid, n=n):
         r = _row(rows, rid)
@@ -780,13 +798,6 @@ def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
     for action, button in buttons.items():
         button.click(lambda rows, action=action, rid=rid: state.row_action(rows, action, rid),
                      rows_state, rows_state)
-
-
-def _number_or_text(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def _row(rows: list[dict], rid: str) -> dict:

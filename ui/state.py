@@ -159,6 +159,36 @@ def plain(message: str) -> str:
     return message
 
 
+def number_or_text(value):
+    """A number box's value as a float, or as it was typed when it is not one, so the
+    recipe can say what is wrong with it."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def as_shown(rows: list[dict], shown: list[dict]) -> list[dict]:
+    """The rows with each prompt and weight as the page showed them when a run was
+    asked for (an edit's own event may still be on its way). A row whose NOT box
+    disagrees is mid-toggle, and a page with another number of rows mid-change:
+    those keep the server's copy."""
+    if len(shown) != len(rows):
+        return rows
+    merged = []
+    for row, seen in zip(rows, shown):
+        if seen.get("negate") is not None and bool(seen["negate"]) != row["negate"]:
+            merged.append(row)
+            continue
+        row = dict(row)
+        if seen.get("text") is not None:
+            row["text"] = seen["text"]
+        if seen.get("weight") is not None:
+            row["beta" if row["negate"] else "weight"] = number_or_text(seen["weight"])
+        merged.append(row)
+    return merged
+
+
 def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = ()) -> Recipe:
     """Exactly the recipe the page shows, or a RecipeError in the page's words.
 
