@@ -13,4 +13,4 @@ from ui.layout import build_demo, launch_kwargs
 demo = build_demo()
 
 if __name__ == "__main__":
-    demo.queue().launch(**launch_kwargs())
+    demo.launch(**launch_kwargs())

@@ -111,9 +111,7 @@ def sweep(args: argparse.Namespace) -> None:
         with writing(args.out):
             save_png(picture, result.recipe, out / f"cell_{i + 1}_{j + 1}.png")
         print(f"cell ({i + 1}, {j + 1}) {' · '.join(cell.labels)}: {summary or 'done'}", flush=True)
-    second = plan.axes[1] if len(plan.axes) > 1 else None
-    picture = labelled_grid(pictures, [plan.axes[0].label(v) for v in plan.axes[0].values],
-                            [second.label(v) for v in second.values] if second else [""])
+    picture = labelled_grid(pictures, *plan.labels())
     with writing(args.out):
         (out / "grid.png").write_bytes(png_bytes(picture, plan, SWEEP_CHUNK))
         (out / "sweep.json").write_text(plan.to_json() + "\n")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
+from composer.maps import conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
 from composer.recipe import Recipe, RecipeError, SamplerSpec
@@ -24,6 +26,10 @@ from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler
 
 class NonFiniteError(RecipeError):
     """The sample turned NaN or infinite: these settings cannot be sampled."""
+
+
+class Cancelled(Exception):
+    """The run's cancel flag was set; raised before the next network evaluation."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class StepRecord:
     x0: torch.Tensor                 # composed prediction of the clean sample [B, ...]
     concept_x0: torch.Tensor         # each concept's own prediction [n, B, ...]
     acceptance: float | None = None  # mean MH acceptance at this level (mala, hmc)
+    # With maps=True (composer.maps): 2D models, the composed density p_t then each
+    # concept's on a grid [1 + n, G, G], beside the state as the model saw it at t;
+    # image models under "and", the conflict map [B, H, W] in [0, 1].
+    density: torch.Tensor | None = None
+    x_model: torch.Tensor | None = None
+    conflict: torch.Tensor | None = None
 
 
 BUDGET_SCALE_ENV = "COMPOSER_BUDGET_SCALE"
@@ -109,21 +121,41 @@ def alpha_bar(scheduler, index: int, t) -> float:
     return float(scheduler.alphas_cumprod[int(t)])
 
 
-def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool):
+@dataclass(frozen=True)
+class Control:
+    """How a run shares its device. `cancel`, once set, stops the run before its next
+    network evaluation (inside an MCMC level too); `turn` is held for each evaluation,
+    so concurrent runs interleave evaluation by evaluation and a cancelled run has
+    left the device before the next evaluation of another starts."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    turn: threading.Lock = field(default_factory=threading.Lock)
+
+
+def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool,
+                     control: Control):
     """The composed model at one noise level, as the samplers see it."""
     sigma = math.sqrt(1.0 - abar)
 
     def density(x: torch.Tensor) -> Evaluation:
-        eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
+        with control.turn:
+            if control.cancel.is_set():
+                raise Cancelled
+            eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
         composed, composed_energy = compose(rule, eps, energy)
-        return Evaluation(composed, sigma, composed_energy, eps[rule.concept_rows])
+        unconditional = eps[0] if rule.operator == "and" else None
+        return Evaluation(composed, sigma, composed_energy, eps[rule.concept_rows], unconditional)
     return density
 
 
 @torch.no_grad()
-def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
-    """Yield one StepRecord per reverse step. Deterministic for a seed on a device."""
+def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
+           maps: bool = False) -> Iterator[StepRecord]:
+    """Yield one StepRecord per reverse step. Deterministic for a seed on a device,
+    maps on or off. Setting `control.cancel` raises Cancelled before the next network
+    evaluation. `maps` adds the density (2D models: one more evaluation per step, on
+    the grid) or the conflict map (image models under "and": no evaluation)."""
     recipe = prepare(recipe, model)
+    control = control or Control()
     spec = recipe.sampler
     rule = make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation)
     cond = model.encode(rule.texts)
@@ -138,7 +170,7 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
-        density = composed_density(model, rule, cond, t, abar, with_energy)
+        density = composed_density(model, rule, cond, t, abar, with_energy, control)
         acceptance = evaluation = None
         if spec.is_mcmc and spec.mcmc_steps > 0:
             knobs = MCMCKnobs(spec.mcmc_steps, spec.step_size * math.sqrt(1.0 - abar),
@@ -151,6 +183,7 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
             evaluation = density(model_input)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
+        views = _maps(model, rule, cond, t, abar, control, evaluation, model_input) if maps else {}
         x = scheduler.step(evaluation.eps, t, x, generator=generator).prev_sample
         if not torch.isfinite(x).all():
             raise NonFiniteError(
@@ -158,16 +191,30 @@ def sample(recipe: Recipe, model: ModelAdapter) -> Iterator[StepRecord]:
                 f"of {total}; likely causes: too few steps for {recipe.sampler.name!r} (try "
                 f"more steps or another sampler), or a scale or weights so large that the "
                 f"composed prediction overflows")
-        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance)
+        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, **views)
+
+
+def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Control,
+          evaluation: Evaluation, model_input: torch.Tensor) -> dict:
+    if model.plane is not None:
+        grid = grid_points(model.plane).to(model.device, model.dtype)
+        at_grid = composed_density(model, rule, cond, t, abar, model.has_energy, control)(grid)
+        return {"density": density_map(at_grid, model.plane), "x_model": model_input}
+    if evaluation.unconditional_eps is not None and model_input.dim() == 4:
+        coefficients = rule.coefficients[rule.concept_rows]
+        return {"conflict": conflict_map(evaluation.concept_eps, evaluation.unconditional_eps,
+                                         coefficients)}
+    return {}
 
 
 def _predict_x0(x: torch.Tensor, eps: torch.Tensor, abar: float) -> torch.Tensor:
     return (x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
 
 
-def generate(recipe: Recipe, model: ModelAdapter) -> StepRecord:
+def generate(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
+             maps: bool = False) -> StepRecord:
     """Drain the sampler; return the last record (its x_t is the final sample)."""
     record = None
-    for record in sample(recipe, model):
+    for record in sample(recipe, model, control, maps):
         pass
     return record

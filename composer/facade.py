@@ -25,6 +25,9 @@ MAX_MODELS_ENV = "COMPOSER_MAX_MODELS"
 DEFAULT_MAX_MODELS = 4
 
 
+Cancelled = engine.Cancelled
+
+
 class ComposerError(ValueError):
     """Anything a user can fix: a bad recipe, a model that cannot load, no memory."""
 
@@ -38,6 +41,10 @@ class Frame:
     noisy: np.ndarray                   # the current x_t, same kind of picture
     concepts: tuple[np.ndarray, ...]    # each active concept's own predicted x0
     acceptance: float | None
+    # With maps: the composed density and x_t (2D) or the conflict map over the
+    # preview (image models under "and"); 2D models also each concept's density.
+    map: np.ndarray | None = None
+    concept_maps: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,9 @@ class Composer:
 
     At most `max_models` (env COMPOSER_MAX_MODELS, default 4) stay loaded; the
     least recently used one is dropped first. Each model loads under its own
-    lock, so runs on loaded models never wait for another model's load.
+    lock, so runs on loaded models never wait for another model's load. Runs take
+    turns on the device one network evaluation at a time (engine.Control), so
+    concurrent runs share it fairly and a cancelled run leaves it at once.
     """
 
     def __init__(self, device: str | torch.device | None = None, max_models: int | None = None):
@@ -92,6 +101,7 @@ class Composer:
         self._models: OrderedDict[str, ModelAdapter] = OrderedDict()
         self._lock = threading.Lock()                       # guards the two dicts
         self._loading: dict[str, threading.Lock] = {}
+        self._turn = threading.Lock()                       # one network evaluation at a time
 
     @staticmethod
     def model_names() -> list[str]:
@@ -139,16 +149,20 @@ class Composer:
         notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
         return filled, notes
 
-    def stream(self, recipe: Recipe, decode_every: int = 0) -> Iterator[Frame | Result]:
+    def stream(self, recipe: Recipe, decode_every: int = 0,
+               cancel: threading.Event | None = None, maps: bool = False) -> Iterator[Frame | Result]:
         """Yield a Frame per step, then the Result. `decode_every` > 0 replaces the
-        cheap preview by a full decode every that many steps."""
+        cheap preview by a full decode every that many steps. Setting `cancel` stops
+        the run before its next network evaluation (raises Cancelled). `maps` adds
+        each frame's density or conflict map (composer.maps); samples are the same."""
         filled, notes = self.check(recipe)
         model = self.model(recipe.model)
         frames: list[Frame] = []
+        control = engine.Control(cancel or threading.Event(), self._turn)
         record = None
         try:
-            for record in engine.sample(filled, model):
-                frame = self._frame(model, record, decode_every)
+            for record in engine.sample(filled, model, control, maps):
+                frame = self._frame(model, filled, record, decode_every)
                 frames.append(frame)
                 yield frame
         except torch.cuda.OutOfMemoryError:
@@ -160,9 +174,10 @@ class Composer:
         yield Result(filled, tuple(model.result_images(filled, final)), model.points(final), tuple(frames),
                      notes, model.metrics(filled, final), tuple(model.verdicts(filled, final) or ()))
 
-    def render(self, recipe: Recipe) -> Result:
+    def render(self, recipe: Recipe, cancel: threading.Event | None = None,
+               maps: bool = False) -> Result:
         """Run to the end; return the Result."""
-        *_, result = self.stream(recipe)
+        *_, result = self.stream(recipe, cancel=cancel, maps=maps)
         return result
 
     def cost(self, recipe: Recipe) -> int:
@@ -185,15 +200,22 @@ class Composer:
                 raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
         return total
 
-    def sweep(self, sweep: Sweep) -> Iterator[SweepCell]:
+    def sweep(self, sweep: Sweep, cancel: threading.Event | None = None) -> Iterator[SweepCell]:
         """Run every cell, row by row, yielding each as it finishes."""
         self.sweep_cost(sweep)
         for position, recipe, labels in sweep.cells():
-            yield SweepCell(position, labels, self.render(recipe))
+            yield SweepCell(position, labels, self.render(recipe, cancel))
 
     @staticmethod
-    def _frame(model: ModelAdapter, record: engine.StepRecord, decode_every: int) -> Frame:
+    def _frame(model: ModelAdapter, recipe: Recipe, record: engine.StepRecord,
+               decode_every: int) -> Frame:
         full = decode_every > 0 and (record.index + 1) % decode_every == 0
         preview = grid(np.stack(model.decode(record.x0))) if full else model.preview(record.x0)
+        picture, concept_maps = None, ()
+        if record.density is not None:
+            picture, concept_maps = model.density_pictures(recipe, record.density, record.x_model)
+        elif record.conflict is not None:
+            picture = model.conflict_picture(record.x0, record.conflict)
         return Frame(record.index, record.total, record.t, preview, model.preview(record.x_t),
-                     tuple(model.preview(x0) for x0 in record.concept_x0), record.acceptance)
+                     tuple(model.preview(x0) for x0 in record.concept_x0), record.acceptance,
+                     picture, concept_maps)

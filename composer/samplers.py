@@ -52,6 +52,7 @@ class Evaluation:
     sigma: float
     energy: torch.Tensor | None = None  # composed U in nats [B], when the model has energies
     concept_eps: torch.Tensor | None = None  # each concept's own eps [n, B, ...]
+    unconditional_eps: torch.Tensor | None = None  # the "" row's eps [B, ...] ("and" only)
 
     @property
     def score(self) -> torch.Tensor:
@@ -136,13 +137,16 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
 
 def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
     """Per-sample choice between two evaluations, so nothing is evaluated twice."""
-    energy = concept_eps = None
+    energy = concept_eps = unconditional_eps = None
+    picked = _expand(mask, new.eps)
     if new.energy is not None and old.energy is not None:
         energy = torch.where(mask, new.energy, old.energy)
     if new.concept_eps is not None and old.concept_eps is not None:
-        concept_eps = torch.where(_expand(mask, new.eps)[None], new.concept_eps, old.concept_eps)
-    return Evaluation(eps=torch.where(_expand(mask, new.eps), new.eps, old.eps),
-                      sigma=new.sigma, energy=energy, concept_eps=concept_eps)
+        concept_eps = torch.where(picked[None], new.concept_eps, old.concept_eps)
+    if new.unconditional_eps is not None and old.unconditional_eps is not None:
+        unconditional_eps = torch.where(picked, new.unconditional_eps, old.unconditional_eps)
+    return Evaluation(eps=torch.where(picked, new.eps, old.eps), sigma=new.sigma, energy=energy,
+                      concept_eps=concept_eps, unconditional_eps=unconditional_eps)
 
 
 def _leapfrog(density: Density, x: torch.Tensor, v: torch.Tensor, start: Evaluation,

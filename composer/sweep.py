@@ -85,6 +85,12 @@ class Sweep:
         rows = len(self.axes[0].values)
         return rows, (len(self.axes[1].values) if len(self.axes) > 1 else 1)
 
+    def labels(self) -> tuple[list[str], list[str]]:
+        """The grid's row labels and column labels ("" for a single column)."""
+        second = self.axes[1] if len(self.axes) > 1 else None
+        return ([self.axes[0].label(v) for v in self.axes[0].values],
+                [second.label(v) for v in second.values] if second else [""])
+
     def cells(self) -> list[tuple[tuple[int, int], Recipe, tuple[str, ...]]]:
         """(row, column), the cell's recipe and its labels, row by row."""
         second = self.axes[1] if len(self.axes) > 1 else None

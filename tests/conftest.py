@@ -34,7 +34,6 @@ def app_url():
     from ui.layout import build_demo, launch_kwargs
 
     demo = build_demo(Composer("cpu"), default_model=UI_MODEL)
-    demo.queue()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), ssr_mode=False,
                             prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield url

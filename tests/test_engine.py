@@ -129,6 +129,26 @@ def test_a_run_that_turns_non_finite_stops_with_the_step():
         generate(recipe(sampler={"name": "ddim"}), Exploding())
 
 
+@pytest.mark.parametrize("name", ["ddim", "hmc"])
+def test_a_cancel_stops_the_run_before_its_next_evaluation(name):
+    """Set mid-evaluation (as another thread would): that evaluation finishes, no
+    other starts, even inside an HMC level (7 evaluations per step here)."""
+    from composer.engine import Cancelled, Control
+    control = Control()
+
+    class Watched(GaussianModel):
+        def predict(self, *args, **kwargs):
+            out = super().predict(*args, **kwargs)
+            if self.calls == 5:
+                control.cancel.set()
+            return out
+    model = Watched()
+    with pytest.raises(Cancelled):
+        generate(recipe(sampler={"name": name, "mcmc_steps": 2, "leapfrog_steps": 3}), model,
+                 control)
+    assert model.calls == 5
+
+
 def test_bounded_negation_samples_its_own_density():
     """HMC on left NOT up (bounded form) against the density integrated on a grid."""
     from composer.operators import NEGATION_BOUND

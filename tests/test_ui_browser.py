@@ -410,3 +410,44 @@ def test_keyboard_and_screen_reader_names(page, app_url):
     prompt.fill("red square")
     prompt.press("Enter")
     wait_text(page, "#concept-image-1", "red square")
+
+
+def test_maps_stream_and_scrub_for_2d_and_image_models(page, app_url):
+    """The density map on toy2d, the conflict map on shapes: streamed, scrubbable, and
+    the pictures of docs/maps.md."""
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    before = page.locator("#preview img").get_attribute("src")
+    page.locator("#show-map input").check()
+    page.click("#generate")
+    wait_streaming(page)
+    wait_text(page, "#status", "Done: ")
+    assert page.locator("#preview img").get_attribute("src") != before
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "maps_density.png"))
+    slider = page.locator("#frame-slider input[type=number]")
+    slider.fill("1")
+    slider.press("Enter")
+    wait_text(page, "#progress", "Frame 1 /")
+    box = page.locator("#model input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    wait_text(page, "#notice", "Switched to shapes")
+    wait_text(page, "#metrics", "Judge:")                # its example ran, maps on
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "maps_conflict.png"))
+    assert error_badges(page) == 0
+
+
+def test_a_sweep_streams_its_grid_and_offers_it_to_download(page, app_url):
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    page.get_by_role("tab", name="Sweep").click()
+    page.locator("#sweep-values-1 textarea, #sweep-values-1 input").first.fill("0.5, 1, 2")
+    page.click("#sweep")
+    wait_text(page, "#sweep-status", "Sweep of 3 cells")
+    wait_text(page, "#sweep-status", "done.")
+    assert page.locator("#sweep-grid img").get_attribute("src")
+    assert page.locator("#sweep-files").inner_text().count(".png") == 1
+    page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "sweep.png"))
+    assert error_badges(page) == 0

@@ -99,6 +99,32 @@ def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
         "the run after a cancel differs from a clean render of the same recipe"
 
 
+def cpu_rate(window: float = 0.5) -> float:
+    """Cores this process (the app runs in it) kept busy over a wall-clock window."""
+    start_cpu, start = time.process_time(), time.perf_counter()
+    time.sleep(window)
+    return (time.process_time() - start_cpu) / (time.perf_counter() - start)
+
+
+@pytest.mark.parametrize("endpoint", ["/render", "/generate"])
+def test_a_cancel_frees_the_core_within_an_evaluation(client, endpoint):
+    """One HMC level here is 1,001 evaluations, several seconds of CPU: stopping at the
+    next step, or finishing the run, would keep the core busy long after the cancel.
+    Three submit-and-cancel cycles must not pile up work either."""
+    heavy = recipe_json(sampler={"name": "hmc", "mcmc_steps": 50, "leapfrog_steps": 20},
+                        steps=3, num_samples=900)
+    second = 2 if endpoint == "/render" else False
+    for _ in range(3):
+        job = client.submit(heavy, second, api_name=endpoint)
+        deadline = time.time() + 30
+        while cpu_rate() < 0.5:
+            assert time.time() < deadline, "the heavy run never started"
+        job.cancel()
+        cancelled = time.perf_counter()
+        while cpu_rate(0.25) > 0.2:
+            assert time.perf_counter() - cancelled < 3, "the run kept computing after the cancel"
+
+
 def test_metropolis_runs_report_acceptance(client):
     job = client.submit(recipe_json(sampler={"name": "mala", "mcmc_steps": 1}, steps=3), False,
                         api_name="/generate")
@@ -119,6 +145,34 @@ def test_render_api_returns_images_frames_points(client):
     scored = client.predict(recipe_json(concepts=[{"text": "ring"}, {"text": "bar"}]), 0,
                             api_name="/render")
     assert scored["metrics"] and all(isinstance(v, float) for v in scored["metrics"].values())
+
+
+def test_render_api_returns_the_density_maps_on_request(client):
+    plain = client.predict(recipe_json(), 0, api_name="/render")
+    mapped = client.predict(recipe_json(), 0, True, api_name="/render")
+    assert plain["maps"] == [] and len(mapped["maps"]) == 3     # composed, then each row's
+    assert mapped["images"] == plain["images"]                   # the samples are the same
+    composed = decode_uri(mapped["maps"][0]).reshape(-1, 3)
+    assert (composed == (120, 60, 160)).all(1).any(), "no density drawn at its peak colour"
+
+
+def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(client, tmp_path):
+    from composer.media import SWEEP_CHUNK
+    from composer.sweep import Sweep
+    job = client.submit(recipe_json(), "concepts[1].weight", "0.5, 1.5", "sampler.name",
+                        "ddim, euler", api_name="/sweep")
+    outputs = list(job)
+    status, image, files = zip(*job.outputs())
+    assert "Sweep of 4 cells, 3,072 network evaluations: running" in status[0]
+    assert [s for s in status if "of 4 done" in s][:1] == ["Sweep of 4 cells, 3,072 network "
+                                                           "evaluations: 1 of 4 done."]
+    assert status[-1].endswith("done.") and outputs
+    grid_png, plan_json = value_of(files[-1])
+    plan = Sweep.from_json(Image.open(grid_png).info[SWEEP_CHUNK])
+    assert plan == Sweep.from_json(open(plan_json).read())
+    assert plan.shape == (2, 2) and plan.recipe.seed == 3
+    with pytest.raises(Exception, match="Sweep axis 2: give values"):
+        client.predict(recipe_json(), "seed", "1, 2", "steps", " ", api_name="/sweep")
 
 
 @pytest.mark.parametrize("bad, words", [

@@ -23,14 +23,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
-from composer.media import enlarge, grid, png_bytes, recipe_from_png, save_animation
+from composer.facade import Cancelled, Composer, ComposerError, Frame, ModelInfo, Result
+from composer.media import SWEEP_CHUNK, enlarge, grid, png_bytes, recipe_from_png, save_animation
 from composer.models import ModelError, is_sd_reference
 from composer.recipe import Recipe, RecipeError
+from composer.sweep import Sweep
 from ui import state
 
 log = logging.getLogger("ui")
@@ -43,6 +45,7 @@ EXPORT_SIDE = 512          # saved PNGs and GIFs: small models upscaled (nearest
 CACHED_RUNS = 8            # finished runs of the example recipes kept for instant replay
 RUNS_DIR = Path(tempfile.gettempdir()) / "composer-ui"
 KEEP_SECONDS = 3600
+FRAMES_BUDGET = 128 * 2**20   # all sessions' scrubbable frames together (KeptFrames)
 
 
 def user_error(err: Exception) -> gr.Error:
@@ -54,7 +57,7 @@ def _translated_errors(name: str):
     """Engine errors become gr.Error; anything unexpected is logged and masked."""
     try:
         yield
-    except gr.Error:
+    except (gr.Error, Cancelled):
         raise
     except USER_ERRORS as err:
         raise user_error(err) from None
@@ -80,6 +83,45 @@ def guard(fn):
         with _translated_errors(fn.__name__):
             return fn(*args, **kwargs)
     return call
+
+
+def cancellable(fn):
+    """Run a blocking handler (plain or streaming) in a worker thread, passing it a
+    `cancel` flag. When Gradio cancels the event (Stop, a client's cancel, a closed
+    page) the flag is set, and the engine stops before its next network evaluation
+    instead of computing to the end of the step or the run."""
+    signature = inspect.signature(fn)
+    shown = signature.replace(parameters=[p for p in signature.parameters.values()
+                                          if p.name != "cancel"])  # not an API input
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        async def stream(*args):
+            cancel = threading.Event()
+            items = fn(*args, cancel=cancel)
+            try:
+                while (item := await anyio.to_thread.run_sync(
+                        next, items, _END, abandon_on_cancel=True)) is not _END:
+                    yield item
+            finally:
+                cancel.set()
+                with contextlib.suppress(ValueError):  # still running: it stops at the flag
+                    items.close()
+        stream.__signature__ = shown
+        return stream
+
+    @functools.wraps(fn)
+    async def call(*args):
+        cancel = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, cancel=cancel),
+                                                  abandon_on_cancel=True)
+        finally:
+            cancel.set()
+    call.__signature__ = shown
+    return call
+
+
+_END = object()
 
 
 def info_dict(info: ModelInfo) -> dict:
@@ -166,6 +208,61 @@ def spread(items: list, count: int) -> list:
     return [items[i] for i in dict.fromkeys(picks.tolist())]
 
 
+def kept_frame(frame: Frame, final: np.ndarray | None = None) -> dict:
+    """A frame as a session keeps it for the scrubber: PNG bytes at the fastest
+    setting, about 1/70 of the pixels' memory for a 2D scatter (2.6 KB for 196 KB).
+    `final` stands for the preview and x_t of the run's last picture."""
+    return {"preview": packed(frame.preview if final is None else final),
+            "noisy": packed(frame.noisy if final is None else final),
+            "concepts": [packed(c) for c in frame.concepts],
+            "map": None if frame.map is None else packed(frame.map),
+            "concept_maps": [packed(m) for m in frame.concept_maps]}
+
+
+class KeptFrames:
+    """The scrubbable frames of every session's last run share one budget (bytes of
+    PNG, FRAMES_BUDGET): past it, the oldest runs' frames are released first, so the
+    server's memory is bounded however many sessions stay open."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._runs: OrderedDict[int, tuple[dict, int]] = OrderedDict()  # id(live) -> live, bytes
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def keep(self, live: dict, frame: dict) -> None:
+        size = sum(len(v) for key in ("preview", "noisy", "map") if (v := frame[key])) + sum(
+            len(v) for key in ("concepts", "concept_maps") for v in frame[key])
+        with self._lock:
+            live["frames"].append(frame)
+            _, held = self._runs.pop(id(live), (live, 0))
+            self._runs[id(live)] = (live, held + size)
+            self._total += size
+            while self._total > self.budget and len(self._runs) > 1:
+                _, (old, freed) = self._runs.popitem(last=False)
+                old["frames"].clear()
+                old["released"] = True
+                self._total -= freed
+
+
+def chosen_view(preview, noisy, map_picture, concepts, concept_maps, show_noisy: bool,
+          show_maps: bool):
+    """The picture and thumbnails a view shows: the maps where asked for and made."""
+    if show_maps and map_picture is not None:
+        return map_picture, (concept_maps or concepts)
+    return (noisy if show_noisy else preview), concepts
+
+
+def packed(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def unpacked(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
 def timed(stream):
     """(item, seconds spent inside the stream so far) for each item: compute time,
     not the time the consumer spends sending frames to a browser."""
@@ -196,6 +293,7 @@ class Handlers:
         self._examples = {recipe.to_json() for _, recipe in self.examples}
         self._replays: OrderedDict[str, tuple[Result, float]] = OrderedDict()
         self._replays_lock = threading.Lock()
+        self.kept = KeptFrames(FRAMES_BUDGET)
 
     # --- models ----------------------------------------------------------------
     def default_model(self) -> str:
@@ -292,8 +390,9 @@ class Handlers:
             return False
 
     # --- runs ---------------------------------------------------------------------
-    def stream(self, recipe: Recipe, decode_every: int = 0,
-               replay: bool = False) -> Iterator[Frame | Result]:
+    def stream(self, recipe: Recipe, decode_every: int = 0, replay: bool = False,
+               cancel: threading.Event | None = None,
+               maps: bool = False) -> Iterator[Frame | Result]:
         """The run's frames, then its Result. Runs of the shipped example recipes are
         stored, and with `replay` a stored run is streamed again instead of computed."""
         key = recipe.to_json()
@@ -304,7 +403,7 @@ class Handlers:
             yield stored[0]
             return
         seconds = 0.0
-        for item, seconds in timed(self.composer.stream(recipe, decode_every)):
+        for item, seconds in timed(self.composer.stream(recipe, decode_every, cancel, maps)):
             if isinstance(item, Result) and key in self._examples:
                 with self._replays_lock:
                     self._replays[key] = (item, seconds)
@@ -318,8 +417,9 @@ class Handlers:
             stored = self._replays.get(recipe.to_json())
         return None if stored is None else stored[1]
 
-    def render(self, recipe: Recipe) -> Result:
-        return self.composer.render(recipe)
+    def render(self, recipe: Recipe, cancel: threading.Event | None = None,
+               maps: bool = False) -> Result:
+        return self.composer.render(recipe, cancel, maps)
 
     def compare_recipes(self, recipe: Recipe, samplers: list[str]) -> list[Recipe]:
         if not 2 <= len(samplers) <= 4:
@@ -354,6 +454,17 @@ class Handlers:
         gif = save_animation([display(f) for f in frames] + [display(final_picture(result))],
                              folder / f"{file_stem(result.recipe)}_frames.gif")
         return str(gif), png
+
+    @classmethod
+    def save_sweep(cls, plan: Sweep, picture: np.ndarray) -> list[str]:
+        """The sweep's grid as a PNG carrying the sweep, and the sweep as JSON: either
+        re-runs with `python -m composer sweep`."""
+        folder = cls._run_folder()
+        stem = f"{plan.recipe.model}_sweep_seed{plan.recipe.seed}"
+        grid_png, plan_json = folder / f"{stem}.png", folder / f"{stem}.json"
+        grid_png.write_bytes(png_bytes(picture, plan, SWEEP_CHUNK))
+        plan_json.write_text(plan.to_json() + "\n")
+        return [str(grid_png), str(plan_json)]
 
     @staticmethod
     def recipe_from_upload(path: str | None) -> Recipe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import random
 import time
 
@@ -12,13 +13,17 @@ import gradio as gr
 import numpy as np
 
 from composer.facade import Composer, Frame
-from composer.media import MAX_PNG_BYTES
+from composer.media import MAX_PNG_BYTES, labelled_grid
 from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
+from composer.sweep import MAX_CELLS
 from ui import state
 from ui.handlers import (
     GENERIC_ERROR,
+    KEEP_SECONDS,
     THUMB_SIDE,
     Handlers,
+    cancellable,
+    chosen_view,
     timed,
     concept_label,
     data_uri,
@@ -26,10 +31,12 @@ from ui.handlers import (
     display,
     final_picture,
     guard,
+    kept_frame,
     metrics_text,
     model_summary,
     progress_html,
     spread,
+    unpacked,
 )
 
 log = logging.getLogger("ui")
@@ -42,6 +49,12 @@ except ImportError:  # the package is optional
         return fn
 
 GPU_GROUP = "gpu"
+# Runs computing at once. They take turns on the device one network evaluation at a
+# time (engine.Control), so two share a CPU or a GPU fairly: a small job runs beside
+# a large one instead of waiting for it, and the budget caps how large one can be.
+CONCURRENCY_ENV = "COMPOSER_CONCURRENCY"
+RUN_CONCURRENCY = max(1, int(os.environ.get(CONCURRENCY_ENV, "2")))
+QUEUE_SIZE = 64            # waiting requests beyond this are refused, not stored
 PRIVATE = "private"  # UI-only listeners stay out of the API page
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
@@ -171,11 +184,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
     if default_model:
         H.preferred_model = default_model
 
-    # Gradio's cache of streamed frames: swept every 30 min of files older than an hour.
-    with gr.Blocks(title="Composable diffusion explorer", delete_cache=(1800, 3600)) as demo:
+    # Gradio's cache (a run streams hundreds of frame files): swept every 10 min of the
+    # files older than 30 min. A session's frames go an hour after its last run.
+    with gr.Blocks(title="Composable diffusion explorer", delete_cache=(600, 1800)) as demo:
         rows_state = gr.State([])
         info_state = gr.State(None)
-        frames_state = gr.State(None)
+        frames_state = gr.State(None, time_to_live=KEEP_SECONDS)
         runs_state = gr.State([])
         autorun_state = gr.State(False)
         share_token = gr.Textbox(visible=False)
@@ -278,6 +292,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     with gr.Row():
                         show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead",
                                               elem_id="show-xt")
+                        show_map = gr.Checkbox(
+                            False, label="Map: density p_t (2D) or conflict (images)",
+                            elem_id="show-map",
+                            info="Computed by the next run; costs one more evaluation per "
+                                 "step on 2D models, nothing on image models")
                     frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
                                              elem_id="frame-slider", visible=False)
                     gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
@@ -310,6 +329,30 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     compare_files = gr.File(label="PNGs with recipes", file_count="multiple",
                                             elem_id="compare-files", interactive=False,
                                             visible=False)
+                with gr.Tab("Sweep", id="tab-sweep"):
+                    gr.Markdown("One knob, or two, over a list of values (`0, 0.5, 1`) or a "
+                                "range (`0:2:5`, five values from 0 to 2), under the form's "
+                                f"seed; at most {MAX_CELLS} cells, each a run of its own.")
+                    sweep_fields, sweep_values = [], []
+                    for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, "0:2:5"),
+                                                          ("none", ""))):
+                        with gr.Row():
+                            sweep_fields.append(gr.Dropdown(
+                                ([] if k == 0 else [("none", "none")])
+                                + state.sweep_choices(MAX_CONCEPTS),
+                                value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}",
+                                scale=2))
+                            sweep_values.append(gr.Textbox(example, label="Values",
+                                                           elem_id=f"sweep-values-{k + 1}",
+                                                           scale=3))
+                    sweep_btn = gr.Button("Run sweep", variant="primary", elem_id="sweep")
+                    sweep_status = gr.Markdown("", elem_id="sweep-status")
+                    sweep_image = gr.Image(label="Sweep", type="numpy", format="png",
+                                           interactive=False, elem_id="sweep-grid",
+                                           visible=False)
+                    sweep_files = gr.File(label="Grid PNG (carries the sweep) and sweep.json",
+                                          file_count="multiple", elem_id="sweep-files",
+                                          interactive=False, visible=False)
                 with gr.Tab("Runs", id="tab-runs"):
                     runs_table = gr.Dataframe(headers=RUN_HEADERS, elem_id="runs",
                                               interactive=False, wrap=True,
@@ -465,10 +508,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return (recipe.to_json(), f"Running… {cost:,} network evaluations{allowed}.",
                     state.share_token(recipe))
 
+        @cancellable
         @gpu
         @guard
-        def run(recipe_text: str, show_noisy: bool, runs: list | None = None,
-                replay: bool = False):
+        def run(recipe_text: str, show_noisy: bool, show_maps: bool, runs: list | None = None,
+                replay: bool = False, cancel=None):
             """Stream a run: preview, per-concept thumbnails and progress each step.
             With `replay`, a stored run of the same example recipe streams again."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
@@ -484,18 +528,22 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    gif_file: gr.update(visible=False, value=None),
                    png_file: gr.update(visible=False, value=None), metrics_md: "",
                    progress: progress_html(0, 1, " · starting")}
+            replay = replay and not show_maps           # stored runs have no maps
             stored = H.stored_seconds(recipe) if replay else None
             compute, result = 0.0, None
             try:
-                for item, compute in timed(H.stream(recipe, replay=replay)):
+                for item, compute in timed(H.stream(recipe, replay=replay, cancel=cancel,
+                                                    maps=show_maps)):
                     if isinstance(item, Frame):
-                        frames.append({"preview": item.preview, "noisy": item.noisy,
-                                       "concepts": item.concepts})
+                        H.kept.keep(live, kept_frame(item))
                         live["total"] = item.total
                         extra = ("" if item.acceptance is None
                                  else f" · acceptance {item.acceptance:.0%}")
-                        yield {preview: display(item.noisy if show_noisy else item.preview),
-                               **_thumbs(concept_images, item.concepts, labels),
+                        picture, thumbs = chosen_view(item.preview, item.noisy, item.map,
+                                                      item.concepts, item.concept_maps,
+                                                      show_noisy, show_maps)
+                        yield {preview: display(picture),
+                               **_thumbs(concept_images, thumbs, labels),
                                progress: progress_html(item.index + 1, item.total, extra),
                                frames_state: live}
                     else:
@@ -506,14 +554,15 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             compute = compute if stored is None else stored
             how = "" if stored is None else ", a stored run of this example replayed"
             final = final_picture(result)
-            frames.append({"preview": final, "noisy": final, "concepts": frames[-1]["concepts"]})
+            last = result.frames[-1]
+            H.kept.keep(live, kept_frame(last, final))
             live["done"] = True
-            gif, png = H.save_outputs(result, [f["preview"] for f in frames[:-1]])
+            gif, png = H.save_outputs(result, [f.preview for f in result.frames])
             accept = [f.acceptance for f in result.frames if f.acceptance is not None]
             evaluations = H.composer.cost(result.recipe)
             runs = (runs or []) + [_run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
-            yield {preview: display(final),
+            yield {preview: display(last.map if show_maps and last.map is not None else final),
                    frames_state: live,
                    frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
                                            value=len(frames)),
@@ -530,15 +579,22 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                        gif_file, png_file, runs_state, runs_table, status]
         scrub_outputs = [preview, *concept_images, progress]
 
-        def scrub(index, frames, show_noisy):
+        def scrub(index, frames, show_noisy, show_maps):
+            if frames and frames.get("released"):
+                return [*[gr.skip()] * (len(scrub_outputs) - 1),
+                        "<div id='progress-text'>This run's frames were released to save the "
+                        "server's memory; run it again to scrub it.</div>"]
             if not frames or not frames["frames"]:
                 return [gr.skip()] * len(scrub_outputs)
             items = frames["frames"]
             i = int(min(max(index or 1, 1), len(items))) - 1
             item = items[i]
             caption = "final" if frames["done"] and i == len(items) - 1 else f"step {i + 1}"
-            thumbs = _thumbs(concept_images, item["concepts"], frames["labels"])
-            return [display(item["noisy"] if show_noisy else item["preview"]),
+            picture, pictures = chosen_view(item["preview"], item["noisy"], item["map"],
+                                            item["concepts"], item["concept_maps"],
+                                            show_noisy, show_maps)
+            thumbs = _thumbs(concept_images, [unpacked(c) for c in pictures], frames["labels"])
+            return [display(unpacked(picture)),
                     *[thumbs[slot] for slot in concept_images],
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
 
@@ -555,9 +611,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     f"<div id='progress-text'>Stopped at step {count} / {total}</div>")
 
         # --- compare ----------------------------------------------------------------
+        @cancellable
         @gpu
         @guard
-        def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None):
+        def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None,
+                    cancel=None):
             """The same recipe and seed under 2-4 samplers, streamed side by side; each
             reports its own compute time and network evaluations."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
@@ -565,7 +623,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 return
             recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []))
             evaluations = [H.composer.cost(r) for r in recipes]
-            streams = [timed(H.stream(r)) for r in recipes]
+            streams = [timed(H.stream(r, cancel=cancel)) for r in recipes]
             pictures, lines = [None] * len(recipes), [""] * len(recipes)
             results, seconds = [None] * len(recipes), [0.0] * len(recipes)
             live = set(range(len(recipes)))
@@ -606,6 +664,34 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             yield {runs_state: runs, runs_table: _runs_value(runs),
                    compare_files: gr.update(value=files, visible=True),
                    status: f"Compared {', '.join(r.sampler.name for r in recipes)}."}
+
+        # --- sweep ------------------------------------------------------------------
+        @cancellable
+        @gpu
+        @guard
+        def sweep(recipe_text: str, field_1: str, values_1: str, field_2: str, values_2: str,
+                  cancel=None):
+            """The sweep's cost first, then its labelled grid as each cell finishes, then
+            the grid PNG (carrying the sweep, for `python -m composer sweep`)."""
+            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+                yield {sweep_status: gr.skip()}
+                return
+            plan = state.build_sweep(Recipe.from_json(recipe_text),
+                                     [(field_1, values_1), (field_2, values_2)])
+            rows, columns = plan.shape
+            cost = H.composer.sweep_cost(plan)
+            head = f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
+            yield {sweep_status: head + ": running…", sweep_files: gr.update(visible=False, value=None),
+                   sweep_image: gr.update(visible=False, value=None)}
+            cells, (row_labels, column_labels) = [], plan.labels()
+            for cell in H.composer.sweep(plan, cancel):
+                cells.append((cell.position, final_picture(cell.result),
+                              metrics_text(cell.result.metrics)))
+                picture = labelled_grid(cells, row_labels, column_labels)
+                yield {sweep_image: gr.update(value=picture, visible=True),
+                       sweep_status: f"{head}: {len(cells)} of {rows * columns} done."}
+            yield {sweep_files: gr.update(value=H.save_sweep(plan, picture), visible=True),
+                   sweep_status: f"{head}: done."}
 
         def limit_compare(chosen):
             if len(chosen or []) <= COMPARE_SLOTS:
@@ -656,8 +742,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         # --- wiring -------------------------------------------------------------------
         # Everything that can start a run goes through prepare (the page -> recipe JSON),
         # then run. A page that opens, a model switch and an example render at once.
-        def replay(recipe_text: str, show_noisy: bool, runs: list | None = None):
-            yield from run(recipe_text, show_noisy, runs, replay=True)
+        async def replay(recipe_text: str, show_noisy: bool, show_maps: bool,
+                         runs: list | None = None):
+            async for update in run(recipe_text, show_noisy, show_maps, runs, True):
+                yield update
 
         def then_run(event, api_name=None):
             """Generate computes; what opens by itself (a page, a switch, an example)
@@ -665,8 +753,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             fn, visibility = ((run, {"api_name": api_name}) if api_name
                               else (replay, {"api_visibility": PRIVATE}))
             return event.then(None, share_token, share_link, js=SHARE_JS).then(
-                fn, [recipe_json, show_xt, runs_state], run_outputs, concurrency_id=GPU_GROUP,
-                concurrency_limit=1, show_progress="minimal", **visibility)
+                fn, [recipe_json, show_xt, show_map, runs_state], run_outputs,
+                concurrency_id=GPU_GROUP,
+                concurrency_limit=RUN_CONCURRENCY, show_progress="minimal", **visibility)
 
         def then_autorun(event):
             return then_run(event.then(autorun, autorun_inputs, [recipe_json, status, share_token],
@@ -691,10 +780,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         apply_btn.click(soft(import_json), recipe_json, apply_outputs, api_visibility=PRIVATE)
         png_in.upload(soft(import_png), png_in, apply_outputs, api_visibility=PRIVATE)
 
-        frame_slider.change(scrub, [frame_slider, frames_state, show_xt], scrub_outputs,
-                            queue=False, api_visibility=PRIVATE)
-        show_xt.change(scrub, [frame_slider, frames_state, show_xt], scrub_outputs, queue=False,
-                       api_visibility=PRIVATE)
+        for control in (frame_slider, show_xt, show_map):
+            control.change(scrub, [frame_slider, frames_state, show_xt, show_map], scrub_outputs,
+                           queue=False, api_visibility=PRIVATE)
 
         compare_event = compare_btn.click(
             prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
@@ -702,29 +790,48 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             None, share_token, share_link, js=SHARE_JS).then(
             compare, [recipe_json, compare_choices, show_xt, runs_state],
             [*compare_images, compare_status, compare_files, runs_state, runs_table, status],
-            api_name="compare", concurrency_id=GPU_GROUP, concurrency_limit=1,
+            api_name="compare", concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY,
             show_progress="minimal")
+        sweep_event = sweep_btn.click(
+            prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
+            concurrency_limit=None, api_visibility=PRIVATE).then(
+            sweep, [recipe_json, *[w for pair in zip(sweep_fields, sweep_values) for w in pair]],
+            [sweep_status, sweep_image, sweep_files], api_name="sweep",
+            concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY, show_progress="minimal")
         stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
-                       cancels=[gen_event, compare_event, *auto_events], queue=False,
+                       cancels=[gen_event, compare_event, sweep_event, *auto_events], queue=False,
                        api_visibility=PRIVATE)
+        # A page runs one thing at a time: what starts a run cancels the page's others
+        # (two runs compute at once server-wide, so an older one could finish last).
+        for trigger, keep in ((generate_btn.click, gen_event), (compare_btn.click, compare_event),
+                              (sweep_btn.click, sweep_event), (model_dd.input, None),
+                              (sd_box.submit, None), (load_btn.click, None),
+                              (example_set.click, None)):
+            others = [e for e in (gen_event, compare_event, sweep_event) if e is not keep]
+            trigger(None, cancels=others + (auto_events if keep else []), queue=False,
+                    api_visibility=PRIVATE)
         share_btn.click(share, page_inputs, [recipe_json, status, share_token],
                         js=SHOWN_JS, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS)
 
         # --- API --------------------------------------------------------------------
+        @cancellable
         @gpu
         @guard
-        def render(recipe: str, frames: int = 8) -> dict:
+        def render(recipe: str, frames: int = 8, maps: bool = False, cancel=None) -> dict:
             """Run a recipe (JSON string) to the end. Returns {"recipe": the recipe with
             defaults filled, "images": [PNG data URIs], "frames": [up to `frames` preview
             PNG data URIs, evenly spaced], "points": [[x, y], ...] or null (2D models),
             "metrics": {...}, "verdicts": [per sample: {"rows": [{"row", "text", "negate",
-            "holds"}], "clean", "correct"}] (models with a judge, else []), "notes": [...]}."""
+            "holds"}], "clean", "correct"}] (models with a judge, else []), "notes": [...],
+            "maps": with `maps`, the last step's map then each concept's (2D: density
+            p_t; image models under "and": the conflict map), PNG data URIs, else []}."""
             try:
                 count = int(frames)
             except (TypeError, ValueError):
                 raise RecipeError(f"frames: must be a whole number, got {frames!r:.40}") from None
-            result = H.render(Recipe.from_json(recipe))
+            result = H.render(Recipe.from_json(recipe), cancel, bool(maps))
+            last = result.frames[-1]
             picks = spread([f.preview for f in result.frames], count)
             return {"recipe": result.recipe.to_dict(),
                     "images": [data_uri(im) for im in result.images],
@@ -732,11 +839,14 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     "points": None if result.points is None else np.asarray(result.points).tolist(),
                     "metrics": {k: float(v) for k, v in result.metrics.items()},
                     "verdicts": list(result.verdicts),
-                    "notes": list(result.notes)}
+                    "notes": list(result.notes),
+                    "maps": [data_uri(im) for im in ([last.map] if last.map is not None else [])
+                             + list(last.concept_maps)]}
 
-        gr.api(render, api_name="render", concurrency_id=GPU_GROUP, concurrency_limit=1)
+        gr.api(render, api_name="render", concurrency_id=GPU_GROUP,
+               concurrency_limit=RUN_CONCURRENCY)
 
-    return demo
+    return demo.queue(max_size=QUEUE_SIZE)
 
 
 # --- row rendering (called inside @gr.render) -------------------------------------

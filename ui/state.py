@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
+from composer.sweep import Sweep
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
 INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
@@ -299,3 +300,52 @@ def example_label(path: Path) -> str:
         return f"{name} ({Recipe.from_json(path.read_text()).model})"
     except (OSError, RecipeError):
         return name
+
+
+# --- sweeps -------------------------------------------------------------------------
+SWEEP_DEFAULT = "concepts[0].weight"
+
+
+def sweep_choices(rows: int) -> list[tuple[str, str]]:
+    """(label, sweep field) for the axis pickers: each row's weight and β, then the
+    recipe-wide knobs."""
+    per_row = [(f"Row {n} {name}", f"concepts[{n - 1}].{field}") for n in range(1, rows + 1)
+               for name, field in (("AND weight", "weight"), ("NOT β", "beta"))]
+    return per_row + [("α (scale)", "scale"), ("sampler", "sampler.name"),
+                      ("MCMC step size", "sampler.step_size"),
+                      ("MCMC steps per level", "sampler.mcmc_steps"), ("steps", "steps"),
+                      ("seed", "seed")]
+
+
+def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
+    """A Sweep from the picker: per axis a field ("none" leaves it out) and values
+    typed as a list ("0, 0.5, 1", "ddim, hmc") or a range "start:stop:num"."""
+    given = []
+    for k, (field, text) in enumerate(axes, 1):
+        if not field or field == "none":
+            continue
+        text = (text or "").strip()
+        if not text:
+            raise RecipeError(f"Sweep axis {k}: give values, e.g. 0, 0.5, 1 or 0:2:5")
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise RecipeError(f"Sweep axis {k}: a range is start:stop:num, got {text[:40]!r}")
+            start, stop, num = (_sweep_value(p.strip()) for p in parts)
+            given.append({"field": field, "range": {"start": start, "stop": stop, "num": num}})
+        else:
+            given.append({"field": field,
+                          "values": [_sweep_value(v.strip()) for v in text.split(",") if v.strip()]})
+    try:
+        return Sweep.from_dict({"recipe": recipe.to_dict(), "axes": given})
+    except RecipeError as err:
+        raise RecipeError(plain(str(err))) from None
+
+
+def _sweep_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

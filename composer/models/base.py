@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from composer.media import grid
+
 
 class ModelError(ValueError):
     """A model cannot be loaded or cannot do what the recipe asks."""
@@ -34,6 +36,8 @@ class ModelAdapter(ABC):
     # Network rows (one sample through the network for one conditioning row) one
     # run may cost, sized for a CPU; None: no cap. See engine.cost and docs/recipe.md.
     max_evaluations: int | None = None
+    # 2D models: the half-width of the square their pictures show (density maps).
+    plane: float | None = None
     # Recipe defaults: scale, steps, and the MCMC knobs of SamplerSpec.
     defaults: dict[str, Any] = {}
     device: torch.device = torch.device("cpu")
@@ -62,6 +66,26 @@ class ModelAdapter(ABC):
     @abstractmethod
     def preview(self, x0: torch.Tensor) -> np.ndarray:
         """Cheap RGB uint8 picture [H, W, 3] of a batch of predicted clean samples."""
+
+    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray | None:
+        """Image models: each sample's cheap picture [B, H, W, 3] uint8, on the grid
+        the network works on (what a conflict map is drawn over)."""
+        return None
+
+    def conflict_picture(self, x0: torch.Tensor, conflict: torch.Tensor) -> np.ndarray:
+        """The samples with the conflict map [B, h, w] in [0, 1] laid over them in red."""
+        tiles = self.preview_tiles(x0)
+        heat = torch.nn.functional.interpolate(conflict[:, None].float().cpu(),
+                                               size=tiles.shape[1:3], mode="bilinear")
+        alpha = 0.7 * heat[:, 0, :, :, None].numpy()
+        red = np.array([230, 30, 30], np.float32)
+        return grid((tiles * (1 - alpha) + red * alpha).round().astype(np.uint8))
+
+    def density_pictures(self, recipe: Any, density: torch.Tensor,
+                         x: torch.Tensor) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """2D models: the composed density (density[0], with the points x) and each
+        active concept's own (density[1:]) as heat maps over the plane."""
+        raise NotImplementedError
 
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
         """Final RGB uint8 pictures, one per sample (toy2d: one scatter of all)."""

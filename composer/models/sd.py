@@ -213,11 +213,15 @@ class SDAdapter(ModelAdapter):
         return max(1, int(0.8 * free / per_row))
 
     # ---- pictures -----------------------------------------------------------------
-    def preview(self, x0: torch.Tensor) -> np.ndarray:
-        """Linear latent -> RGB of each sample, tiled in a grid, uint8 [H, W, 3]."""
+    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray:
+        """Linear latent -> RGB of each sample, uint8 [B, h, w, 3] at latent size."""
         weights = torch.tensor(LATENT_RGB, dtype=torch.float32)
         rgb = torch.einsum("bchw,cr->bhwr", x0.detach().float().cpu()[:, :4], weights)
-        return grid(((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+        return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        """The latent previews tiled in a grid, uint8 [H, W, 3]."""
+        return grid(self.preview_tiles(x0))
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:

@@ -135,8 +135,11 @@ class ShapesModel(ModelAdapter):
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
         return list(to_uint8(x0.detach().float().cpu()))
 
+    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray:
+        return to_uint8(x0.detach().float().cpu())
+
     def preview(self, x0: torch.Tensor) -> np.ndarray:
-        images = to_uint8(x0.detach().float().cpu())
+        images = self.preview_tiles(x0)
         n = len(images)
         cols = math.ceil(math.sqrt(n))
         rows = math.ceil(n / cols)

@@ -38,7 +38,8 @@ import torch
 
 from composer.models.base import ModelAdapter, ModelError
 from composer.toy2d.data import CONCEPTS
-from composer.toy2d.lab import ground_truth, mmd2, scatter_image, setup_of, support_fraction
+from composer.toy2d.lab import (EXTENT, ground_truth, mmd2, scatter_image, setup_of,
+                                 support_fraction)
 from composer.toy2d.net import UNCONDITIONAL
 from composer.toy2d.train import SCHEDULER_CONFIG, load_net
 
@@ -50,6 +51,7 @@ class Toy2DModel(ModelAdapter):
     sample_shape = (2,)
     scheduler_config = dict(SCHEDULER_CONFIG)
     concept_choices = CONCEPTS
+    plane = EXTENT
     max_samples = 5000
     # 2D points through a small MLP; the README's Budgets table gives the time it stands for.
     max_evaluations = 10_000_000
@@ -101,6 +103,15 @@ class Toy2DModel(ModelAdapter):
 
     def preview(self, x0: torch.Tensor) -> np.ndarray:
         return scatter_image(self.points(x0))
+
+    def density_pictures(self, recipe, density: torch.Tensor,
+                         x: torch.Tensor) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Each over its own support outlined: the recipe's target where it is one of
+        the RRR setups, each concept's component."""
+        maps = density.cpu().numpy()
+        composed = scatter_image(self.points(x), setup_of(recipe), density=maps[0])
+        return composed, tuple(scatter_image(None, c.text, density=m)
+                               for c, m in zip(recipe.active_concepts, maps[1:]))
 
     def result_images(self, recipe, x0: torch.Tensor) -> list[np.ndarray]:
         """The final scatter over the shaded support of the recipe's target, if known."""

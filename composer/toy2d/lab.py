@@ -22,6 +22,9 @@ from composer.toy2d.data import COMPONENTS, SETUPS, Distribution
 
 BANDWIDTH = 0.1
 EXTENT = 1.25          # images show [-EXTENT, EXTENT]^2
+SUPPORT_COLOUR = (255, 224, 178)
+OUTLINE_COLOUR = (230, 120, 0)
+DENSITY_COLOUR = (120, 60, 160)
 
 # setup -> (operators, frozenset of (text, negate)) that reproduce it.
 _SIGNATURES = {
@@ -106,10 +109,16 @@ def support_fraction(x, target: str | Distribution) -> float:
 
 
 def scatter_image(points, target: str | Distribution | None = None, size: int = 256,
-                  extent: float = EXTENT) -> np.ndarray:
+                  extent: float = EXTENT, density: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 [size, size, 3]: samples (blue dots) over the target's support
-    (shaded), with the [-1, 1]^2 frame and the axes drawn faintly, and a legend."""
+    (shaded), with the [-1, 1]^2 frame and the axes drawn faintly, and a legend.
+    With `density` ([G, G] over the same square, row 0 at the top) the density is the
+    shading, relative to its peak, and the target's support is outlined."""
     image = np.full((size, size, 3), 255, np.uint8)
+    if density is not None:
+        relative = np.asarray(Image.fromarray((density / max(density.max(), 1e-30)).astype(
+            np.float32)).resize((size, size), Image.BILINEAR))[..., None]
+        image = (255 - relative * (255 - np.array(DENSITY_COLOUR))).round().astype(np.uint8)
     if target is not None:
         if isinstance(target, str):
             target = SETUPS.get(target) or COMPONENTS[target]
@@ -117,7 +126,12 @@ def scatter_image(points, target: str | Distribution | None = None, size: int = 
         gx, gy = np.meshgrid(centres, -centres)          # row 0 is the top (largest y)
         grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1)).float()
         inside = target.support(grid).numpy().reshape(size, size)
-        image[inside] = (255, 224, 178)
+        if density is None:
+            image[inside] = SUPPORT_COLOUR
+        else:
+            edge = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0)
+                              & np.roll(inside, 1, 1) & np.roll(inside, -1, 1))
+            image[edge] = OUTLINE_COLOUR
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
 
@@ -127,20 +141,24 @@ def scatter_image(points, target: str | Distribution | None = None, size: int = 
     draw.line([to_pixel(-extent, 0), to_pixel(extent, 0)], fill=grey)
     draw.line([to_pixel(0, -extent), to_pixel(0, extent)], fill=grey)
     draw.rectangle([to_pixel(-1, 1), to_pixel(1, -1)], outline=grey)
-    xy = _as_tensor(points).numpy()
+    xy = np.zeros((0, 2)) if points is None else _as_tensor(points).numpy()
     xy = xy[np.isfinite(xy).all(1)]
     radius = max(1.0, size / 256)
     for px, py in xy:
         cx, cy = to_pixel(px, py)
         if -radius <= cx <= size + radius and -radius <= cy <= size + radius:
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(31, 90, 200))
-    _legend(draw, size, shaded=target is not None)
+    entries = [((31, 90, 200), "samples")] if points is not None else []
+    if density is not None:
+        entries.append((DENSITY_COLOUR, "density (rel. to peak)"))
+    if target is not None:
+        entries.append((SUPPORT_COLOUR if density is None else OUTLINE_COLOUR, "target support"))
+    _legend(draw, size, entries)
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
-def _legend(draw: ImageDraw.ImageDraw, size: int, shaded: bool) -> None:
+def _legend(draw: ImageDraw.ImageDraw, size: int, entries: list[tuple[tuple, str]]) -> None:
     """Bottom-left key: what the dots and the shading are."""
-    entries = [((31, 90, 200), "samples")] + ([((255, 224, 178), "target support")] if shaded else [])
     line = 12
     top = size - 4 - line * len(entries)
     for k, (colour, text) in enumerate(entries):

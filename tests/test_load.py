@@ -1,0 +1,104 @@
+"""The app under a crowd, through gradio_client: concurrent users get what they
+would get alone, a small job is not held behind a large one, and memory levels off
+over repeated sessions. (Cancellation: test_ui_client.py.)"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+SMALL = {"model": "toy2d-energy", "operator": "product",
+         "concepts": [{"text": "ring"}, {"text": "bar"}],
+         "sampler": {"name": "ddim"}, "steps": 6, "seed": 3, "num_samples": 64}
+LARGE = {**SMALL, "sampler": {"name": "hmc", "mcmc_steps": 50, "leapfrog_steps": 20},
+         "steps": 3, "num_samples": 900}          # about 20 s of CPU here
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (the app runs in it)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import os
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.fixture(scope="module")
+def connect(app_url):
+    from gradio_client import Client
+    return lambda: Client(app_url, verbose=False)
+
+
+def test_eight_concurrent_users_get_what_they_would_alone(connect):
+    recipes = [json.dumps({**SMALL, "seed": seed}) for seed in range(8)]
+    alone = [connect().predict(r, 0, api_name="/render")["images"] for r in recipes]
+
+    def user(k):
+        client = connect()
+        return [client.predict(recipes[k], 0, api_name="/render")["images"] for _ in range(2)]
+    with ThreadPoolExecutor(8) as pool:
+        crowd = list(pool.map(user, range(8)))
+    for k in range(8):
+        assert crowd[k] == [alone[k], alone[k]], f"user {k} got another picture in the crowd"
+
+
+def test_a_small_job_is_not_held_behind_a_large_one(connect):
+    """Runs take turns evaluation by evaluation: the small one ends first."""
+    large = connect().submit(json.dumps(LARGE), 0, api_name="/render")
+    deadline = time.time() + 30
+    while large.status().code.name != "PROCESSING":
+        assert time.time() < deadline, "the large job never started"
+        time.sleep(0.1)
+    small = connect().predict(json.dumps(SMALL), 0, api_name="/render")
+    assert small["images"] and not large.done(), "the small job waited for the large one"
+    large.cancel()
+
+
+def test_memory_levels_off_over_repeated_sessions(connect):
+    """Each session streams 20 frames of 4 pictures (15.7 MB of pixels) and keeps
+    its last run's frames for the scrubber, compressed (benchmarks/load.py: 100
+    sessions x 3 runs)."""
+    recipe = json.dumps({**SMALL, "steps": 20, "num_samples": 100})
+    client = connect()
+
+    def session():
+        client.reset_session()                       # a new visitor, as far as the app knows
+        client.predict(recipe, False, api_name="/generate")
+    for _ in range(3):
+        session()
+    settled = rss_mb()
+    for _ in range(6):
+        session()
+    grown = rss_mb() - settled
+    print(f"rss {settled:.0f} MB, +{grown:.1f} MB")
+    assert grown < 40, f"memory grew {grown:.0f} MB over 6 more sessions"
+
+
+def test_a_session_keeps_its_frames_compressed():
+    import numpy as np
+
+    from composer.facade import Frame
+    from ui.handlers import kept_frame, unpacked
+    rng = np.random.default_rng(0)
+    scatter = np.full((256, 256, 3), 255, np.uint8)
+    scatter[rng.integers(0, 256, 400), rng.integers(0, 256, 400)] = (31, 119, 180)
+    kept = kept_frame(Frame(0, 1, 1.0, scatter, scatter, (scatter, scatter), None))
+    size = len(kept["preview"]) + len(kept["noisy"]) + sum(map(len, kept["concepts"]))
+    assert size < 4 * scatter.nbytes / 20 and kept["map"] is None
+    assert np.array_equal(unpacked(kept["concepts"][1]), scatter)      # lossless
+
+
+def test_all_sessions_frames_share_one_budget():
+    """Past the budget the oldest run's frames go first; the newest run keeps its own."""
+    from ui.handlers import KeptFrames
+    frame = {"preview": b"x" * 100, "noisy": b"x" * 100, "concepts": [b"x" * 50],
+             "map": None, "concept_maps": []}
+    kept = KeptFrames(budget=1000)
+    old, new = {"frames": []}, {"frames": []}
+    for _ in range(3):
+        kept.keep(old, frame)
+    kept.keep(new, frame)
+    assert len(old["frames"]) == 3 and "released" not in old             # 1,000 bytes: at it
+    kept.keep(new, frame)
+    assert old == {"frames": [], "released": True} and len(new["frames"]) == 2
