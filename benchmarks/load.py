@@ -39,6 +39,9 @@ SMALL = {"model": "toy2d-energy", "operator": "product",
 LARGEST = {**SMALL, "sampler": {"name": "hmc", "mcmc_steps": 50, "leapfrog_steps": 20},
            "steps": 10, "num_samples": 495}
 SESSION_RUN = {**SMALL, "steps": 20, "num_samples": 100}
+# The frames budget of all sessions (128 MB by default), lowered so that 100 sessions
+# reach it and the memory curve shows the cap at work.
+FRAMES_MB = 16
 
 
 SERVER = ("from composer.facade import Composer\n"
@@ -57,7 +60,8 @@ class Server:
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
         self.process = subprocess.Popen([sys.executable, "-c", SERVER.format(port=port)],
-                                        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                                       "COMPOSER_FRAMES_MB": str(FRAMES_MB)})
         deadline = time.time() + 120
         while True:
             try:

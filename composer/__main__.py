@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from composer.facade import Composer, ComposerError
-from composer.media import SWEEP_CHUNK, grid, labelled_grid, png_bytes, save_png
+from composer.media import SWEEP_CHUNK, labelled_grid, png_bytes, save_png, sweep_cell
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -103,8 +103,7 @@ def sweep(args: argparse.Namespace) -> None:
     pictures, records = [], []
     for cell in composer.sweep(plan):
         result, (i, j) = cell.result, cell.position
-        picture = grid(np.stack(result.images))
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+        picture, summary = sweep_cell(result.images, result.metrics)
         pictures.append(((i, j), picture, summary))
         records.append({"row": i, "column": j, "labels": list(cell.labels),
                         "recipe": result.recipe.to_dict(), "metrics": result.metrics})

@@ -128,6 +128,12 @@ def save_animation(frames: list[np.ndarray], path: str | Path, seconds: float = 
     return Path(path)
 
 
+def sweep_cell(images: tuple[np.ndarray, ...], metrics: dict) -> tuple[np.ndarray, str]:
+    """A finished cell's picture (its images tiled) and caption (its metrics), the same
+    in the app and the CLI, so a sweep saved from one re-renders alike in the other."""
+    return grid(np.stack(images)), ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
 def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labels: list[str],
                   column_labels: list[str], cell_side: int = 192) -> np.ndarray:
     """A sweep's picture: each cell's image (scaled to `cell_side`, nearest) with a

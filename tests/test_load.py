@@ -91,14 +91,20 @@ def test_a_session_keeps_its_frames_compressed():
 
 def test_all_sessions_frames_share_one_budget():
     """Past the budget the oldest run's frames go first; the newest run keeps its own."""
-    from ui.handlers import KeptFrames
+    from ui.handlers import KeptFrames, Run
     frame = {"preview": b"x" * 100, "noisy": b"x" * 100, "concepts": [b"x" * 50],
              "map": None, "concept_maps": []}
     kept = KeptFrames(budget=1000)
-    old, new = {"frames": []}, {"frames": []}
+    old, new = Run(frames=[]), Run(frames=[])
     for _ in range(3):
         kept.keep(old, frame)
     kept.keep(new, frame)
     assert len(old["frames"]) == 3 and "released" not in old             # 1,000 bytes: at it
     kept.keep(new, frame)
     assert old == {"frames": [], "released": True} and len(new["frames"]) == 2
+    dropped = Run(frames=[])
+    kept.keep(dropped, frame)                      # 750 bytes held: new (500), dropped (250)
+    del dropped                                    # its session moved on: not counted
+    for _ in range(2):
+        kept.keep(new, frame)
+    assert len(new["frames"]) == 4                 # 1,000 bytes, all of them its own

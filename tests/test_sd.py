@@ -298,3 +298,13 @@ def test_compile_switch_wraps_the_unet(folders, monkeypatch):
     monkeypatch.setenv("COMPOSER_COMPILE", "0")
     load_model(folders["epsilon"], "cpu")
     assert len(compiled) == 1
+
+
+def test_the_conflict_map_streams_on_latents(folders, model):
+    from composer.engine import sample
+    records = list(sample(recipe(folders["epsilon"], ("a red cube", "a blue ball")), model,
+                          maps=True))
+    assert all(r.conflict is not None and r.conflict.shape == (1, 8, 8) for r in records)
+    assert float(records[-1].conflict.min()) >= 0 and float(records[-1].conflict.max()) <= 1
+    picture = model.conflict_picture(records[-1].x0, records[-1].conflict)
+    assert picture.shape == (8, 8, 3) and picture.dtype.name == "uint8"

@@ -171,6 +171,10 @@ def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(clie
     plan = Sweep.from_json(Image.open(grid_png).info[SWEEP_CHUNK])
     assert plan == Sweep.from_json(open(plan_json).read())
     assert plan.shape == (2, 2) and plan.recipe.seed == 3
+    from composer.__main__ import main
+    assert main(["sweep", plan_json, "--out", str(tmp_path / "cli")]) == 0
+    assert np.array_equal(read_image(str(tmp_path / "cli" / "grid.png")), read_image(grid_png)), \
+        "the CLI re-renders the app's sweep differently"
     with pytest.raises(Exception, match="Sweep axis 2: give values"):
         client.predict(recipe_json(), "seed", "1, 2", "steps", " ", api_name="/sweep")
 

@@ -14,9 +14,11 @@ import functools
 import inspect
 import io
 import logging
+import os
 import re
 import shutil
 import threading
+import weakref
 from collections import OrderedDict
 import tempfile
 import time
@@ -45,7 +47,8 @@ EXPORT_SIDE = 512          # saved PNGs and GIFs: small models upscaled (nearest
 CACHED_RUNS = 8            # finished runs of the example recipes kept for instant replay
 RUNS_DIR = Path(tempfile.gettempdir()) / "composer-ui"
 KEEP_SECONDS = 3600
-FRAMES_BUDGET = 128 * 2**20   # all sessions' scrubbable frames together (KeptFrames)
+# All sessions' scrubbable frames together (KeptFrames), in MB: COMPOSER_FRAMES_MB.
+FRAMES_BUDGET = int(float(os.environ.get("COMPOSER_FRAMES_MB", "128")) * 2**20)
 
 
 def user_error(err: Exception) -> gr.Error:
@@ -219,6 +222,11 @@ def kept_frame(frame: Frame, final: np.ndarray | None = None) -> dict:
             "concept_maps": [packed(m) for m in frame.concept_maps]}
 
 
+class Run(dict):
+    """A run's scrubbable frames as a session holds them (a dict that can be weakly
+    referenced, so a session's older runs are freed as soon as it drops them)."""
+
+
 class KeptFrames:
     """The scrubbable frames of every session's last run share one budget (bytes of
     PNG, FRAMES_BUDGET): past it, the oldest runs' frames are released first, so the
@@ -226,23 +234,26 @@ class KeptFrames:
 
     def __init__(self, budget: int):
         self.budget = budget
-        self._runs: OrderedDict[int, tuple[dict, int]] = OrderedDict()  # id(live) -> live, bytes
-        self._total = 0
+        self._runs: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def keep(self, live: dict, frame: dict) -> None:
+    def keep(self, live: Run, frame: dict) -> None:
         size = sum(len(v) for key in ("preview", "noisy", "map") if (v := frame[key])) + sum(
             len(v) for key in ("concepts", "concept_maps") for v in frame[key])
         with self._lock:
             live["frames"].append(frame)
-            _, held = self._runs.pop(id(live), (live, 0))
-            self._runs[id(live)] = (live, held + size)
-            self._total += size
-            while self._total > self.budget and len(self._runs) > 1:
-                _, (old, freed) = self._runs.popitem(last=False)
-                old["frames"].clear()
-                old["released"] = True
-                self._total -= freed
+            _, held = self._runs.pop(id(live), (None, 0))
+            self._runs[id(live)] = (weakref.ref(live), held + size)
+            for key in [k for k, (ref, _) in self._runs.items() if ref() is None]:
+                del self._runs[key]                      # dropped by its session: already freed
+            total = sum(held for _, held in self._runs.values())
+            while total > self.budget and len(self._runs) > 1:
+                _, (ref, freed) = self._runs.popitem(last=False)
+                old = ref()
+                if old is not None:
+                    old["frames"].clear()
+                    old["released"] = True
+                total -= freed
 
 
 def chosen_view(preview, noisy, map_picture, concepts, concept_maps, show_noisy: bool,

@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import random
-import time
 
 import gradio as gr
 import numpy as np
 
 from composer.facade import Composer, Frame
-from composer.media import MAX_PNG_BYTES, labelled_grid
+from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
 from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from composer.sweep import MAX_CELLS
 from ui import state
@@ -22,6 +21,7 @@ from ui.handlers import (
     KEEP_SECONDS,
     THUMB_SIDE,
     Handlers,
+    Run,
     cancellable,
     chosen_view,
     timed,
@@ -522,7 +522,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             labels = [f"Row {n}: {concept_label(c)}"
                       for n, c in enumerate(recipe.concepts, 1) if not c.muted]
             frames: list[dict] = []
-            live = {"labels": labels, "frames": frames, "total": None, "done": False}
+            live = Run(labels=labels, frames=frames, total=None, done=False)
             # The last run's result goes before the first step, so nothing stale stays.
             yield {frames_state: live, frame_slider: gr.update(visible=False),
                    gif_file: gr.update(visible=False, value=None),
@@ -685,8 +685,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    sweep_image: gr.update(visible=False, value=None)}
             cells, (row_labels, column_labels) = [], plan.labels()
             for cell in H.composer.sweep(plan, cancel):
-                cells.append((cell.position, final_picture(cell.result),
-                              metrics_text(cell.result.metrics)))
+                cells.append((cell.position, *sweep_cell(cell.result.images, cell.result.metrics)))
                 picture = labelled_grid(cells, row_labels, column_labels)
                 yield {sweep_image: gr.update(value=picture, visible=True),
                        sweep_status: f"{head}: {len(cells)} of {rows * columns} done."}
