@@ -1,6 +1,8 @@
 """The app under a crowd, through gradio_client: concurrent users get what they
 would get alone, a small job is not held behind a large one, and memory levels off
-over repeated sessions. (Cancellation: test_ui_client.py.)"""
+is bounded by compression and a shared budget. (Cancellation: test_ui_client.py;
+the app's RSS over 100 sessions: benchmarks/load.py, since in a shared test process
+RSS also moves with everything the suite ran before.)"""
 from __future__ import annotations
 
 import json
@@ -14,14 +16,6 @@ SMALL = {"model": "toy2d-energy", "operator": "product",
          "sampler": {"name": "ddim"}, "steps": 6, "seed": 3, "num_samples": 64}
 LARGE = {**SMALL, "sampler": {"name": "hmc", "mcmc_steps": 50, "leapfrog_steps": 20},
          "steps": 3, "num_samples": 900}          # about 20 s of CPU here
-
-
-def rss_mb() -> float:
-    """Resident memory of this process (the app runs in it)."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    import os
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @pytest.fixture(scope="module")
@@ -53,26 +47,6 @@ def test_a_small_job_is_not_held_behind_a_large_one(connect):
     small = connect().predict(json.dumps(SMALL), 0, api_name="/render")
     assert small["images"] and not large.done(), "the small job waited for the large one"
     large.cancel()
-
-
-def test_memory_levels_off_over_repeated_sessions(connect):
-    """Each session streams 20 frames of 4 pictures (15.7 MB of pixels) and keeps
-    its last run's frames for the scrubber, compressed (benchmarks/load.py: 100
-    sessions x 3 runs)."""
-    recipe = json.dumps({**SMALL, "steps": 20, "num_samples": 100})
-    client = connect()
-
-    def session():
-        client.reset_session()                       # a new visitor, as far as the app knows
-        client.predict(recipe, False, api_name="/generate")
-    for _ in range(3):
-        session()
-    settled = rss_mb()
-    for _ in range(6):
-        session()
-    grown = rss_mb() - settled
-    print(f"rss {settled:.0f} MB, +{grown:.1f} MB")
-    assert grown < 40, f"memory grew {grown:.0f} MB over 6 more sessions"
 
 
 def test_a_session_keeps_its_frames_compressed():
