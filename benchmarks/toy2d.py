@@ -20,6 +20,11 @@ under every sampler and a beta sweep, scored by MMD, the fraction in the hole
 support fraction under DDPM (the model card's figure), the targets of the
 shipped recipes, and docs/toy2d_negation.png (HMC samples per form and beta).
 
+Product budget: HMC on the energy model with more levels or more MCMC steps per
+level, against the ceiling the model itself sets: the share of its own composed
+density (exp(-U*) on a 64x64 grid, composer.maps) at the last level that lies in
+the product's support.
+
 Prints JSON, then a markdown table; writes the JSON to --out.
 """
 from __future__ import annotations
@@ -43,10 +48,11 @@ if str(ROOT) not in sys.path:           # also runnable as `python benchmarks/to
     sys.path.insert(0, str(ROOT))
 
 from composer.engine import NonFiniteError, generate, sample  # noqa: E402
+from composer.maps import GRID, grid_points  # noqa: E402
 from composer.models import load_model  # noqa: E402
 from composer.recipe import Concept, Recipe, SamplerSpec  # noqa: E402
 from composer.media import labelled_grid  # noqa: E402
-from composer.toy2d.data import CONCEPTS  # noqa: E402
+from composer.toy2d.data import CONCEPTS, SETUPS as TARGETS  # noqa: E402
 from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, scatter_image,  # noqa: E402
                                 setup_of, support_fraction)
 
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     negation_choice = choose_negation(negation_forms)
     components = component_support(models, args)
     targets = check_targets(runs, components)
+    budget = product_budget(models["toy2d-energy"], product_truth, args)
     # Timing: HMC on the energy model, product, 1000 samples (all default knobs).
     recipe = dataclasses.replace(load_recipe("product"), seed=args.seed, num_samples=1000)
     timings, cpu = [], []
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
                         ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")}},
         "runs": runs, "claims": claims, "product_seeds": seeds,
         "negation_forms": negation_forms, "negation_choice": negation_choice,
-        "component_support": components, "targets": targets,
+        "component_support": components, "targets": targets, "product_budget": budget,
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "hmc_energy_product_1000_seconds": {
             "runs": timings, "min": min(timings), "median": sorted(timings)[1], "target": 10.0,
@@ -249,6 +256,31 @@ def component_support(models: dict, args) -> dict:
             table.setdefault(name, {})[concept] = round(support_fraction(x, concept), 4)
         print(json.dumps({"component_support": name, **table[name]}), flush=True)
     return table
+
+
+PRODUCT_BUDGETS = ((50, 2), (50, 4), (50, 6), (100, 2))   # (levels, HMC trajectories per level)
+
+
+def product_budget(model, truth: torch.Tensor, args) -> dict:
+    """HMC on the product at larger budgets, and the model's own ceiling: the mass of its
+    composed density at the last level inside the product's support."""
+    base = load_recipe("product")
+    last = list(sample(dataclasses.replace(base, num_samples=2, sampler=SamplerSpec("ddpm")),
+                       model, maps=True))[-1]
+    inside = TARGETS["product"].support(grid_points(model.plane).float()).reshape(GRID, GRID)
+    cell = (2 * model.plane / GRID) ** 2
+    ceiling = float((last.density[0].double() * inside).sum() * cell)
+    rows = []
+    for steps, trajectories in PRODUCT_BUDGETS:
+        recipe = dataclasses.replace(base, steps=steps, seed=args.seed, num_samples=args.samples,
+                                     sampler=dataclasses.replace(base.sampler,
+                                                                 mcmc_steps=trajectories))
+        knobs = recipe.with_defaults(model.defaults).sampler
+        rows.append({"steps": steps, "mcmc_steps": trajectories,
+                     "evaluations_per_sample": steps * (trajectories * knobs.leapfrog_steps + 1),
+                     **run_one(recipe, model, truth)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"model_ceiling_in_support": round(ceiling, 4), "runs": rows}
 
 
 def check_targets(runs: list, components: dict) -> list:
@@ -318,6 +350,14 @@ def markdown_extra(report: dict) -> str:
     for t in report["targets"]:
         lines.append(f"| {t['setup']} | {t['measure']} | {t['value']} | {t['target']} "
                      f"| {'yes' if t['met'] else 'no'} | {t['run']} |")
+    b = report["product_budget"]
+    lines += ["", f"Product, HMC on toy2d-energy; the model's own composed density at the last "
+                  f"level has {b['model_ceiling_in_support']:.1%} of its mass in the support.", "",
+              "| levels | HMC trajectories per level | evaluations per sample | MMD | in support "
+              "| seconds |", "|---|---|---|---|---|---|"]
+    for r in b["runs"]:
+        lines.append(f"| {r['steps']} | {r['mcmc_steps']} | {r['evaluations_per_sample']} "
+                     f"| {r['mmd']:.3f} | {r['support']:.3f} | {r['seconds']:.1f} |")
     t = report["hmc_energy_product_1000_seconds"]
     lines += ["", f"HMC, toy2d-energy, product, 1000 samples: {t['runs']} s, min {t['min']} s, "
                   f"median {t['median']} s (target {t['target']} s); process CPU time "

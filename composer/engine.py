@@ -21,7 +21,7 @@ from composer.maps import conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
 from composer.recipe import Recipe, RecipeError, SamplerSpec
-from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler
+from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler, reverse_step
 
 
 class NonFiniteError(RecipeError):
@@ -184,7 +184,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
         views = _maps(model, rule, cond, t, abar, control, evaluation, model_input) if maps else {}
-        x = scheduler.step(evaluation.eps, t, x, generator=generator).prev_sample
+        x = reverse_step(scheduler, evaluation.eps, t, x, generator)
         if not torch.isfinite(x).all():
             raise NonFiniteError(
                 f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "

@@ -45,6 +45,15 @@ def make_scheduler(name: str, config: dict):
     return SCHEDULERS[name].from_config(config, prediction_type="epsilon", **extra)
 
 
+def reverse_step(scheduler, eps: torch.Tensor, t, x: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """x_{t-1} from x_t. Where x0 is clipped, DDIM re-derives eps from the clipped x0 (as
+    GLIDE does): stepping along the raw composed eps would push x outwards instead."""
+    extra = ({"use_clipped_model_output": True}
+             if isinstance(scheduler, DDIMScheduler) and scheduler.config.clip_sample else {})
+    return scheduler.step(eps, t, x, generator=generator, **extra).prev_sample
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The composed model at one point and one noise level."""

@@ -52,7 +52,8 @@ FRAMES_BUDGET = int(float(os.environ.get("COMPOSER_FRAMES_MB", "128")) * 2**20)
 
 
 def user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), duration=12, title="Cannot run this recipe")
+    # A visitor's mistake, not a server fault: no traceback in the server log.
+    return gr.Error(str(err), duration=12, title="Cannot run this recipe", print_exception=False)
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ def _translated_errors(name: str):
         raise user_error(err) from None
     except Exception:
         log.exception("unexpected error in %s", name)
-        raise gr.Error(GENERIC_ERROR, duration=None) from None
+        raise gr.Error(GENERIC_ERROR, duration=None, print_exception=False) from None  # logged above
 
 
 def guard(fn):
