@@ -258,7 +258,7 @@ def component_support(models: dict, args) -> dict:
     return table
 
 
-PRODUCT_BUDGETS = ((50, 2), (50, 4), (50, 6), (100, 2))   # (levels, HMC trajectories per level)
+PRODUCT_BUDGETS = ((50, 2), (50, 4), (50, 6), (100, 2), (100, 8))  # (levels, HMC trajectories per level)
 
 
 def product_budget(model, truth: torch.Tensor, args) -> dict:

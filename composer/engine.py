@@ -188,9 +188,9 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         if not torch.isfinite(x).all():
             raise NonFiniteError(
                 f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "
-                f"of {total}; likely causes: too few steps for {recipe.sampler.name!r} (try "
-                f"more steps or another sampler), or a scale or weights so large that the "
-                f"composed prediction overflows")
+                f"of {total}; likely causes: a sampler that overshoots on this composition "
+                f"({recipe.sampler.name!r}: try another sampler, or another number of steps), "
+                f"or a scale or weights so large that the composed prediction overflows")
         yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, **views)
 
 

@@ -191,7 +191,11 @@ coordinates draws the ring's narrow modes (std 0.03) smeared along the circle.
   for the mixture operator).
 
 Schedule: discrete variance-preserving, diffusers config
-`{json.dumps(SCHEDULER_CONFIG)}`.
+`{json.dumps(SCHEDULER_CONFIG)}`
+for training. Sampling sets `clip_sample: true` (the data lie in [-1, 1]², the
+default `clip_sample_range`): at the top level ᾱ is 2·10⁻⁴, and without the clip a
+composed ε (which no single model predicted) was amplified about 30× there, so the
+product diverged under every sampler when all 100 levels were used.
 
 ## Training
 
