@@ -50,3 +50,17 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A browser test fails if the server printed a traceback while it ran: a renderer
+    error on a model switch, an unknown-event 500 after a re-render, a masked crash.
+    (Visitors' mistakes are shown on the page and print none.) The captured stderr is
+    read rather than a logger, since uvicorn and Gradio print through different paths."""
+    outcome = yield
+    report = outcome.get_result()
+    if (call.when == "call" and report.passed and item.get_closest_marker("browser")
+            and "Traceback" in report.capstderr):
+        report.outcome = "failed"
+        report.longrepr = f"the server printed a traceback during this test:\n{report.capstderr[-4000:]}"
