@@ -119,6 +119,16 @@ def test_rows_generate_share_and_restore(page, app_url):
     assert page.get_attribute("#png-file td.filename", "aria-label") == "toy2d-energy_hmc_seed5.png"
     page.get_by_role("tab", name="Runs").click()
     wait_text(page, "#runs", "toy2d-energy")
+    # Every header on one line (none broken mid-word), and the metrics within reach.
+    lines = page.eval_on_selector_all("#runs th", """hs => hs.map(h => {
+        const walk = document.createTreeWalker(h, NodeFilter.SHOW_TEXT); let n, most = 0;
+        while ((n = walk.nextNode())) if (n.textContent.trim()) {
+            const r = document.createRange(); r.selectNodeContents(n);
+            most = Math.max(most, new Set([...r.getClientRects()].map(c => Math.round(c.top))).size); }
+        return [h.innerText.trim(), most]; })""")
+    assert len(lines) >= 11 and all(n == 1 for _, n in lines), lines
+    assert page.evaluate("""() => { const v = document.querySelector('#runs .virtual-table-viewport');
+        return v.scrollWidth <= v.clientWidth || getComputedStyle(v).overflowX === 'auto'; }""")
     page.get_by_role("tab", name="Generate").click()
 
     # Scrub back to the first frame.

@@ -62,7 +62,10 @@ SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "hmc": "HMC (Metropolis)"}
 RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
                "evaluations", "acceptance", "metrics"]
-RUN_WIDTHS = ["4%", "11%", "8%", "8%", "6%", "6%", "7%", "8%", "9%", "8%", "25%"]
+# Each header fits on one line and the metrics wrap in a column of their own; a table
+# wider than its pane scrolls sideways.
+RUN_WIDTHS = ["40px", "120px", "90px", "90px", "64px", "56px", "84px", "100px", "110px",
+              "110px", "360px"]
 COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
@@ -81,6 +84,7 @@ CSS = """
 /* 'clip', unlike Gradio's 'hidden', makes no scroll container, so the sticky column
    sticks to the window. */
 .gradio-container { padding-bottom: 110px !important; overflow: clip !important; }
+#runs th, #runs th * { white-space: nowrap; word-break: keep-all; }
 @media (min-width: 1000px) {
   #result-column { position: sticky; top: 8px; align-self: flex-start; }
 }
