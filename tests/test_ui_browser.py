@@ -283,6 +283,7 @@ def test_a_visitor_lands_on_a_result_and_sees_the_run(chromium, app_url, viewpor
     page.goto(app_url)
     wait_text(page, "#status", "Done: ")                     # rendered on arrival
     assert page.locator("#preview img").get_attribute("src")
+    assert in_view(page, "#preview img")                      # and on screen, phones too
     assert page.locator("#frame-slider").is_visible()
     assert "_seed" in page.inner_text("#png-file")            # a real file, not an empty box
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")

@@ -70,9 +70,10 @@ COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
 
-# Generate, Stop and the status sit in a bar fixed to the bottom of the window, and on
-# wide screens the result column stays in view while the controls scroll: so the run
-# and the buttons are on screen together at any size.
+# Generate, Stop and the status sit in a bar fixed to the bottom of the window; on
+# wide screens the result column stays in view while the controls scroll, and on phones
+# it comes before the controls: so a visitor lands on the result, and the run and the
+# buttons are on screen together at any size.
 CSS = """
 .concept-row.muted { opacity: 0.45; }
 .concept-row { border-left: 3px solid var(--color-accent); padding-left: 4px; }
@@ -88,6 +89,7 @@ CSS = """
 @media (min-width: 1000px) {
   #result-column { position: sticky; top: 8px; align-self: flex-start; }
 }
+@media (max-width: 700px) { #result-column { order: -1; } }
 """
 # Row buttons and checkboxes carry their row number for screen readers, and the
 # status line is a live region (Gradio has no parameter for either). A weight slider's
