@@ -71,6 +71,20 @@ def test_generate_streams_frames_then_files(client):
     assert read_image(concept2[0]["value"]).shape[-1] == 3
 
 
+def test_a_small_models_png_is_enlarged_pixel_for_pixel(client):
+    """shapes draws 32x32 scenes: the saved PNG is scaled up by whole pixels (nearest), so
+    it is big enough to keep and every model pixel stays a crisp square block."""
+    recipe = recipe_json(model="shapes", operator="and", concepts=[{"text": "red circle"}],
+                         sampler={"name": "ddim"}, steps=4, num_samples=2)
+    final = dict(zip(GENERATE_OUTPUTS, client.predict(recipe, False, api_name="/generate")))
+    png = value_of(final["png"])
+    assert png.endswith("shapes_ddim_seed3.png")
+    image = read_image(png)
+    assert min(image.shape[:2]) >= 512
+    blocks = image[::8, ::8].repeat(8, axis=0).repeat(8, axis=1)
+    assert np.array_equal(image, blocks)
+
+
 def test_cancel_stops_the_run_and_the_next_run_is_correct(client):
     long = client.submit(recipe_json(steps=100, num_samples=2000), False, api_name="/generate")
     deadline = time.time() + 60
