@@ -20,6 +20,7 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 PHONE_SCREENSHOT = ROOT / "docs" / "screenshot_phone.png"
 DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 820, "height": 1180}
 TIMEOUT = 90_000  # ms; the CPU is shared with model training in CI-like runs
 
 
@@ -275,7 +276,7 @@ def error_badges(page) -> int:
         .filter(e => e.offsetParent !== null && /\bError\b/.test(e.innerText)).length""")
 
 
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize("viewport", [DESKTOP, TABLET, PHONE], ids=["desktop", "tablet", "phone"])
 def test_a_visitor_lands_on_a_result_and_sees_the_run(chromium, app_url, viewport):
     context = chromium.new_context(viewport=viewport)
     page = context.new_page()

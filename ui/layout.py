@@ -70,8 +70,8 @@ COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
 
-# Generate, Stop and the status sit in a bar fixed to the bottom of the window; on
-# wide screens the result column stays in view while the controls scroll, and on phones
+# Generate, Stop and the status sit in a bar fixed to the bottom of the window; from
+# tablets up the result column stays in view while the controls scroll, and on phones
 # it comes before the controls: so a visitor lands on the result, and the run and the
 # buttons are on screen together at any size.
 CSS = """
@@ -86,7 +86,9 @@ CSS = """
    sticks to the window. */
 .gradio-container { padding-bottom: 110px !important; overflow: clip !important; }
 #runs th, #runs th * { white-space: nowrap; word-break: keep-all; }
-@media (min-width: 1000px) {
+/* Side by side (tablets and wider) the result column sticks; stacked (phones) it
+   comes first. */
+@media (min-width: 701px) {
   #result-column { position: sticky; top: 8px; align-self: flex-start; }
 }
 @media (max-width: 700px) { #result-column { order: -1; } }
