@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from composer.maps import conflict_map, density_map, grid_points
+from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
 from composer.recipe import Recipe, RecipeError, SamplerSpec
@@ -65,11 +65,13 @@ def evaluations_per_level(spec: SamplerSpec, has_energy: bool) -> int:
     return 1 + k * spec.leapfrog_steps
 
 
-def cost(recipe: Recipe, model: ModelAdapter) -> int:
-    """Network rows a filled-in recipe costs: steps x calls per level x rows x samples."""
+def cost(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> int:
+    """Network rows a filled-in recipe costs: steps x calls per level x rows x samples,
+    plus, for a 2D model's density maps, every row at each grid point every step."""
     rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation).texts)
-    return (recipe.steps * evaluations_per_level(recipe.sampler, model.has_energy)
-            * rows * recipe.num_samples)
+    grid = GRID * GRID if maps and model.plane is not None else 0
+    return recipe.steps * rows * (evaluations_per_level(recipe.sampler, model.has_energy)
+                                  * recipe.num_samples + grid)
 
 
 def budget(model: ModelAdapter) -> int | None:
@@ -84,8 +86,9 @@ def budget(model: ModelAdapter) -> int | None:
     return int(model.max_evaluations * scale) if math.isfinite(scale) and scale > 0 else model.max_evaluations
 
 
-def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
-    """Fill the model's defaults and check what only the model can check."""
+def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> Recipe:
+    """Fill the model's defaults and check what only the model can check (the cost
+    with the maps if they are asked for)."""
     recipe = recipe.with_defaults(model.defaults)
     for i, concept in enumerate(recipe.concepts):
         try:
@@ -105,11 +108,12 @@ def prepare(recipe: Recipe, model: ModelAdapter) -> Recipe:
     if recipe.num_samples > model.max_samples:
         raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
                           f"got {recipe.num_samples}")
-    limit, needed = budget(model), cost(recipe, model)
+    limit, needed = budget(model), cost(recipe, model, maps)
     if limit is not None and needed > limit:
+        with_maps = ", plus the density maps' grid" if maps and model.plane is not None else ""
         raise RecipeError(f"cost: this run needs {needed:,} network evaluations (steps x calls "
-                          f"per step x rows x samples); one run of {recipe.model!r} may use "
-                          f"{limit:,}. Use fewer steps, samples, concepts or MCMC steps")
+                          f"per step x rows x samples{with_maps}); one run of {recipe.model!r} "
+                          f"may use {limit:,}. Use fewer steps, samples, concepts or MCMC steps")
     return recipe
 
 
@@ -154,7 +158,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     maps on or off. Setting `control.cancel` raises Cancelled before the next network
     evaluation. `maps` adds the density (2D models: one more evaluation per step, on
     the grid) or the conflict map (image models under "and": no evaluation)."""
-    recipe = prepare(recipe, model)
+    recipe = prepare(recipe, model, maps)
     control = control or Control()
     spec = recipe.sampler
     rule = make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation)

@@ -139,11 +139,11 @@ class Composer:
         return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
                          m.max_samples, dict(m.defaults))
 
-    def check(self, recipe: Recipe) -> tuple[Recipe, tuple[str, ...]]:
+    def check(self, recipe: Recipe, maps: bool = False) -> tuple[Recipe, tuple[str, ...]]:
         """The recipe with defaults filled, and notes for the user; raises ComposerError."""
         model = self.model(recipe.model)
         try:
-            filled = engine.prepare(recipe, model)
+            filled = engine.prepare(recipe, model, maps)
         except (RecipeError, ModelError) as err:
             raise ComposerError(str(err)) from None
         notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
@@ -155,7 +155,7 @@ class Composer:
         cheap preview by a full decode every that many steps. Setting `cancel` stops
         the run before its next network evaluation (raises Cancelled). `maps` adds
         each frame's density or conflict map (composer.maps); samples are the same."""
-        filled, notes = self.check(recipe)
+        filled, notes = self.check(recipe, maps)
         model = self.model(recipe.model)
         frames: list[Frame] = []
         control = engine.Control(cancel or threading.Event(), self._turn)
@@ -180,10 +180,11 @@ class Composer:
         *_, result = self.stream(recipe, cancel=cancel, maps=maps)
         return result
 
-    def cost(self, recipe: Recipe) -> int:
-        """Network evaluations one run of the recipe makes (defaults filled in)."""
-        filled, _ = self.check(recipe)
-        return engine.cost(filled, self.model(recipe.model))
+    def cost(self, recipe: Recipe, maps: bool = False) -> int:
+        """Network evaluations one run of the recipe makes (defaults filled in), with
+        the density maps' if asked for."""
+        filled, _ = self.check(recipe, maps)
+        return engine.cost(filled, self.model(recipe.model), maps)
 
     def budget(self, name: str) -> int | None:
         """The most network evaluations one run of this model may make."""

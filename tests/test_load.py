@@ -64,20 +64,29 @@ def test_a_session_keeps_its_frames_compressed():
 
 
 def test_all_sessions_frames_share_one_budget():
-    """Past the budget the oldest run's frames go first; the newest run keeps its own."""
+    """Past the budget the oldest finished run's frames go first; the newest run keeps
+    its own, and a run still streaming is never cut (its frame k must stay step k)."""
     from ui.handlers import KeptFrames, Run
     frame = {"preview": b"x" * 100, "noisy": b"x" * 100, "concepts": [b"x" * 50],
              "map": None, "concept_maps": []}
     kept = KeptFrames(budget=1000)
-    old, new = Run(frames=[]), Run(frames=[])
-    for _ in range(3):
+    streaming = Run(frames=[], ended=False)
+    kept.keep(streaming, frame)
+    old, new = Run(frames=[], ended=True), Run(frames=[], ended=False)
+    for _ in range(2):
         kept.keep(old, frame)
     kept.keep(new, frame)
-    assert len(old["frames"]) == 3 and "released" not in old             # 1,000 bytes: at it
+    assert len(old["frames"]) == 2 and "released" not in old             # 1,000 bytes: at it
     kept.keep(new, frame)
-    assert old == {"frames": [], "released": True} and len(new["frames"]) == 2
-    dropped = Run(frames=[])
-    kept.keep(dropped, frame)                      # 750 bytes held: new (500), dropped (250)
+    assert old == {"frames": [], "ended": True, "released": True} and len(new["frames"]) == 2
+    kept.keep(old, frame)                          # a released run takes no more frames
+    assert old["frames"] == []
+    assert len(streaming["frames"]) == 1 and "released" not in streaming
+    streaming["ended"] = True
+    dropped = Run(frames=[], ended=True)
+    for _ in range(2):
+        kept.keep(dropped, frame)                  # over: the streaming run, now ended, goes
+    assert streaming == {"frames": [], "ended": True, "released": True}
     del dropped                                    # its session moved on: not counted
     for _ in range(2):
         kept.keep(new, frame)

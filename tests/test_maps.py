@@ -9,7 +9,7 @@ import torch
 from composer.engine import Control, composed_density, generate, sample
 from composer.maps import conflict_map, density_map, grid_points, integrate_score
 from composer.operators import make_rule
-from composer.recipe import Concept, Recipe, SamplerSpec
+from composer.recipe import Concept, Recipe, RecipeError, SamplerSpec
 from gaussians import GAUSSIANS, GaussianModel
 
 EXTENT = 4.0   # wide enough that the window holds all but ~1e-6 of the mass
@@ -76,6 +76,22 @@ def test_scores_of_narrow_modes_integrate_to_mass_in_the_right_place():
     assert float(mass[near.any(1)].sum()) > 0.95
     for mode in range(2):
         assert 0.4 < float(mass[near[:, mode]].sum()) < 0.6
+
+
+def test_the_maps_grid_counts_toward_the_budget(monkeypatch):
+    """Every row is evaluated at each of the 64x64 grid points every step, and that
+    counts toward the model's budget (here scaled down to 1M evaluations)."""
+    from composer.engine import cost, prepare
+    from composer.models import load_model
+    model = load_model("toy2d-energy", "cpu")
+    recipe = Recipe(model="toy2d-energy", concepts=(Concept("ring"), Concept("bar")),
+                    operator="and", sampler=SamplerSpec("ddim"), steps=100, num_samples=10)
+    filled = prepare(recipe, model)
+    assert cost(filled, model, maps=True) - cost(filled, model) == 100 * 3 * 64 * 64
+    monkeypatch.setenv("COMPOSER_BUDGET_SCALE", "0.1")
+    prepare(recipe, model)                                   # 3,000 evaluations
+    with pytest.raises(RecipeError, match="plus the density maps' grid"):
+        prepare(recipe, model, maps=True)                    # 1,231,800
 
 
 def test_maps_leave_the_samples_unchanged():

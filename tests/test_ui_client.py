@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,11 +177,11 @@ def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(clie
     job = client.submit(recipe_json(), "concepts[1].weight", "0.5, 1.5", "sampler.name",
                         "ddim, euler", api_name="/sweep")
     outputs = list(job)
-    status, image, files = zip(*job.outputs())
+    status, image, files, page_status = zip(*job.outputs())
     assert "Sweep of 4 cells, 3,072 network evaluations: running" in status[0]
     assert [s for s in status if "of 4 done" in s][:1] == ["Sweep of 4 cells, 3,072 network "
                                                            "evaluations: 1 of 4 done."]
-    assert status[-1].endswith("done.") and outputs
+    assert status[-1].endswith("done.") and page_status[-1] == status[-1] and outputs
     grid_png, plan_json = value_of(files[-1])
     plan = Sweep.from_json(Image.open(grid_png).info[SWEEP_CHUNK])
     assert plan == Sweep.from_json(open(plan_json).read())
@@ -235,7 +236,34 @@ def test_compare_streams_each_sampler(client):
     assert evaluations["ULA (annealed Langevin)"] > evaluations["DDIM"]
 
 
+
+def test_a_failed_compare_or_sweep_says_so_on_the_status_line(client):
+    """The status line said "Running…" when the run began; a failure replaces it."""
+    job = client.submit(recipe_json(), ["ddim"], False, api_name="/compare")
+    with pytest.raises(Exception, match="choose 2 to 4 samplers"):
+        job.result()
+    assert "choose 2 to 4 samplers, got 1" in job.outputs()[-1][-1]
+    job = client.submit(recipe_json(), "seed", "1, 2", "steps", " ", api_name="/sweep")
+    with pytest.raises(Exception, match="Sweep axis 2: give values"):
+        job.result()
+    assert "Sweep axis 2: give values" in job.outputs()[-1][-1]
+
+
 # --- page state without a server ------------------------------------------------------
+
+def test_saved_files_are_named_inside_their_folder(tmp_path, monkeypatch):
+    """A hub id or a folder as the model never becomes part of a path (a sweep of
+    'org/name' used to write into a missing subfolder, '/data/sd' beside the checkpoint)."""
+    from composer.recipe import Concept
+    from composer.sweep import Axis, Sweep
+    from ui import handlers
+    monkeypatch.setattr(handlers, "RUNS_DIR", tmp_path / "runs")
+    for model in ("org/name", "/data/sd", "toy2d-energy"):
+        plan = Sweep(Recipe(model=model, concepts=(Concept("ring"),)), (Axis("seed", (1, 2)),))
+        written = [Path(f) for f in handlers.Handlers.save_sweep(plan, np.zeros((4, 4, 3), np.uint8))]
+        assert all(f.parent.parent == tmp_path / "runs" and f.exists() for f in written), written
+        assert handlers.file_stem(plan.recipe, "sweep") == written[0].stem
+
 
 def test_share_token_round_trip_and_bad_tokens():
     recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},

@@ -177,10 +177,11 @@ def final_picture(result: Result) -> np.ndarray:
     return images[0]
 
 
-def file_stem(recipe: Recipe) -> str:
-    """'shapes_uhmc_seed1': what a saved file shows, safe in any file system."""
+def file_stem(recipe: Recipe, what: str | None = None) -> str:
+    """'shapes_uhmc_seed1': what a saved file shows (model, `what` or the sampler, seed),
+    safe in any file system: a hub id or a folder never becomes a path."""
     model = re.sub(r"[^A-Za-z0-9.-]+", "-", recipe.model.strip("/")).strip("-")[-40:] or "model"
-    return f"{model}_{recipe.sampler.name}_seed{recipe.seed}"
+    return f"{model}_{what or recipe.sampler.name}_seed{recipe.seed}"
 
 
 def progress_html(index: int, total: int, extra: str = "") -> str:
@@ -230,8 +231,8 @@ class Run(dict):
 
 class KeptFrames:
     """The scrubbable frames of every session's last run share one budget (bytes of
-    PNG, FRAMES_BUDGET): past it, the oldest runs' frames are released first, so the
-    server's memory is bounded however many sessions stay open."""
+    PNG, FRAMES_BUDGET): past it, the oldest finished runs' frames are released first,
+    so the server's memory is bounded however many sessions stay open."""
 
     def __init__(self, budget: int):
         self.budget = budget
@@ -242,18 +243,25 @@ class KeptFrames:
         size = sum(len(v) for key in ("preview", "noisy", "map") if (v := frame[key])) + sum(
             len(v) for key in ("concepts", "concept_maps") for v in frame[key])
         with self._lock:
+            if live.get("released"):
+                return
             live["frames"].append(frame)
-            _, held = self._runs.pop(id(live), (None, 0))
-            self._runs[id(live)] = (weakref.ref(live), held + size)
             for key in [k for k, (ref, _) in self._runs.items() if ref() is None]:
                 del self._runs[key]                      # dropped by its session: already freed
+            ref, held = self._runs.pop(id(live), (None, 0))
+            if ref is None or ref() is not live:         # a new run, whatever its address
+                ref, held = weakref.ref(live), 0
+            self._runs[id(live)] = (ref, held + size)
             total = sum(held for _, held in self._runs.values())
-            while total > self.budget and len(self._runs) > 1:
-                _, (ref, freed) = self._runs.popitem(last=False)
-                old = ref()
-                if old is not None:
-                    old["frames"].clear()
-                    old["released"] = True
+            for old_key, (old_ref, freed) in list(self._runs.items()):
+                if total <= self.budget:
+                    break
+                old = old_ref()
+                if old is None or old is live or not old.get("ended"):
+                    continue                            # still streaming: its frames are step k
+                del self._runs[old_key]
+                old["released"] = True
+                old["frames"].clear()
                 total -= freed
 
 
@@ -446,8 +454,9 @@ class Handlers:
         an hour are removed)."""
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
         for old in RUNS_DIR.iterdir():
-            if time.time() - old.stat().st_mtime > KEEP_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):      # another run may be sweeping it too
+                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                    shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
 
     @classmethod
@@ -472,7 +481,7 @@ class Handlers:
         """The sweep's grid as a PNG carrying the sweep, and the sweep as JSON: either
         re-runs with `python -m composer sweep`."""
         folder = cls._run_folder()
-        stem = f"{plan.recipe.model}_sweep_seed{plan.recipe.seed}"
+        stem = file_stem(plan.recipe, "sweep")
         grid_png, plan_json = folder / f"{stem}.png", folder / f"{stem}.json"
         grid_png.write_bytes(png_bytes(picture, plan, SWEEP_CHUNK))
         plan_json.write_text(plan.to_json() + "\n")

@@ -11,7 +11,7 @@ import random
 import gradio as gr
 import numpy as np
 
-from composer.facade import Composer, Frame
+from composer.facade import Cancelled, Composer, Frame
 from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
 from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from composer.sweep import MAX_CELLS
@@ -303,8 +303,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         show_map = gr.Checkbox(
                             False, label="Map: density p_t (2D) or conflict (images)",
                             elem_id="show-map",
-                            info="Computed by the next run; costs one more evaluation per "
-                                 "step on 2D models, nothing on image models")
+                            info="Computed by the next run; on 2D models each row is also "
+                                 "evaluated on a 64×64 grid every step; free on image models")
                     frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame",
                                              elem_id="frame-slider", visible=False)
                     gr.Markdown("**Each concept's own prediction of x₀** (active rows, "
@@ -516,9 +516,25 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return (recipe.to_json(), f"Running… {cost:,} network evaluations{allowed}.",
                     state.share_token(recipe))
 
+        def said_on_status(fn):
+            """A stream's failure also reaches the status line, which said "Running…"
+            (the toast alone goes; the line stays). Unexpected errors are masked there."""
+            @functools.wraps(fn)
+            def stream(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Cancelled:
+                    raise
+                except Exception as err:
+                    message = state.plain(str(err)) if isinstance(err, ValueError) else GENERIC_ERROR
+                    yield {status: error_markdown(message)}
+                    raise
+            return stream
+
         @cancellable
         @gpu
         @guard
+        @said_on_status
         def run(recipe_text: str, show_noisy: bool, show_maps: bool, runs: list | None = None,
                 replay: bool = False, cancel=None):
             """Stream a run: preview, per-concept thumbnails and progress each step.
@@ -530,7 +546,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             labels = [f"Row {n}: {concept_label(c)}"
                       for n, c in enumerate(recipe.concepts, 1) if not c.muted]
             frames: list[dict] = []
-            live = Run(labels=labels, frames=frames, total=None, done=False)
+            live = Run(labels=labels, frames=frames, total=None, done=False, ended=False)
             # The last run's result goes before the first step, so nothing stale stays.
             yield {frames_state: live, frame_slider: gr.update(visible=False),
                    gif_file: gr.update(visible=False, value=None),
@@ -556,9 +572,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                frames_state: live}
                     else:
                         result = item
-            except ValueError as err:  # Recipe/ComposerError, or a setting the scheduler refuses
-                yield {status: error_markdown(state.plain(str(err)))}
-                raise
+            finally:
+                live["ended"] = True                    # finished, failed or stopped
             compute = compute if stored is None else stored
             how = "" if stored is None else ", a stored run of this example replayed"
             final = final_picture(result)
@@ -567,7 +582,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             live["done"] = True
             gif, png = H.save_outputs(result, [f.preview for f in result.frames])
             accept = [f.acceptance for f in result.frames if f.acceptance is not None]
-            evaluations = H.composer.cost(result.recipe)
+            evaluations = H.composer.cost(result.recipe, maps=show_maps)
             runs = (runs or []) + [_run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
             yield {preview: display(last.map if show_maps and last.map is not None else final),
@@ -592,9 +607,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 return [*[gr.skip()] * (len(scrub_outputs) - 1),
                         "<div id='progress-text'>This run's frames were released to save the "
                         "server's memory; run it again to scrub it.</div>"]
-            if not frames or not frames["frames"]:
+            items = list(frames["frames"]) if frames else []   # may be released meanwhile
+            if not items:
                 return [gr.skip()] * len(scrub_outputs)
-            items = frames["frames"]
             i = int(min(max(index or 1, 1), len(items))) - 1
             item = items[i]
             caption = "final" if frames["done"] and i == len(items) - 1 else f"step {i + 1}"
@@ -622,6 +637,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @cancellable
         @gpu
         @guard
+        @said_on_status
         def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None,
                     cancel=None):
             """The same recipe and seed under 2-4 samplers, streamed side by side; each
@@ -677,6 +693,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @cancellable
         @gpu
         @guard
+        @said_on_status
         def sweep(recipe_text: str, field_1: str, values_1: str, field_2: str, values_2: str,
                   cancel=None):
             """The sweep's cost first, then its labelled grid as each cell finishes, then
@@ -698,7 +715,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 yield {sweep_image: gr.update(value=picture, visible=True),
                        sweep_status: f"{head}: {len(cells)} of {rows * columns} done."}
             yield {sweep_files: gr.update(value=H.save_sweep(plan, picture), visible=True),
-                   sweep_status: f"{head}: done."}
+                   sweep_status: f"{head}: done.", status: f"{head}: done."}
 
         def limit_compare(chosen):
             if len(chosen or []) <= COMPARE_SLOTS:
@@ -803,7 +820,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
             concurrency_limit=None, api_visibility=PRIVATE).then(
             sweep, [recipe_json, *[w for pair in zip(sweep_fields, sweep_values) for w in pair]],
-            [sweep_status, sweep_image, sweep_files], api_name="sweep",
+            [sweep_status, sweep_image, sweep_files, status], api_name="sweep",
             concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY, show_progress="minimal")
         stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
                        cancels=[gen_event, compare_event, sweep_event, *auto_events], queue=False,

@@ -99,8 +99,6 @@ class Settings:
     num_samples: float | None = 1
 
 
-SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
-
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
@@ -197,8 +195,8 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
     count, 3.7 as a seed, a weight outside its slider and a box the browser could
     not read as a number (`unreadable`, their labels) are all refused. Blank
     steps, scale and knobs mean the model's default, as their placeholders say."""
-    for label in unreadable:
-        raise RecipeError(f"{label}: not a number; type digits (for example 0.5 or 20)")
+    if unreadable:
+        raise RecipeError(f"{unreadable[0]}: not a number; type digits (for example 0.5 or 20)")
     if _blank(settings.seed):
         raise RecipeError("Seed: is empty; enter a whole number, or press Random seed")
     if _blank(settings.num_samples):

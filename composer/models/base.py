@@ -72,9 +72,12 @@ class ModelAdapter(ABC):
         the network works on (what a conflict map is drawn over)."""
         return None
 
-    def conflict_picture(self, x0: torch.Tensor, conflict: torch.Tensor) -> np.ndarray:
-        """The samples with the conflict map [B, h, w] in [0, 1] laid over them in red."""
+    def conflict_picture(self, x0: torch.Tensor, conflict: torch.Tensor) -> np.ndarray | None:
+        """The samples with the conflict map [B, h, w] in [0, 1] laid over them in red
+        (None for a model that has no per-sample tiles to lay it over)."""
         tiles = self.preview_tiles(x0)
+        if tiles is None:
+            return None
         heat = torch.nn.functional.interpolate(conflict[:, None].float().cpu(),
                                                size=tiles.shape[1:3], mode="bilinear")
         alpha = 0.7 * heat[:, 0, :, :, None].numpy()
