@@ -125,6 +125,26 @@ def alpha_bar(scheduler, index: int, t) -> float:
     return float(scheduler.alphas_cumprod[int(t)])
 
 
+class Turn:
+    """A lock granted in the order it was asked for. A plain lock lets the thread that
+    just released it take it straight back, so one run could starve another; with
+    turns, runs waiting on one device alternate evaluation by evaluation."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._issued = self._serving = 0
+
+    def __enter__(self):
+        with self._changed:
+            ticket, self._issued = self._issued, self._issued + 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc):
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
 @dataclass(frozen=True)
 class Control:
     """How a run shares its device. `cancel`, once set, stops the run before its next
@@ -132,7 +152,7 @@ class Control:
     so concurrent runs interleave evaluation by evaluation and a cancelled run has
     left the device before the next evaluation of another starts."""
     cancel: threading.Event = field(default_factory=threading.Event)
-    turn: threading.Lock = field(default_factory=threading.Lock)
+    turn: Turn = field(default_factory=Turn)
 
 
 def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool,

@@ -101,7 +101,7 @@ class Composer:
         self._models: OrderedDict[str, ModelAdapter] = OrderedDict()
         self._lock = threading.Lock()                       # guards the two dicts
         self._loading: dict[str, threading.Lock] = {}
-        self._turn = threading.Lock()                       # one network evaluation at a time
+        self._turn = engine.Turn()                          # one network evaluation at a time
 
     @staticmethod
     def model_names() -> list[str]:

@@ -176,3 +176,29 @@ def test_bounded_negation_on_a_score_only_model_is_refused():
     with pytest.raises(RecipeError, match="negation: the bounded form needs an energy"):
         prepare(recipe(concepts=[{"text": "left"}, {"text": "up", "negate": True}],
                        negation="bounded"), GaussianModel(energy=False))
+
+
+def test_turns_are_granted_in_the_order_asked():
+    """Runs sharing a device alternate evaluation by evaluation: whoever asked first
+    is served first, and a thread that just had its turn queues behind the others."""
+    import threading
+    import time
+    from composer.engine import Turn
+
+    turn, order = Turn(), []
+
+    def evaluate(name: str, times: int) -> None:
+        for _ in range(times):
+            with turn:
+                order.append(name)
+
+    with turn:                                   # both runs queue while the device is busy
+        workers = [threading.Thread(target=evaluate, args=(name, 200)) for name in "ab"]
+        for worker in workers:
+            worker.start()
+            while turn._issued < 2 + workers.index(worker):     # it has taken its ticket
+                time.sleep(0.001)
+    for worker in workers:
+        worker.join()
+    switches = sum(x != y for x, y in zip(order, order[1:]))
+    assert order[:2] == ["a", "b"] and switches >= 390, switches    # a plain Lock: 1

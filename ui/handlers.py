@@ -424,7 +424,7 @@ class Handlers:
             return
         seconds = 0.0
         for item, seconds in timed(self.composer.stream(recipe, decode_every, cancel, maps)):
-            if isinstance(item, Result) and key in self._examples:
+            if isinstance(item, Result) and key in self._examples and not maps:  # as replayed
                 with self._replays_lock:
                     self._replays[key] = (item, seconds)
                     while len(self._replays) > CACHED_RUNS:
