@@ -265,6 +265,21 @@ def test_saved_files_are_named_inside_their_folder(tmp_path, monkeypatch):
         assert handlers.file_stem(plan.recipe, "sweep") == written[0].stem
 
 
+def test_a_sweep_axis_must_change_something():
+    """Only rows the recipe has, and each row's own slider: an AND weight on a NOT row
+    would leave every cell the same."""
+    recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},
+                                                    {"text": "bar", "negate": True}]))
+    assert state.build_sweep(recipe, [("concepts[1].beta", "0.5, 1")]).shape == (2, 1)
+    with pytest.raises(RecipeError, match="has 2 row.s.; there is no row 3"):
+        state.build_sweep(recipe, [("concepts[2].weight", "0.5, 1")])
+    with pytest.raises(RecipeError, match="row 2 is a NOT row, so this would change nothing; "
+                                          "sweep its NOT β"):
+        state.build_sweep(recipe, [("concepts[1].weight", "0.5, 1")])
+    with pytest.raises(RecipeError, match="row 1 is an AND row"):
+        state.build_sweep(recipe, [("seed", "1, 2"), ("concepts[0].beta", "1, 2")])
+
+
 def test_share_token_round_trip_and_bad_tokens():
     recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},
                                                     {"text": "bar", "negate": True, "beta": 2.5,
