@@ -51,6 +51,11 @@ def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
         index, name = int(match.group(1)), match.group(2)
         if index >= len(recipe.concepts):
             raise RecipeError(f"{field}: the recipe has {len(recipe.concepts)} concepts")
+        if recipe.concepts[index].negate != (name == "beta"):   # the other slider: a no-op
+            kind, use = (("a NOT row", "its NOT β") if recipe.concepts[index].negate
+                         else ("an AND row", "its AND weight"))
+            raise RecipeError(f"{field}: row {index + 1} is {kind}, so this would change "
+                              f"nothing; sweep {use}")
         concepts = list(recipe.concepts)
         concepts[index] = dataclasses.replace(concepts[index], **{name: value})
         return dataclasses.replace(recipe, concepts=tuple(concepts))
