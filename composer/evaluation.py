@@ -83,6 +83,7 @@ class PerSample(ModelAdapter):
         self.base = base
         self.captions = captions
         self.family = base.family
+        self.has_energy = base.has_energy
         self.sample_shape = base.sample_shape
         self.scheduler_config = base.scheduler_config
         self.defaults = base.defaults
@@ -96,19 +97,15 @@ class PerSample(ModelAdapter):
         rows = []
         for text in texts:
             if text == "":
-                rows.append(self.base.encode(("",)).expand(len(self.captions), *[-1] * 2))
+                empty = self.base.encode(("",))
+                rows.append(empty.expand(len(self.captions), *empty.shape[1:]))
             else:
                 i = int(text[1:])
                 rows.append(self.base.encode(tuple(c[i] for c in self.captions)))
         return torch.stack(rows)                                   # [rows, B, ...]
 
-    @torch.no_grad()
     def predict(self, x, t, alpha_bar, cond, with_energy=False):
-        rows, batch = cond.shape[0], x.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(batch)
-        eps = self.base.eps(x.repeat(rows, 1, 1, 1), t.repeat(rows), alpha_bar,
-                            cond.reshape(rows * batch, *cond.shape[2:]))
-        return eps.reshape(rows, batch, *self.sample_shape), None
+        return self.base.predict_per_sample(x, t, alpha_bar, cond, with_energy)
 
     def preview(self, x0):
         return self.base.preview(x0)

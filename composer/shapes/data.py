@@ -39,9 +39,13 @@ WORD_KIND = {w: k for k in KINDS for w in KIND_WORDS[k]}
 WORD_INDEX = {w: i for k in KINDS for i, w in enumerate(KIND_WORDS[k])}
 
 CELL = SIZE / 3
-# Object geometry in pixels: half-size and centre jitter. Reach (3.75) + jitter
-# (0.75) leaves >= 1.5 px between objects in neighbouring cells.
-HALF_MIN, HALF_MAX, JITTER = 3.0, 3.75, 0.75
+# The finite set of placements, shared by the training data and the exact model
+# (composer/shapes/exact.py): the centre moves off the cell's centre by a quarter
+# pixel step in each axis, and the half-size is one of four values, all uniform:
+# 7 x 7 x 4 = 196 placements per shape and cell (identical masks are merged by the
+# exact model). Reach (3.75) + offset (0.75) leaves >= 1.5 px between neighbours.
+OFFSETS = tuple(0.25 * i for i in range(-3, 4))
+HALVES = (3.0, 3.25, 3.5, 3.75)
 PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 127.5 - 1.0  # [6, 3] in [-1, 1]
 
 
@@ -89,8 +93,8 @@ def sample_scenes(n: int, generator: torch.Generator, min_objects: int = 1,
     present = torch.arange(MAX_OBJECTS)[None, :] < count[:, None]
     colour = torch.randint(0, len(COLOURS), (n, MAX_OBJECTS), generator=g)
     shape = torch.randint(0, len(SHAPES), (n, MAX_OBJECTS), generator=g)
-    jitter = (torch.rand(n, MAX_OBJECTS, 2, generator=g) * 2 - 1) * JITTER
-    half = HALF_MIN + torch.rand(n, MAX_OBJECTS, generator=g) * (HALF_MAX - HALF_MIN)
+    jitter = torch.tensor(OFFSETS)[torch.randint(0, len(OFFSETS), (n, MAX_OBJECTS, 2), generator=g)]
+    half = torch.tensor(HALVES)[torch.randint(0, len(HALVES), (n, MAX_OBJECTS), generator=g)]
     cx = (cells % 3 + 0.5) * CELL + jitter[..., 0]
     cy = (cells // 3 + 0.5) * CELL + jitter[..., 1]
     return Scenes(present, colour, shape, cells, cx, cy, half)
