@@ -1,11 +1,13 @@
 """Pick the shapes checkpoint to ship, and its guidance scale, by the strict judge.
 
     python benchmarks/shapes_select.py --folders runs/x/snapshots/step_12000,runs/x/export
-        [--scales 2,3,5,7.5] [--clip off,on] [--n 16] [--samples 2]
+        [--scales 2,3,5,7.5] [--clip off,on] [--n 16] [--samples 2] [--sampler ddim]
+
+A folder may also be "shapes-exact" (the exact model: its defaults live in code).
 
 Every folder (an exported checkpoint) x scale x clip setting is scored on a
 selection set that is disjoint from the benchmark's (seed 4321, not 1234):
-placed and free AND1, AND2 and NOT, --n compositions x --samples each, DDIM at
+placed and free AND1, AND2, AND3 and NOT, --n compositions x --samples each, DDIM at
 the model's default steps. The loss is never used to choose. Prints one JSON line
 per setting and writes benchmarks/results/shapes_select.json.
 """
@@ -23,10 +25,17 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from composer.evaluation import run_task  # noqa: E402
+from composer.models import load_model  # noqa: E402
 from composer.models.shapes import ShapesModel  # noqa: E402
 from composer.recipe import SamplerSpec  # noqa: E402
 
-SELECTION = [(family, task) for family in ("placed", "free") for task in ("and1", "and2", "not")]
+SELECTION = [(family, task) for family in ("placed", "free")
+             for task in ("and1", "and2", "and3", "not")]
+
+
+def load(folder: str):
+    """Learned weights in a folder, or the exact model ("shapes-exact")."""
+    return load_model(folder, "cpu") if folder == "shapes-exact" else ShapesModel(folder)
 
 
 def main() -> dict:
@@ -48,13 +57,14 @@ def main() -> dict:
         torch.set_num_threads(args.threads)
     rows = []
     for folder in args.folders.split(","):
-        model = ShapesModel(folder)
+        model = load(folder)
         base_config = dict(model.scheduler_config)
         for clip in args.clip.split(","):
             model.scheduler_config = {**base_config, "clip_sample": clip == "on"}
             for scale in (float(s) for s in args.scales.split(",")):
                 start = time.time()
-                row = {"folder": folder, "step": model.meta["training"]["steps"], "clip": clip,
+                step = model.meta["training"]["steps"] if hasattr(model, "meta") else None
+                row = {"folder": folder, "step": step, "clip": clip,
                        "scale": scale, "sampler": args.sampler}
                 strict = captions = clean = 0.0
                 for family, task in SELECTION:
@@ -72,7 +82,7 @@ def main() -> dict:
                                                       "rows": rows}, indent=2) + "\n")
     best = max(rows, key=lambda r: r["mean_strict"])
     print("best:", json.dumps(best))
-    if args.apply:
+    if args.apply and best["folder"] != "shapes-exact":
         config_path = Path(best["folder"]) / "config.json"
         meta = json.loads(config_path.read_text())
         meta["sampling"] = {**meta.get("sampling", {}), "scale": best["scale"]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -125,32 +126,68 @@ def alpha_bar(scheduler, index: int, t) -> float:
     return float(scheduler.alphas_cumprod[int(t)])
 
 
-class Turn:
-    """A lock granted in the order it was asked for. A plain lock lets the thread that
-    just released it take it straight back, so one run could starve another; with
-    turns, runs waiting on one device alternate evaluation by evaluation."""
+class Device:
+    """One device shared by concurrent runs, one network evaluation at a time.
+
+    Whenever the device is free, the waiting run that has used it least so far (in
+    seconds) goes next; ties go to whoever asked first. So a small job never queues
+    behind large ones: it waits for at most the evaluation in progress, each step,
+    while runs of equal cost alternate evaluation by evaluation. A plain lock would
+    let the run that just released it take it straight back, and first-come turns
+    make a small job wait one evaluation of every large job, every step."""
 
     def __init__(self):
         self._changed = threading.Condition()
-        self._issued = self._serving = 0
+        self._busy = False
+        self._asked = 0
+        self._waiting: dict[int, "Turn"] = {}
+
+    def turn(self) -> "Turn":
+        """A new run's turn: hold it (`with turn:`) for each evaluation."""
+        return Turn(self)
+
+    def _acquire(self, turn: "Turn") -> None:
+        with self._changed:
+            ticket, self._asked = self._asked, self._asked + 1
+            self._waiting[ticket] = turn
+
+            def next_up() -> bool:
+                return not self._busy and ticket == min(
+                    self._waiting, key=lambda k: (self._waiting[k].used, k))
+            self._changed.wait_for(next_up)
+            del self._waiting[ticket]
+            self._busy = True
+
+    def _release(self) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+
+class Turn:
+    """A run's access to its Device, with the device time it has used."""
+
+    def __init__(self, device: Device | None = None):
+        self.device = device or Device()
+        self.used = 0.0
+        self._start = 0.0
 
     def __enter__(self):
-        with self._changed:
-            ticket, self._issued = self._issued, self._issued + 1
-            self._changed.wait_for(lambda: self._serving == ticket)
+        self.device._acquire(self)
+        self._start = time.perf_counter()
 
     def __exit__(self, *exc):
-        with self._changed:
-            self._serving += 1
-            self._changed.notify_all()
+        self.used += time.perf_counter() - self._start
+        self.device._release()
 
 
 @dataclass(frozen=True)
 class Control:
     """How a run shares its device. `cancel`, once set, stops the run before its next
     network evaluation (inside an MCMC level too); `turn` is held for each evaluation,
-    so concurrent runs interleave evaluation by evaluation and a cancelled run has
-    left the device before the next evaluation of another starts."""
+    so concurrent runs interleave evaluation by evaluation (the one that has used the
+    device least goes first) and a cancelled run has left the device before the next
+    evaluation of another starts."""
     cancel: threading.Event = field(default_factory=threading.Event)
     turn: Turn = field(default_factory=Turn)
 

@@ -74,6 +74,7 @@ class ModelInfo:
     vocabulary: tuple[str, ...] | None
     max_samples: int
     defaults: dict
+    description: str = ""
 
 
 def model_key(name: str) -> str:
@@ -83,6 +84,10 @@ def model_key(name: str) -> str:
     if name not in BUILTIN_MODELS and os.path.isdir(expanded):
         return os.path.realpath(expanded)
     return name
+
+
+# A whole sweep may cost this many of the model's largest runs (README, Budgets).
+SWEEP_RUNS = 4
 
 
 class Composer:
@@ -101,7 +106,7 @@ class Composer:
         self._models: OrderedDict[str, ModelAdapter] = OrderedDict()
         self._lock = threading.Lock()                       # guards the two dicts
         self._loading: dict[str, threading.Lock] = {}
-        self._turn = engine.Turn()                          # one network evaluation at a time
+        self._device = engine.Device()                      # one network evaluation at a time
 
     @staticmethod
     def model_names() -> list[str]:
@@ -137,7 +142,7 @@ class Composer:
     def info(self, name: str) -> ModelInfo:
         m = self.model(name)
         return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
-                         m.max_samples, dict(m.defaults))
+                         m.max_samples, dict(m.defaults), m.description)
 
     def check(self, recipe: Recipe, maps: bool = False) -> tuple[Recipe, tuple[str, ...]]:
         """The recipe with defaults filled, and notes for the user; raises ComposerError."""
@@ -147,7 +152,7 @@ class Composer:
         except (RecipeError, ModelError) as err:
             raise ComposerError(str(err)) from None
         notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
-        return filled, notes
+        return filled, notes + tuple(model.recipe_notes(filled))
 
     def stream(self, recipe: Recipe, decode_every: int = 0,
                cancel: threading.Event | None = None, maps: bool = False) -> Iterator[Frame | Result]:
@@ -158,7 +163,7 @@ class Composer:
         filled, notes = self.check(recipe, maps)
         model = self.model(recipe.model)
         frames: list[Frame] = []
-        control = engine.Control(cancel or threading.Event(), self._turn)
+        control = engine.Control(cancel or threading.Event(), self._device.turn())
         record = None
         try:
             for record in engine.sample(filled, model, control, maps):
@@ -190,15 +195,28 @@ class Composer:
         """The most network evaluations one run of this model may make."""
         return engine.budget(self.model(name))
 
+    def sweep_budget(self, name: str) -> int | None:
+        """The most network evaluations one whole sweep of this model may make:
+        SWEEP_RUNS times one run's budget (each cell is also held to one run's)."""
+        limit = self.budget(name)
+        return None if limit is None else SWEEP_RUNS * limit
+
     def sweep_cost(self, sweep: Sweep) -> int:
         """Network evaluations of the whole sweep; raises ComposerError naming the
-        first cell that cannot run, before anything runs."""
+        first cell that cannot run, or the total over the sweep budget, before
+        anything runs."""
         total = 0
         for (i, j), recipe, _ in sweep.cells():
             try:
                 total += self.cost(recipe)
             except ComposerError as err:
                 raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
+        limit = self.sweep_budget(sweep.recipe.model)
+        if limit is not None and total > limit:
+            raise ComposerError(
+                f"cost: this sweep needs {total:,} network evaluations in all; a sweep of "
+                f"{sweep.recipe.model!r} may use {limit:,} ({SWEEP_RUNS} times one run's budget). "
+                f"Use fewer cells, steps, samples or MCMC steps")
         return total
 
     def sweep(self, sweep: Sweep, cancel: threading.Event | None = None) -> Iterator[SweepCell]:

@@ -45,6 +45,8 @@ def echo(value: Any) -> str:
 def parse_json(text: str | bytes, what: str) -> Any:
     """JSON from a user; every failure (size, encoding, syntax, nesting depth, huge
     numbers) is a RecipeError starting with `what`. A UTF-8 byte-order mark is fine."""
+    if not isinstance(text, (str, bytes)):
+        raise RecipeError(f"{what}: must be JSON text (a string), got {type(text).__name__}")
     if len(text) > MAX_RECIPE_BYTES:
         raise RecipeError(f"{what}: larger than {MAX_RECIPE_BYTES // 1024} kB")
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +168,14 @@ def _range(path: str, data: Any) -> list[float]:
     if not (isinstance(num, int) or float(num).is_integer()) or not 1 <= num <= MAX_VALUES:
         raise RecipeError(f"{path}.num: must be an integer from 1 to {MAX_VALUES}, got {echo(num)}")
     num = int(num)
+    try:   # a huge int (10**400) overflows float; inf and nan are not values
+        start, stop = float(start), float(stop)
+    except OverflowError:
+        raise RecipeError(f"{path}: start and stop must be finite numbers, got "
+                          f"{echo(data['start'])} and {echo(data['stop'])}") from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise RecipeError(f"{path}: start and stop must be finite numbers, got "
+                          f"{echo(start)} and {echo(stop)}")
     if num == 1:
-        return [float(start)]
+        return [start]
     return [round(start + (stop - start) * k / (num - 1), 10) for k in range(num)]

@@ -178,27 +178,58 @@ def test_bounded_negation_on_a_score_only_model_is_refused():
                        negation="bounded"), GaussianModel(energy=False))
 
 
-def test_turns_are_granted_in_the_order_asked():
-    """Runs sharing a device alternate evaluation by evaluation: whoever asked first
-    is served first, and a thread that just had its turn queues behind the others."""
+def test_runs_of_equal_cost_alternate_on_the_device():
+    """Runs sharing a device alternate evaluation by evaluation: a thread that just had
+    its turn has used more than the other, so the other goes next."""
     import threading
     import time
-    from composer.engine import Turn
+    from composer.engine import Device
 
-    turn, order = Turn(), []
+    device, order = Device(), []
 
-    def evaluate(name: str, times: int) -> None:
-        for _ in range(times):
+    def evaluate(name: str, turn) -> None:
+        for _ in range(100):
             with turn:
                 order.append(name)
+                time.sleep(0.001)                  # equal cost per evaluation
 
-    with turn:                                   # both runs queue while the device is busy
-        workers = [threading.Thread(target=evaluate, args=(name, 200)) for name in "ab"]
+    holder = device.turn()
+    with holder:                                   # both runs queue while the device is busy
+        workers = [threading.Thread(target=evaluate, args=(name, device.turn())) for name in "ab"]
         for worker in workers:
             worker.start()
-            while turn._issued < 2 + workers.index(worker):     # it has taken its ticket
+            while len(device._waiting) < 1 + workers.index(worker):   # it is waiting
                 time.sleep(0.001)
     for worker in workers:
         worker.join()
     switches = sum(x != y for x, y in zip(order, order[1:]))
-    assert order[:2] == ["a", "b"] and switches >= 390, switches    # a plain Lock: 1
+    assert order[:2] == ["a", "b"] and switches >= 180, switches    # a plain Lock: 1
+
+
+def test_a_small_run_goes_before_runs_that_used_the_device_more():
+    """The waiting run that has used the device least is served first, whatever the
+    order of asking: a small job never queues behind large ones."""
+    import threading
+    import time
+    from composer.engine import Device
+
+    device, order = Device(), []
+    turns = {name: device.turn() for name in ("large 1", "large 2", "large 3", "small")}
+    for name in ("large 1", "large 2", "large 3"):
+        turns[name].used = 60.0                    # a minute of device time each
+    holder = device.turn()
+
+    def evaluate(name: str) -> None:
+        with turns[name]:
+            order.append(name)
+
+    with holder:
+        threads = []
+        for name in ("large 1", "large 2", "large 3", "small"):      # the small job asks last
+            threads.append(threading.Thread(target=evaluate, args=(name,)))
+            threads[-1].start()
+            while len(device._waiting) < len(threads):
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert order == ["small", "large 1", "large 2", "large 3"]

@@ -79,7 +79,7 @@ def test_loads_from_folder_through_registry(model):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelError, match="no folder"):
+    with pytest.raises(ModelError, match="not a model folder"):
         load_model(str(tmp_path / "nowhere" / "model"), "cpu")
 
 
@@ -308,3 +308,20 @@ def test_the_conflict_map_streams_on_latents(folders, model):
     assert float(records[-1].conflict.min()) >= 0 and float(records[-1].conflict.max()) <= 1
     picture = model.conflict_picture(records[-1].x0, records[-1].conflict)
     assert picture.shape == (8, 8, 3) and picture.dtype.name == "uint8"
+
+
+def test_a_visitor_cannot_tell_which_folders_exist(tmp_path, monkeypatch):
+    """An existing folder that is not a pipeline, a missing one and an SDXL-looking one
+    get the same message: the model box is no way to probe the server's folders."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sdxl = tmp_path / "xl"
+    for part in ("unet", "vae", "text_encoder", "tokenizer"):
+        (sdxl / part).mkdir(parents=True)
+    (sdxl / "model_index.json").write_text('{"_class_name": "X", "text_encoder_2": []}')
+    messages = set()
+    for name in (str(tmp_path), str(tmp_path / "nowhere"), str(sdxl), "/root", "/nonexistent-dir"):
+        with pytest.raises(ModelError) as err:
+            load_model(name, "cpu")
+        messages.add(str(err.value).replace(repr(name), "NAME"))
+    assert len(messages) == 1, messages
+    assert "not a model folder" in messages.pop()

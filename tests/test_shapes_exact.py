@@ -1,6 +1,7 @@
 """The exact shapes model against brute force, autograd, clean renders and its own statistics."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -137,11 +138,10 @@ def test_counts_follow_the_formula():
     model = load_model("shapes-exact", "cpu")
     n = 192
     recipe = Recipe(model="shapes-exact", concepts=(Concept("red"),), scale=1.0,
-                    sampler=SamplerSpec(name="ddpm"), steps=100, seed=7, num_samples=16)
+                    sampler=SamplerSpec(name="ddpm"), steps=50, seed=7, num_samples=16)
     found = []
     for seed in range(n // 16):
-        record = generate(recipe.model_copy(update={"seed": seed}) if hasattr(recipe, "model_copy")
-                          else _with_seed(recipe, seed), model)
+        record = generate(_with_seed(recipe, seed), model)
         for image in data.to_uint8(record.x_t):
             objects = look(image).objects
             found.append((len(objects), sum(o.colour == "red" for o in objects)))
@@ -161,5 +161,26 @@ def test_counts_follow_the_formula():
 
 
 def _with_seed(recipe, seed):
-    import dataclasses
     return dataclasses.replace(recipe, seed=seed)
+
+
+def test_mixture_draws_each_caption_in_its_share():
+    """RRR's OR on images: with weights 1 and 3, samples of the mixture belong to
+    "red circle" with probability pi_1 = 1/4. The exact model tells, at the lowest
+    noise level, each sample's responsibility pi_1 p_1(x) / p*(x), whose mean under
+    the mixture is exactly pi_1."""
+    model = load_model("shapes-exact", "cpu")
+    recipe = Recipe(model="shapes-exact", concepts=(Concept("red circle"), Concept("blue square", weight=3.0)),
+                    operator="mixture", scale=1.0, sampler=SamplerSpec(name="ddpm"), steps=50,
+                    num_samples=16)
+    lowest = float(model_alphas()[0])
+    cond = model.encode(("red circle", "blue square"))
+    shares = []
+    for seed in range(8):
+        x = generate(_with_seed(recipe, seed), model).x_t
+        _, energy = model.predict(math.sqrt(lowest) * x.clamp(-1, 1), 0, lowest, cond, with_energy=True)
+        logits = -energy + torch.tensor([0.25, 0.75], dtype=DTYPE).log()[:, None]
+        shares.append(torch.softmax(logits, 0)[0])
+    share = float(torch.cat(shares).mean())
+    n = 128
+    assert abs(share - 0.25) <= 4 * math.sqrt(0.25 * 0.75 / n), share

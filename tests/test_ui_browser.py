@@ -215,7 +215,7 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     # A score-only model offers no mixture.
     box = page.locator("#model input")
     box.click()
-    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='toy2d-score']").click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='toy2d-score · 2D lab, learned score network']").click()
     wait_text(page, "#model-status", "toy2d-score loaded")
     assert page.locator("#operator input[value=mixture]").count() == 0
 
@@ -229,7 +229,7 @@ def test_default_shapes_composition_renders_for_the_readme(page, app_url):
     wait_text(page, "#status", "Done: ")
     box = page.locator("#model input")
     box.click()
-    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes · learned network']").click()
     default = next(Recipe.from_json(p.read_text()) for p in sorted((ROOT / "assets/recipes").glob("*.json"))
                    if Recipe.from_json(p.read_text()).model == "shapes")
     wait_value(page, f"#concept-{len(default.concepts)}-text textarea, "
@@ -416,7 +416,7 @@ def test_keyboard_and_screen_reader_names(page, app_url):
     # Enter in a prompt box runs Generate (free-text models).
     box = page.locator("#model input")
     box.click()
-    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes · learned network']").click()
     wait_text(page, "#metrics", "Judge:")
     prompt = page.locator("#concept-1-text textarea, #concept-1-text input").first
     prompt.fill("red square")
@@ -443,7 +443,7 @@ def test_maps_stream_and_scrub_for_2d_and_image_models(page, app_url):
     wait_text(page, "#progress", "Frame 1 /")
     box = page.locator("#model input")
     box.click()
-    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes']").click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes · learned network']").click()
     wait_text(page, "#notice", "Switched to shapes")
     wait_text(page, "#metrics", "Judge:")                # its example ran, maps on
     page.evaluate("window.scrollTo(0, 0)")

@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import threading
 import weakref
 from collections import OrderedDict
@@ -27,15 +26,17 @@ from pathlib import Path
 
 import anyio
 import gradio as gr
+from gradio.utils import get_upload_folder
 import numpy as np
 from PIL import Image
 
 from composer.facade import Cancelled, Composer, ComposerError, Frame, ModelInfo, Result
 from composer.media import SWEEP_CHUNK, enlarge, grid, png_bytes, recipe_from_png, save_animation
 from composer.models import ModelError, is_sd_reference
-from composer.recipe import Recipe, RecipeError
+from composer.recipe import Recipe, RecipeError, echo
 from composer.sweep import Sweep
 from ui import state
+from ui.disk import DiskBudget, budget_bytes
 
 log = logging.getLogger("ui")
 USER_ERRORS = (RecipeError, ComposerError, ModelError)
@@ -45,7 +46,10 @@ DISPLAY_SIDE = 256
 THUMB_SIDE = 96
 EXPORT_SIDE = 512          # saved PNGs and GIFs: small models upscaled (nearest) to about this
 CACHED_RUNS = 8            # finished runs of the example recipes kept for instant replay
-RUNS_DIR = Path(tempfile.gettempdir()) / "composer-ui"
+# Inside Gradio's cache, so Gradio serves the files without copying them (ui/disk.py).
+CACHE_DIR = Path(get_upload_folder())
+RUNS_DIR = CACHE_DIR / "composer-runs"
+DISK = DiskBudget(CACHE_DIR, budget_bytes())
 KEEP_SECONDS = 3600
 # All sessions' scrubbable frames together (KeptFrames), in MB: COMPOSER_FRAMES_MB.
 FRAMES_BUDGET = int(float(os.environ.get("COMPOSER_FRAMES_MB", "128")) * 2**20)
@@ -132,7 +136,24 @@ def info_dict(info: ModelInfo) -> dict:
     return {"name": info.name, "family": info.family, "has_energy": info.has_energy,
             "choices": list(info.concept_choices) if info.concept_choices else None,
             "vocabulary": list(info.vocabulary) if info.vocabulary else None,
-            "max_samples": info.max_samples, "defaults": dict(info.defaults)}
+            "max_samples": info.max_samples, "defaults": dict(info.defaults),
+            "description": info.description}
+
+
+def flag(value, field: str) -> bool:
+    """An API yes/no: a boolean, 0/1, or the text true/false/yes/no/on/off/1/0 (a
+    non-empty string is not simply true: "false" means false)."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[value.strip().lower()]
+    raise RecipeError(f"{field}: must be true or false, got {echo(value)}")
+
+
+FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False, "": False}
 
 
 def default_text(value) -> str:
@@ -146,11 +167,17 @@ def default_text(value) -> str:
     return "default " + ", ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
 
 
+def model_label(info: ModelInfo) -> str:
+    """'shapes-exact · the world's exact score and energy': the picker's label."""
+    return f"{info.name} · {info.description}" if info.description else info.name
+
+
 def model_summary(info: dict) -> str:
     kind = "energy" if info["has_energy"] else "score"
     d = info["defaults"]
     defaults = ", ".join(f"{k} {default_text(v).removeprefix('default ')}" for k, v in d.items())
-    text = f"**{info['name']}** loaded: {info['family']} family, {kind} model"
+    what = f" ({info['description']})" if info.get("description") else ""
+    text = f"**{info['name']}**{what} loaded: {info['family']} family, {kind} model"
     if info["choices"]:
         text += f"; concepts: {', '.join(info['choices'])}"
     if info["vocabulary"]:
@@ -347,6 +374,11 @@ class Handlers:
             self._available = names
         return list(self._available)
 
+    def model_choices(self) -> list[tuple[str, str]]:
+        """The picker's (label, name) pairs: each model labelled by what it is."""
+        return [(model_label(self.composer.info(name)) if not is_sd_reference(name) else name, name)
+                for name in self.available_models()]
+
     @staticmethod
     def _read_examples() -> list[tuple[Path, Recipe]]:
         found = []
@@ -441,22 +473,25 @@ class Handlers:
                maps: bool = False) -> Result:
         return self.composer.render(recipe, cancel, maps)
 
-    def compare_recipes(self, recipe: Recipe, samplers: list[str]) -> list[Recipe]:
-        if not 2 <= len(samplers) <= 4:
-            raise RecipeError(f"compare: choose 2 to 4 samplers, got {len(samplers)}")
-        return [dataclasses.replace(recipe, sampler=dataclasses.replace(recipe.sampler, name=s))
-                for s in samplers]
+    def compare_recipes(self, recipe: Recipe, samplers: list[str],
+                        models: list[str] = ()) -> list[Recipe]:
+        """Each sampler on each model (none ticked: the recipe's own), under one seed."""
+        models = list(models) or [recipe.model]
+        runs = len(samplers) * len(models)
+        if not 2 <= runs <= 4:
+            what = "samplers" if len(models) == 1 else "runs (samplers × models)"
+            raise RecipeError(f"compare: choose 2 to 4 {what}, got {runs}")
+        return [dataclasses.replace(recipe, model=m,
+                                    sampler=dataclasses.replace(recipe.sampler, name=s))
+                for m in models for s in samplers]
 
     # --- files --------------------------------------------------------------------
     @staticmethod
     def _run_folder() -> Path:
-        """A fresh folder for a run's files (Gradio serves copies; folders older than
-        an hour are removed)."""
+        """A fresh folder for a run's files; the disk budget is enforced first, so the
+        cache (streamed frames included) stays bounded however many runs there are."""
+        DISK.trim()
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        for old in RUNS_DIR.iterdir():
-            with contextlib.suppress(OSError):      # another run may be sweeping it too
-                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
-                    shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
 
     @classmethod

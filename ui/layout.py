@@ -16,6 +16,7 @@ from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
 from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
 from composer.sweep import MAX_CELLS
 from ui import state
+from ui.components import CheckboxGroup, Dropdown
 from ui.handlers import (
     GENERIC_ERROR,
     KEEP_SECONDS,
@@ -30,6 +31,7 @@ from ui.handlers import (
     default_text,
     display,
     final_picture,
+    flag,
     guard,
     kept_frame,
     metrics_text,
@@ -49,11 +51,12 @@ except ImportError:  # the package is optional
         return fn
 
 GPU_GROUP = "gpu"
-# Runs computing at once. They take turns on the device one network evaluation at a
-# time (engine.Control), so two share a CPU or a GPU fairly: a small job runs beside
-# a large one instead of waiting for it, and the budget caps how large one can be.
+# Runs active at once. They take turns on the device one network evaluation at a time,
+# the run that has used it least going first (engine.Device), so however many large
+# jobs are active a small one waits for at most one evaluation per step; a run that is
+# not admitted waits in the queue instead. The budget caps how large one run can be.
 CONCURRENCY_ENV = "COMPOSER_CONCURRENCY"
-RUN_CONCURRENCY = max(1, int(os.environ.get(CONCURRENCY_ENV, "2")))
+RUN_CONCURRENCY = max(1, int(os.environ.get(CONCURRENCY_ENV, "16")))
 QUEUE_SIZE = 64            # waiting requests beyond this are refused, not stored
 PRIVATE = "private"  # UI-only listeners stay out of the API page
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
@@ -220,7 +223,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             with gr.Column(scale=5):
                 with gr.Group():
                     with gr.Row():
-                        model_dd = gr.Dropdown(H.available_models(), label="Model",
+                        model_dd = Dropdown(H.model_choices(), label="Model",
                                                elem_id="model", scale=2)
                         sd_box = gr.Textbox(label="…or a Stable Diffusion hub id / folder",
                                             placeholder="org/name or /path/to/checkpoint",
@@ -256,7 +259,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     scale = gr.Number(None, label="Global scale α", placeholder="model default",
                                       elem_id="scale")
                 with gr.Row():
-                    sampler = gr.Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
+                    sampler = Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
                                           label="Sampler", elem_id="sampler")
                     steps = gr.Number(None, label="Steps", placeholder="model default",
                                       elem_id="steps")
@@ -266,7 +269,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     num_samples = gr.Number(1, label="Samples", elem_id="num-samples")
                 with gr.Accordion("Sampler knobs (empty = model default)", open=False,
                                   elem_id="knobs"):
-                    scheduler = gr.Dropdown(["ddpm", "ddim"], value="ddpm",
+                    scheduler = Dropdown(["ddpm", "ddim"], value="ddpm",
                                             label="Reverse step between MCMC levels",
                                             elem_id="scheduler")
                     with gr.Row():
@@ -323,10 +326,13 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         png_file = gr.File(label="PNG with recipe", elem_id="png-file",
                                            interactive=False, visible=False)
                 with gr.Tab("Compare samplers", id="tab-compare"):
-                    compare_choices = gr.CheckboxGroup(
+                    compare_choices = CheckboxGroup(
                         [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
                         label=f"Samplers (2–{COMPARE_SLOTS}), same recipe and seed",
                         elem_id="compare-samplers")
+                    compare_models = CheckboxGroup(
+                        H.available_models(), value=[], label="Also across models: each sampler runs on each ticked "
+                        "model (none ticked: the form's model)", elem_id="compare-models")
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Row():
                         compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
@@ -345,7 +351,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, "0:2:5"),
                                                           ("none", ""))):
                         with gr.Row():
-                            sweep_fields.append(gr.Dropdown(
+                            sweep_fields.append(Dropdown(
                                 ([] if k == 0 else [("none", "none")])
                                 + state.sweep_choices(MAX_CONCEPTS),
                                 value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}",
@@ -381,9 +387,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             forms = [f for f in NEGATIONS if f == "ratio" or info["has_energy"]]
             d = info["defaults"]
             s = values or state.Settings(model=info["name"], num_samples=default_samples(info))
-            names = H.available_models()
-            if info["name"] not in names:
-                names.append(info["name"])
+            names = H.model_choices()
+            if info["name"] not in [name for _, name in names]:
+                names.append((info["name"], info["name"]))
             return [gr.update(choices=names, value=info["name"]),
                     model_summary(info),
                     gr.update(choices=ops, value=s.operator if s.operator in ops else "and"),
@@ -638,14 +644,19 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @gpu
         @guard
         @said_on_status
-        def compare(recipe_text: str, samplers: list, show_noisy: bool, runs: list | None = None,
-                    cancel=None):
+        def compare(recipe_text: str, samplers: list, show_noisy: bool, models: list | None = None,
+                    runs: list | None = None, cancel=None):
             """The same recipe and seed under 2-4 samplers, streamed side by side; each
             reports its own compute time and network evaluations."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
                 yield {compare_status: gr.skip()}  # (yielding nothing would blank every output)
                 return
-            recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []))
+            recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []),
+                                        list(models or []))
+            across = len({r.model for r in recipes}) > 1
+
+            def name_of(r: Recipe) -> str:
+                return SAMPLER_LABELS[r.sampler.name] + (f" · {r.model}" if across else "")
             evaluations = [H.composer.cost(r) for r in recipes]
             streams = [timed(H.stream(r, cancel=cancel)) for r in recipes]
             pictures, lines = [None] * len(recipes), [""] * len(recipes)
@@ -659,7 +670,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     except StopIteration:
                         live.discard(k)
                         continue
-                    name = SAMPLER_LABELS[recipes[k].sampler.name]
+                    name = name_of(recipes[k])
                     if isinstance(item, Frame):
                         pictures[k] = display(item.noisy if show_noisy else item.preview)
                         acc = "" if item.acceptance is None else f", acceptance {item.acceptance:.0%}"
@@ -672,9 +683,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                     f"{evaluations[k]:,} network evaluations"
                                     + (f", mean acceptance {np.mean(accept):.0%}" if accept else "")
                                     + (f"; {metrics_text(item.metrics)}" if item.metrics else ""))
-                update = {img: gr.update(value=pictures[k], visible=True,
-                                         label=SAMPLER_LABELS[recipes[k].sampler.name],
-                                         alt_text=f"Result of {recipes[k].sampler.name}")
+                update = {img: gr.update(value=pictures[k], visible=True, label=name_of(recipes[k]),
+                                         alt_text=f"Result of {name_of(recipes[k])}")
                           for k, img in enumerate(compare_images[:len(recipes)])}
                 update.update({img: gr.update(visible=False)
                                for img in compare_images[len(recipes):]})
@@ -687,7 +697,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             files = [H.save_png(result) for result in results]
             yield {runs_state: runs, runs_table: _runs_value(runs),
                    compare_files: gr.update(value=files, visible=True),
-                   status: f"Compared {', '.join(r.sampler.name for r in recipes)}."}
+                   status: f"Compared {', '.join(name_of(r) for r in recipes)}."}
 
         # --- sweep ------------------------------------------------------------------
         @cancellable
@@ -705,7 +715,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                      [(field_1, values_1), (field_2, values_2)])
             rows, columns = plan.shape
             cost = H.composer.sweep_cost(plan)
-            head = f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
+            limit = H.composer.sweep_budget(plan.recipe.model)
+            head = (f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
+                    + (f" (a sweep may use {limit:,})" if limit is not None else ""))
             yield {sweep_status: head + ": running…", sweep_files: gr.update(visible=False, value=None),
                    sweep_image: gr.update(visible=False, value=None)}
             cells, (row_labels, column_labels) = [], plan.labels()
@@ -812,7 +824,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
             concurrency_limit=None, api_visibility=PRIVATE).then(
             None, share_token, share_link, js=SHARE_JS).then(
-            compare, [recipe_json, compare_choices, show_xt, runs_state],
+            compare, [recipe_json, compare_choices, show_xt, compare_models, runs_state],
             [*compare_images, compare_status, compare_files, runs_state, runs_table, status],
             api_name="compare", concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY,
             show_progress="minimal")
@@ -854,7 +866,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 count = int(frames)
             except (TypeError, ValueError):
                 raise RecipeError(f"frames: must be a whole number, got {frames!r:.40}") from None
-            result = H.render(Recipe.from_json(recipe), cancel, bool(maps))
+            result = H.render(Recipe.from_json(recipe), cancel, flag(maps, "maps"))
             last = result.frames[-1]
             picks = spread([f.preview for f in result.frames], count)
             return {"recipe": result.recipe.to_dict(),

@@ -27,6 +27,7 @@ class ModelError(ValueError):
 
 class ModelAdapter(ABC):
     family: str = ""                   # "toy2d", "shapes" or "sd"
+    description: str = ""              # what it is, in a few words, for the model picker
     has_energy: bool = False           # exact energies (mixture, exact Metropolis)
     sample_shape: tuple[int, ...] = ()
     scheduler_config: dict[str, Any] = {}
@@ -51,6 +52,11 @@ class ModelAdapter(ABC):
 
     def concept_warnings(self, text: str) -> list[str]:
         """Things worth telling the user about a usable concept (e.g. truncation)."""
+        return []
+
+    def recipe_notes(self, recipe: Any) -> list[str]:
+        """Things worth telling the user about a filled-in recipe before it runs
+        (e.g. a metric that this run is too small for)."""
         return []
 
     @abstractmethod

@@ -242,6 +242,19 @@ class SDAdapter(ModelAdapter):
         return images
 
 
+# One message for every name that does not load, so that the model box tells a visitor
+# nothing about which folders exist on the server; the reason goes to the server log.
+NOT_LOADABLE = ("it is not a model folder (a diffusers Stable Diffusion 1.x/2.x folder: "
+                "model_index.json with unet/, vae/, text_encoder/ and tokenizer/) nor a hub id "
+                "('org/name') that this server can load")
+
+
+def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
+    log.warning("cannot load %r: %s", name, reason)
+    hint = "; this server does not download models" if offline else ""
+    return ModelError(f"model: cannot load {name!r}: {NOT_LOADABLE}{hint}")
+
+
 def _check_folder(path: str) -> None:
     index = os.path.join(path, "model_index.json")
     expected = ("expected a diffusers Stable Diffusion folder: model_index.json with "
@@ -277,12 +290,15 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
     device = torch.device(device)
     expanded = os.path.expanduser(name)
     is_folder = os.path.isdir(expanded)
-    if not is_folder and not _HUB_ID.match(name):
-        raise ModelError(f"model: no folder {name!r} (and it is not a hub id 'org/name')")
-    if is_folder:
-        _check_folder(expanded)
-    dtype = dtype or _network_dtype(device)
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if not is_folder and not _HUB_ID.match(name):
+        raise _not_loadable(name, "no such folder, and not a hub id", offline)
+    if is_folder:
+        try:
+            _check_folder(expanded)
+        except ModelError as err:
+            raise _not_loadable(name, str(err), offline) from None
+    dtype = dtype or _network_dtype(device)
     from diffusers import StableDiffusionPipeline
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -290,17 +306,7 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
             feature_extractor=None, requires_safety_checker=False,
             local_files_only=is_folder or offline)
     except Exception as err:  # hub, file and config errors all mean "cannot load this"
-        log.warning("cannot load %r: %s", name, err)     # the library's words, for the host
-        if is_folder:
-            hint = ("the folder holds a Stable Diffusion layout, but a file in it could not be "
-                    "read; check that every weight file is complete")
-        elif offline:
-            hint = ("it is not in this server's model cache, and this server does not download "
-                    "models; give a local folder, or ask the host to add it")
-        else:
-            hint = ("no public model with that id could be downloaded from the Hugging Face "
-                    "Hub; check the spelling ('org/name')")
-        raise ModelError(f"model: cannot load {name!r}: {hint}") from err
+        raise _not_loadable(name, f"the library said: {err}", offline) from None
     pipe.set_progress_bar_config(disable=True)
     try:
         from diffusers.models.attention_processor import AttnProcessor2_0

@@ -101,6 +101,7 @@ class ShapesFamily(ModelAdapter):
 
 class ShapesModel(ShapesFamily):
     """The learned network (composer/shapes/model.py), weights in assets/shapes/."""
+    description = "learned network"
     has_energy = False
     # step_size 0.1 keeps ULA/HMC moves well inside the reverse step's own noise. The
     # scale is chosen per checkpoint by the judge: config.json's "sampling" overrides these.

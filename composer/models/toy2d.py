@@ -70,6 +70,7 @@ class Toy2DModel(ModelAdapter):
             raise ModelError(f"model: toy2d-{variant} weights missing ({err})") from None
         self.variant = variant
         self.has_energy = net.energy
+        self.description = f"2D lab, learned {'energy' if net.energy else 'score'} network"
         self.device = torch.device(device)
         self.net = net.to(self.device)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
@@ -130,9 +131,17 @@ class Toy2DModel(ModelAdapter):
         truth = ground_truth(recipe, n=1000, seed=recipe.seed + 1)
         if truth is None:
             return per_concept
+        if len(points) < 2:      # MMD needs two samples; recipe_notes says so up front
+            return {"in_support": support_fraction(points, setup_of(recipe)), **per_concept}
         value = mmd2(points, truth)
         return {"mmd": max(value, 0.0) ** 0.5, "mmd2": value,
                 "in_support": support_fraction(points, setup_of(recipe)), **per_concept}
+
+    def recipe_notes(self, recipe) -> list[str]:
+        if recipe.num_samples < 2 and setup_of(recipe) is not None:
+            return ["MMD against the ground truth needs at least 2 samples; "
+                    "it is skipped for this run of 1"]
+        return []
 
     def points(self, x0: torch.Tensor) -> np.ndarray:
         return x0.detach().reshape(-1, 2).cpu().numpy()

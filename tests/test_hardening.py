@@ -1,0 +1,107 @@
+"""A public Space's second round of probes: no traceback for any input, and budgets
+that hold for whole sweeps (issue: "A public Space under attack, round two")."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from composer.__main__ import main
+from composer.facade import SWEEP_RUNS, Composer, ComposerError
+from composer.recipe import Recipe, RecipeError
+from composer.sweep import Sweep
+from ui.handlers import flag
+
+
+@pytest.fixture(scope="module")
+def composer():
+    return Composer("cpu")
+
+
+ONE_SAMPLE = [(model, operator, concepts)
+              for model in ("toy2d-score", "toy2d-energy")
+              for operator, concepts in (("and", ["ring", "bar"]), ("product", ["ring", "bar"]),
+                                         ("mixture", ["left_bar", "right_bar"]),
+                                         ("and", ["big_box", "small_box"]))]
+
+
+@pytest.mark.parametrize("model,operator,concepts", ONE_SAMPLE)
+def test_one_sample_of_a_2d_setup_runs_or_is_refused_in_one_line(tmp_path, capsys, model, operator,
+                                                                   concepts):
+    """num_samples 1 on an RRR setup used to fail after the whole run (MMD needs 2
+    samples): now MMD is skipped with a note, or the recipe is refused up front."""
+    rows = [{"text": t} for t in concepts]
+    if concepts[1] == "small_box":
+        rows[1]["negate"] = True
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"model": model, "operator": operator, "concepts": rows,
+                                "steps": 4, "num_samples": 1}))
+    status = main(["render", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    if model == "toy2d-score" and operator == "mixture":
+        assert status == 2 and err.startswith("error: operator: mixture") and err.count("\n") == 1
+    else:
+        assert status == 0, err
+        assert "Traceback" not in err
+
+
+def test_one_sample_skips_mmd_with_a_note(composer):
+    recipe = Recipe.from_dict({"model": "toy2d-energy", "operator": "product", "steps": 3,
+                               "concepts": [{"text": "ring"}, {"text": "bar"}], "num_samples": 1})
+    _, notes = composer.check(recipe)
+    assert any("MMD" in n and "2 samples" in n for n in notes)
+    result = composer.render(recipe)
+    assert "mmd" not in result.metrics and "in_support" in result.metrics
+    assert any("MMD" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("stop", [10 ** 400, -10 ** 400])
+def test_a_sweep_range_past_float_is_a_recipe_error(stop):
+    with pytest.raises(RecipeError, match="finite numbers"):
+        Sweep.from_dict({"recipe": {"model": "shapes", "concepts": [{"text": "red"}]},
+                         "axes": [{"field": "scale", "range": {"start": 0, "stop": stop, "num": 3}}]})
+
+
+def test_cli_sweep_with_a_huge_range_is_one_line(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    path.write_text('{"recipe": {"model": "shapes", "concepts": [{"text": "red"}]}, "axes": '
+                    '[{"field": "scale", "range": {"start": 0, "stop": 1' + "0" * 400 + ', "num": 3}}]}')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "finite" in err
+
+
+def test_a_sweep_cannot_escape_the_budget(composer):
+    """25 cells of one allowed run each were accepted (250 M evaluations); now the whole
+    sweep is held to SWEEP_RUNS runs' budget, before anything runs."""
+    heavy = {"model": "toy2d-energy", "operator": "product", "concepts": [{"text": "ring"}, {"text": "bar"}],
+             "sampler": {"name": "hmc", "mcmc_steps": 49, "leapfrog_steps": 1}, "steps": 100,
+             "num_samples": 1000}
+    plan = Sweep.from_dict({"recipe": heavy, "axes": [{"field": "seed", "range": {"start": 0, "stop": 24, "num": 25}}]})
+    single = composer.cost(plan.recipe)
+    assert single <= composer.budget("toy2d-energy")       # each cell alone is allowed
+    with pytest.raises(ComposerError, match=f"{SWEEP_RUNS} times one run's budget"):
+        composer.sweep_cost(plan)
+    with pytest.raises(ComposerError):
+        next(composer.sweep(plan))
+    small = Sweep.from_dict({"recipe": heavy, "axes": [{"field": "seed", "values": [0, 1]}]})
+    assert composer.sweep_cost(small) == 2 * single
+
+
+@pytest.mark.parametrize("value", [None, 5, 2.5, ["x"], {"a": 1}])
+def test_a_recipe_that_is_not_text_is_a_recipe_error(value):
+    with pytest.raises(RecipeError, match="must be JSON text"):
+        Recipe.from_json(value)
+
+
+@pytest.mark.parametrize("value,expected", [(False, False), ("false", False), ("0", False), (0, False),
+                                            ("False", False), ("no", False), (None, False),
+                                            (True, True), ("true", True), ("1", True), (1, True)])
+def test_api_flags_read_false_as_false(value, expected):
+    assert flag(value, "maps") is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, [], {"x": 1}, float("nan")])
+def test_api_flags_refuse_anything_else(value):
+    with pytest.raises(RecipeError, match="maps: must be true or false"):
+        flag(value, "maps")
