@@ -1,16 +1,21 @@
 """The app under a crowd, measured through gradio_client against the real app.
 
-    python benchmarks/load.py [--sessions 100] [--runs 3]
+    python benchmarks/load.py [--sessions 100] [--runs 3] [--parts latency,small,crowd,cancel,memory]
 
 Starts the app in a process of its own on toy2d-energy and measures, through
 gradio_client from this one, side by side in one run:
   - latency: one user alone, then 8 concurrent users x 3 renders (p50 / p95);
   - a small job alone, and the same job submitted while the largest job the
     budget allows is computing (its wait), next to that large job's own time;
+  - the same small job while 8 clients each hold the largest allowed job (target:
+    at most 10x its time alone), and the time until all 8 large jobs have finished;
   - a cancel: seconds from the cancel until the app's process is idle (/render,
     /generate);
-  - memory: the app's resident set size every 10 sessions over `--sessions` sessions of
-    `--runs` streamed /generate runs each.
+  - memory and disk: the app's resident set size, and the bytes in its Gradio cache
+    (streamed frames, GIFs, PNGs), every 10 sessions over `--sessions` sessions of
+    `--runs` streamed /generate runs each; at sessions 25, 50 and 75 one run is the
+    largest allowed shapes run (DDIM, 1000 steps, 16 samples). The disk budget is
+    lowered to DISK_MB so that the run reaches it and the curve shows the cap.
 Prints JSON and writes benchmarks/results/load.json.
 """
 from __future__ import annotations
@@ -21,8 +26,10 @@ import os
 import platform
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +49,10 @@ SESSION_RUN = {**SMALL, "steps": 20, "num_samples": 100}
 # The frames budget of all sessions (128 MB by default), lowered so that 100 sessions
 # reach it and the memory curve shows the cap at work.
 FRAMES_MB = 16
+DISK_MB = 128
+LARGEST_SHAPES = {"model": "shapes", "concepts": [{"text": "red circle"}], "sampler": {"name": "ddim"},
+                  "steps": 1000, "seed": 0, "num_samples": 16}
+HEAVY_CLIENTS = 8
 
 
 SERVER = ("from composer.facade import Composer\n"
@@ -59,9 +70,12 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
+        self.cache = Path(tempfile.mkdtemp(prefix="load-cache-"))
         self.process = subprocess.Popen([sys.executable, "-c", SERVER.format(port=port)],
                                         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1",
-                                                       "COMPOSER_FRAMES_MB": str(FRAMES_MB)})
+                                                       "COMPOSER_FRAMES_MB": str(FRAMES_MB),
+                                                       "COMPOSER_DISK_MB": str(DISK_MB),
+                                                       "GRADIO_TEMP_DIR": str(self.cache)})
         deadline = time.time() + 120
         while True:
             try:
@@ -86,9 +100,20 @@ class Server:
         time.sleep(window)
         return (self.cpu_seconds() - cpu) / (time.perf_counter() - wall)
 
+    def disk_mb(self) -> float:
+        total = 0
+        for root, _, names in os.walk(self.cache):
+            for name in names:
+                try:
+                    total += os.path.getsize(os.path.join(root, name))
+                except OSError:
+                    pass
+        return total / 2**20
+
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+        shutil.rmtree(self.cache, ignore_errors=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,6 +160,30 @@ def small_behind_largest(connect, server: Server) -> dict:
             "small_beside_largest_s": behind, "small_wait_over_alone": behind / small_alone}
 
 
+def small_behind_crowd(connect, server: Server) -> dict:
+    """HEAVY_CLIENTS clients each hold the largest allowed job; then a small job."""
+    client = connect()
+    small_alone = statistics.median(timed_render(client, SMALL) for _ in range(5))
+    started = time.perf_counter()
+    heavy = [connect().submit(json.dumps({**LARGEST, "seed": k}), 0, api_name="/render")
+             for k in range(HEAVY_CLIENTS)]
+    deadline = time.time() + 120
+    while (sum(j.status().code.name == "PROCESSING" for j in heavy) < HEAVY_CLIENTS
+           and time.time() < deadline):
+        time.sleep(0.1)
+    processing = sum(j.status().code.name == "PROCESSING" for j in heavy)
+    time.sleep(2.0)
+    behind = timed_render(connect(), SMALL)
+    finished = 0
+    for job in heavy:
+        job.result(timeout=3600)
+        finished += 1
+    return {"heavy_clients": HEAVY_CLIENTS, "heavy_processing_when_small_sent": processing,
+            "small_alone_s": small_alone, "small_behind_crowd_s": behind,
+            "small_over_alone": behind / small_alone, "target_ratio": 10,
+            "heavy_finished": finished, "heavy_all_finished_after_s": time.perf_counter() - started}
+
+
 def cancel_to_idle(connect, server: Server, endpoint: str) -> float:
     second = 0 if endpoint == "/render" else False
     job = connect().submit(json.dumps(LARGEST), second, api_name=endpoint)
@@ -149,40 +198,57 @@ def cancel_to_idle(connect, server: Server, endpoint: str) -> float:
 
 def memory(connect, server: Server, sessions: int, runs: int) -> dict:
     recipe = json.dumps(SESSION_RUN)
-    samples = [{"sessions": 0, "rss_mb": round(server.rss_mb(), 1)}]
+    samples = [{"sessions": 0, "rss_mb": round(server.rss_mb(), 1), "disk_mb": round(server.disk_mb(), 1)}]
     client = connect()
+    peak_disk = 0.0
     for n in range(1, sessions + 1):
         client.reset_session()                  # a new visitor, as far as the app knows
-        for _ in range(runs):
-            client.predict(recipe, False, api_name="/generate")
-        if n % 10 == 0:
-            samples.append({"sessions": n, "rss_mb": round(server.rss_mb(), 1)})
+        for k in range(runs):
+            largest = n % 25 == 0 and n < 100 and k == 0
+            client.predict(json.dumps(LARGEST_SHAPES) if largest else recipe, False,
+                           api_name="/generate")
+            peak_disk = max(peak_disk, server.disk_mb())
+        if n % 10 == 0 or n % 25 == 0:
+            samples.append({"sessions": n, "rss_mb": round(server.rss_mb(), 1),
+                            "disk_mb": round(server.disk_mb(), 1)})
             print(samples[-1], file=sys.stderr, flush=True)
     half = len(samples) // 2
     return {"sessions": sessions, "runs_per_session": runs, "samples": samples,
             "growth_first_half_mb": samples[half]["rss_mb"] - samples[0]["rss_mb"],
-            "growth_second_half_mb": samples[-1]["rss_mb"] - samples[half]["rss_mb"]}
+            "growth_second_half_mb": samples[-1]["rss_mb"] - samples[half]["rss_mb"],
+            "disk_budget_mb": DISK_MB, "disk_peak_after_a_run_mb": round(peak_disk, 1),
+            "largest_shapes_run": LARGEST_SHAPES}
 
 
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=100)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--parts", default="latency,small,crowd,cancel,memory")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/load.json"))
     args = p.parse_args()
+    parts = args.parts.split(",")
     from gradio_client import Client
     server = Server()
 
     def connect():
         return Client(server.url, verbose=False)
     try:
-        result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                              "load_average_at_start": os.getloadavg()},
-                  "latency": latency(connect),
-                  "small_job": small_behind_largest(connect, server),
-                  "cancel_to_idle_s": {e: cancel_to_idle(connect, server, e)
-                                       for e in ("/render", "/generate")},
-                  "memory": memory(connect, server, args.sessions, args.runs)}
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.exists() else {}   # parts not run again stay
+        result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "load_average_at_start": os.getloadavg()}
+        if "latency" in parts:
+            result["latency"] = latency(connect)
+        if "small" in parts:
+            result["small_job"] = small_behind_largest(connect, server)
+        if "crowd" in parts:
+            result["small_job_behind_crowd"] = small_behind_crowd(connect, server)
+        if "cancel" in parts:
+            result["cancel_to_idle_s"] = {e: cancel_to_idle(connect, server, e)
+                                          for e in ("/render", "/generate")}
+        if "memory" in parts:
+            result["memory"] = memory(connect, server, args.sessions, args.runs)
         result["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
         server.close()

@@ -24,6 +24,11 @@ NEGATIONS = ("ratio", "bounded")
 REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
 SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS
+# How pages, grids and messages name the samplers.
+SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
+                  "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
+                  "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
+                  "hmc": "HMC (Metropolis)"}
 METROPOLIS_SAMPLERS = ("mala", "hmc")
 # MCMC runs between steps of a variance-preserving reverse process.
 MCMC_PREDICTORS = ("ddpm", "ddim")

@@ -23,13 +23,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from composer.recipe import Recipe, RecipeError, echo, parse_json
+from composer.recipe import SAMPLER_LABELS, Recipe, RecipeError, echo, parse_json
 
 SWEEP_VERSION = 1
 MAX_AXES = 2
 MAX_CELLS = 25
 MAX_VALUES = 25
-_CONCEPT_FIELD = re.compile(r"^concepts\[(\d)\]\.(weight|beta)$")
+CONCEPT_FIELD = re.compile(r"^concepts\[(\d+)\]\.(weight|beta)$")
 TOP_FIELDS = ("scale", "steps", "seed")
 SAMPLER_FIELDS = ("sampler.name", "sampler.step_size", "sampler.mcmc_steps")
 FIELDS = ("concepts[i].weight", "concepts[i].beta") + TOP_FIELDS + SAMPLER_FIELDS
@@ -41,13 +41,30 @@ class Axis:
     values: tuple
 
     def label(self, value: Any) -> str:
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
-        return f"{self.field} = {shown}"
+        """'Row 2 NOT β = 1.5', 'sampler = U-HMC': as the page names them."""
+        if self.field == "sampler.name":
+            shown = SAMPLER_LABELS.get(value, str(value))
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{field_label(self.field)} = {shown}"
+
+
+SWEPT_LABELS = {"scale": "α (scale)", "sampler.name": "sampler", "sampler.step_size": "MCMC step size",
+                "sampler.mcmc_steps": "MCMC steps per level", "steps": "steps", "seed": "seed"}
+
+
+def field_label(field: str) -> str:
+    """A sweepable field as the page names it: 'concepts[1].beta' -> 'Row 2 NOT β'."""
+    match = CONCEPT_FIELD.match(field)
+    if match:
+        kind = "NOT β" if match.group(2) == "beta" else "AND weight"
+        return f"Row {int(match.group(1)) + 1} {kind}"
+    return SWEPT_LABELS.get(field, field)
 
 
 def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
     """The recipe with one swept field set; RecipeError if the result is invalid."""
-    match = _CONCEPT_FIELD.match(field)
+    match = CONCEPT_FIELD.match(field)
     if match:
         index, name = int(match.group(1)), match.group(2)
         if index >= len(recipe.concepts):
@@ -147,7 +164,7 @@ def _axis(path: str, data: Any) -> Axis:
         raise RecipeError(f"{path}: must be {{'field': ..., 'values': [...]}} or "
                           f"{{'field': ..., 'range': {{'start', 'stop', 'num'}}}}")
     field = data.get("field")
-    if not isinstance(field, str) or not (_CONCEPT_FIELD.match(field) or field in TOP_FIELDS
+    if not isinstance(field, str) or not (CONCEPT_FIELD.match(field) or field in TOP_FIELDS
                                           or field in SAMPLER_FIELDS):
         raise RecipeError(f"{path}.field: cannot sweep {echo(field)}; sweepable fields are "
                           f"{', '.join(FIELDS)}")

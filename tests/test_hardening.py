@@ -2,6 +2,7 @@
 that hold for whole sweeps (issue: "A public Space under attack, round two")."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -105,3 +106,47 @@ def test_api_flags_read_false_as_false(value, expected):
 def test_api_flags_refuse_anything_else(value):
     with pytest.raises(RecipeError, match="maps: must be true or false"):
         flag(value, "maps")
+
+
+class FakeRequest:
+    def __init__(self, session: str, forwarded: str | None = None):
+        self.session_hash = session
+        self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+
+
+def test_one_visitor_cannot_hold_every_slot():
+    from ui.visitors import RUNS_PER_ADDRESS, RUNS_PER_SESSION, TooManyRuns, Visitors
+    visitors = Visitors()
+    with contextlib.ExitStack() as held:
+        for _ in range(RUNS_PER_SESSION):
+            held.enter_context(visitors.slot(FakeRequest("page-1")))
+        with pytest.raises(TooManyRuns, match="this page already has"):
+            held.enter_context(visitors.slot(FakeRequest("page-1")))
+        held.enter_context(visitors.slot(FakeRequest("page-2")))     # another page is served
+    with contextlib.ExitStack() as held:                 # sessions behind one forwarded address
+        for k in range(RUNS_PER_ADDRESS):
+            held.enter_context(visitors.slot(FakeRequest(f"s{k}", "203.0.113.7, 10.0.0.1")))
+        with pytest.raises(TooManyRuns, match="your address"):
+            held.enter_context(visitors.slot(FakeRequest("s-new", "203.0.113.7")))
+        held.enter_context(visitors.slot(FakeRequest("s-other", "198.51.100.2")))
+    with visitors.slot(FakeRequest("page-1")):           # every slot was given back
+        pass
+    assert not visitors._active
+
+
+def test_the_disk_budget_trims_the_oldest_files_first(tmp_path):
+    import os
+
+    from ui.disk import LOW_WATER, DiskBudget
+    budget = DiskBudget(tmp_path, limit_bytes=10_000)
+    for k in range(15):                                   # 15 kB in 1 kB files, oldest first
+        path = tmp_path / f"run-{k // 5}" / f"frame-{k}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1_000_000 + k, 1_000_000 + k))
+    assert budget.trim() == 7000                          # down to LOW_WATER of 10 kB
+    left = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert left == sorted(f"frame-{k}.png" for k in range(7, 15))
+    assert budget.usage() <= LOW_WATER * budget.limit
+    assert not (tmp_path / "run-0").exists()              # emptied folders go too
+    assert budget.trim() == 0                             # under budget: nothing to do

@@ -31,7 +31,7 @@ def test_a_beta_sweep_reproduces_the_individual_runs_bit_for_bit(composer):
                                                         "values": [0, 1.5, 3]}]})
     cells = list(composer.sweep(plan))
     assert [c.position for c in cells] == [(0, 0), (1, 0), (2, 0)]
-    assert cells[1].labels == ("concepts[1].beta = 1.5",)
+    assert cells[1].labels == ("Row 2 NOT β = 1.5",)
     for cell, beta in zip(cells, (0, 1.5, 3)):
         alone = dict(SHAPES, concepts=[SHAPES["concepts"][0], {"text": "blue", "negate": True, "beta": beta}])
         single = composer.render(Recipe.from_dict(alone))
@@ -106,3 +106,25 @@ def test_the_shipped_sweep_example_is_valid(composer):
     plan = Sweep.from_json((Path(__file__).resolve().parents[1] / "assets/sweeps/shapes_not_beta.json")
                            .read_text())
     assert plan.shape == (4, 2) and composer.sweep_cost(plan) > 0
+
+
+def test_the_sweep_tab_defaults_run_on_every_example(composer):
+    """The tab's own defaults ("Row 1 AND weight" over its example range) used to start
+    at 0, a cell with every AND weight off, so the default sweep showed "Error"."""
+    from ui import state
+    for path in state.example_files():
+        recipe = Recipe.from_json(path.read_text())
+        if recipe.concepts[0].negate:
+            continue
+        plan = state.build_sweep(recipe, [(state.SWEEP_DEFAULT, state.SWEEP_EXAMPLE), ("none", "")])
+        assert composer.sweep_cost(plan) > 0, path.name
+
+
+def test_sweep_labels_name_fields_and_samplers_as_the_page_does():
+    plan = Sweep.from_dict({"recipe": SHAPES, "axes": [
+        {"field": "concepts[1].beta", "values": [0, 1]},
+        {"field": "sampler.name", "values": ["uhmc", "ddim"]}]})
+    rows, columns = plan.labels()
+    assert rows == ["Row 2 NOT β = 0", "Row 2 NOT β = 1"]
+    assert columns == ["sampler = U-HMC", "sampler = DDIM"]
+    assert not any("concepts[" in label or "uhmc" in label for label in rows + columns)

@@ -383,6 +383,7 @@ def test_compare_and_rows_are_capped_in_the_controls(page, app_url):
             page.wait_for_timeout(400)
     page.wait_for_selector("#concept-8-text")
     assert not page.locator("#add-row").is_enabled()
+    wait_text(page, "#add-row", "At most 8 concepts")          # greyed, and saying why
     page.get_by_role("tab", name="Compare samplers").click()
     for label in ("DDPM", "ULA (annealed Langevin)", "HMC (Metropolis)"):
         page.locator("#compare-samplers label", has_text=label).click()
@@ -391,6 +392,7 @@ def test_compare_and_rows_are_capped_in_the_controls(page, app_url):
     page.locator("#compare-samplers label", has_text="U-HMC").click()
     page.wait_for_timeout(500)
     assert page.locator("#compare-samplers input:checked").count() == 4
+    wait_text(page, "#compare-status", "up to 4 samplers")    # the reason, on the page
     page.click("#compare")
     wait_text(page, "#status", "Compared")
     status = page.inner_text("#compare-status")

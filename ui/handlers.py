@@ -26,6 +26,7 @@ from pathlib import Path
 
 import anyio
 import gradio as gr
+from gradio.context import LocalContext
 from gradio.utils import get_upload_folder
 import numpy as np
 from PIL import Image
@@ -37,6 +38,7 @@ from composer.recipe import Recipe, RecipeError, echo
 from composer.sweep import Sweep
 from ui import state
 from ui.disk import DiskBudget, budget_bytes
+from ui.visitors import TooManyRuns, Visitors
 
 log = logging.getLogger("ui")
 USER_ERRORS = (RecipeError, ComposerError, ModelError)
@@ -51,6 +53,12 @@ CACHE_DIR = Path(get_upload_folder())
 RUNS_DIR = CACHE_DIR / "composer-runs"
 DISK = DiskBudget(CACHE_DIR, budget_bytes())
 KEEP_SECONDS = 3600
+VISITORS = Visitors()
+# Every picture streamed to a page is a file in Gradio's cache: a long run streams at
+# most this many frames (evenly spaced; all stay scrubbable), and its GIF holds at most
+# GIF_FRAMES (4 seconds at 25 per second).
+STREAMED_FRAMES = 200
+GIF_FRAMES = 100
 # All sessions' scrubbable frames together (KeptFrames), in MB: COMPOSER_FRAMES_MB.
 FRAMES_BUDGET = int(float(os.environ.get("COMPOSER_FRAMES_MB", "128")) * 2**20)
 
@@ -105,15 +113,16 @@ def cancellable(fn):
         @functools.wraps(fn)
         async def stream(*args):
             cancel = threading.Event()
-            items = fn(*args, cancel=cancel)
-            try:
-                while (item := await anyio.to_thread.run_sync(
-                        next, items, _END, abandon_on_cancel=True)) is not _END:
-                    yield item
-            finally:
-                cancel.set()
-                with contextlib.suppress(ValueError):  # still running: it stops at the flag
-                    items.close()
+            with visitor_slot():
+                items = fn(*args, cancel=cancel)
+                try:
+                    while (item := await anyio.to_thread.run_sync(
+                            next, items, _END, abandon_on_cancel=True)) is not _END:
+                        yield item
+                finally:
+                    cancel.set()
+                    with contextlib.suppress(ValueError):  # still running: it stops at the flag
+                        items.close()
         stream.__signature__ = shown
         return stream
 
@@ -121,12 +130,23 @@ def cancellable(fn):
     async def call(*args):
         cancel = threading.Event()
         try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args, cancel=cancel),
-                                                  abandon_on_cancel=True)
+            with visitor_slot():
+                return await anyio.to_thread.run_sync(functools.partial(fn, *args, cancel=cancel),
+                                                      abandon_on_cancel=True)
         finally:
             cancel.set()
     call.__signature__ = shown
     return call
+
+
+@contextlib.contextmanager
+def visitor_slot():
+    """One of the calling visitor's run slots (ui/visitors.py), or a clear refusal."""
+    try:
+        with VISITORS.slot(LocalContext.request.get(None)):
+            yield
+    except TooManyRuns as err:
+        raise user_error(err) from None
 
 
 _END = object()
@@ -507,6 +527,7 @@ class Handlers:
         """The GIF of the frames and the PNG of a run."""
         folder = cls._run_folder()
         png = cls.save_png(result, folder)
+        frames = spread(frames, GIF_FRAMES - 1)
         gif = save_animation([display(f) for f in frames] + [display(final_picture(result))],
                              folder / f"{file_stem(result.recipe)}_frames.gif")
         return str(gif), png

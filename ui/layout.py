@@ -7,19 +7,22 @@ import json
 import logging
 import os
 import random
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
 from composer.facade import Cancelled, Composer, Frame
 from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
-from composer.recipe import MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLERS, Recipe, RecipeError
+from composer.recipe import (MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLER_LABELS, SAMPLERS, Recipe,
+                             RecipeError)
 from composer.sweep import MAX_CELLS
 from ui import state
 from ui.components import CheckboxGroup, Dropdown
 from ui.handlers import (
     GENERIC_ERROR,
     KEEP_SECONDS,
+    STREAMED_FRAMES,
     THUMB_SIDE,
     Handlers,
     Run,
@@ -59,10 +62,6 @@ CONCURRENCY_ENV = "COMPOSER_CONCURRENCY"
 RUN_CONCURRENCY = max(1, int(os.environ.get(CONCURRENCY_ENV, "16")))
 QUEUE_SIZE = 64            # waiting requests beyond this are refused, not stored
 PRIVATE = "private"  # UI-only listeners stay out of the API page
-SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
-                  "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
-                  "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
-                  "hmc": "HMC (Metropolis)"}
 RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
                "evaluations", "acceptance", "metrics"]
 # Each header fits on one line and the metrics wrap in a column of their own; a table
@@ -73,99 +72,11 @@ COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
 
-# Generate, Stop and the status sit in a bar fixed to the bottom of the window; from
-# tablets up the result column stays in view while the controls scroll, and on phones
-# it comes before the controls: so a visitor lands on the result, and the run and the
-# buttons are on screen together at any size.
-CSS = """
-.concept-row.muted { opacity: 0.45; }
-.concept-row { border-left: 3px solid var(--color-accent); padding-left: 4px; }
-#status .error, #model-status .error { color: var(--error-text-color, #b91c1c); }
-#action-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 100; margin: 0;
-  padding: 8px 16px; background: var(--background-fill-primary);
-  border-top: 1px solid var(--border-color-primary); box-shadow: 0 -2px 8px rgba(0,0,0,.08); }
-#action-bar #status { max-height: 4.5em; overflow-y: auto; }
-/* 'clip', unlike Gradio's 'hidden', makes no scroll container, so the sticky column
-   sticks to the window. */
-.gradio-container { padding-bottom: 110px !important; overflow: clip !important; }
-#runs th, #runs th * { white-space: nowrap; word-break: keep-all; }
-/* Side by side (tablets and wider) the result column sticks; stacked (phones) it
-   comes first. */
-@media (min-width: 701px) {
-  #result-column { position: sticky; top: 8px; align-self: flex-start; }
-}
-@media (max-width: 700px) { #result-column { order: -1; } }
-"""
-# Row buttons and checkboxes carry their row number for screen readers, and the
-# status line is a live region (Gradio has no parameter for either). A weight slider's
-# box keeps what was typed: Gradio clamps it on blur (-2 becomes 0), a silent change;
-# kept, the run refuses it with a message.
-PAGE_JS = """
-() => {
-  document.addEventListener("blur", event => {
-    if (event.target.matches && event.target.matches("[id^='concept-'][id$='-weight'] input[type=number]"))
-      event.stopPropagation();
-  }, true);
-  const name = () => {
-    document.querySelectorAll("button[id^='concept-']").forEach(button => {
-      const m = button.id.match(/^concept-(\\d+)-(up|down|duplicate|mute|remove)$/);
-      if (m) button.setAttribute("aria-label", `Row ${m[1]}: ${button.innerText.trim()}`);
-    });
-    document.querySelectorAll("[id^='concept-'][id$='-not'] input").forEach(box => {
-      const m = box.closest("[id$='-not']").id.match(/^concept-(\\d+)-not$/);
-      if (m) box.setAttribute("aria-label", `Row ${m[1]}: NOT`);
-    });
-    const status = document.getElementById("status");
-    if (status && !status.hasAttribute("aria-live")) {
-      status.setAttribute("role", "status");
-      status.setAttribute("aria-live", "polite");
-    }
-    const link = document.querySelector("#share-link textarea");
-    if (link) link.setAttribute("aria-label", "Link to this recipe");
-  };
-  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
-  name();
-}
-"""
-# Before a run is checked, what the form shows: the labels of number boxes whose text
-# the browser could not read as a number ("NaN", "1e999", "1,5"), which it would
-# otherwise send as empty, and each row's prompt, weight and NOT, since an edit's own
-# event may not have reached the server when Generate is clicked.
-SHOWN_JS = """
-(...values) => {
-  const bad = [];
-  document.querySelectorAll("input[type=number]").forEach(box => {
-    const text = box.value;
-    if (box.validity.badInput || (text !== "" && !Number.isFinite(Number(text)))) {
-      const block = box.closest(".block");
-      const label = block && block.querySelector("[data-testid='block-info']");
-      bad.push(label ? label.innerText.trim() : (box.getAttribute("aria-label") || "A number box"));
-    }
-  });
-  const rows = [];
-  for (let n = 1; document.getElementById(`concept-${n}`); n++) {
-    const text = document.querySelector(`#concept-${n}-text input, #concept-${n}-text textarea`);
-    const weight = document.querySelector(`#concept-${n}-weight input[type=number]`);
-    const negate = document.querySelector(`#concept-${n}-not input`);
-    rows.push({text: text ? text.value : null, weight: weight ? weight.value : null,
-               negate: negate ? negate.checked : null});
-  }
-  values[values.length - 1] = JSON.stringify({unreadable: [...new Set(bad)], rows});
-  return values;
-}
-"""
-# After Generate: bring the progress and the preview on screen if they are not (phones
-# stack them below the form; a wide screen keeps them in view by the sticky column).
-REVEAL_JS = """
-() => {
-  const top = document.getElementById("progress"), preview = document.getElementById("preview");
-  const bar = document.getElementById("action-bar");
-  if (!top || !preview) return;
-  const bottom = window.innerHeight - (bar ? bar.offsetHeight : 0);
-  const first = top.getBoundingClientRect().top, last = preview.getBoundingClientRect().bottom;
-  if (first < 0 || last > bottom) window.scrollBy(0, first - 8);
-}
-"""
+STATIC = Path(__file__).resolve().parent / "static"
+CSS = (STATIC / "app.css").read_text()
+PAGE_JS = (STATIC / "page.js").read_text()      # row names for screen readers, weight boxes
+SHOWN_JS = (STATIC / "shown.js").read_text()    # what the form shows, read before a run
+REVEAL_JS = (STATIC / "reveal.js").read_text()  # after Generate: the result on screen
 CLICK_GENERATE_JS = "() => document.getElementById('generate').click()"
 
 
@@ -334,7 +245,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         H.available_models(), value=[], label="Also across models: each sampler runs on each ticked "
                         "model (none ticked: the form's model)", elem_id="compare-models")
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
-                    with gr.Row():
+                    with gr.Row(elem_id="compare-grid"):
                         compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
                                                    interactive=False, elem_id=f"compare-{k + 1}",
                                                    visible=k < 2, alt_text=f"Sampler {k + 1}")
@@ -345,10 +256,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                             visible=False)
                 with gr.Tab("Sweep", id="tab-sweep"):
                     gr.Markdown("One knob, or two, over a list of values (`0, 0.5, 1`) or a "
-                                "range (`0:2:5`, five values from 0 to 2), under the form's "
+                                "range (`0.5:2:4`, four values from 0.5 to 2), under the form's "
                                 f"seed; at most {MAX_CELLS} cells, each a run of its own.")
                     sweep_fields, sweep_values = [], []
-                    for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, "0:2:5"),
+                    for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, state.SWEEP_EXAMPLE),
                                                           ("none", ""))):
                         with gr.Row():
                             sweep_fields.append(Dropdown(
@@ -378,7 +289,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                           metrics_md, gif_file, png_file]
         apply_outputs = [rows_state, info_state, model_dd, model_status, operator, negation, scale,
                          sampler, scheduler, *knobs.values(), steps, seed, num_samples,
-                         autorun_state, notice, *result_outputs]
+                         autorun_state, notice, *result_outputs, status]
 
         # --- model ------------------------------------------------------------------
         def model_updates(info: dict, values: state.Settings | None) -> list:
@@ -417,13 +328,18 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             """Every form widget from the recipe, and the old result cleared."""
             info = H.info(recipe.model)
             said = changes(recipe, info)
+            # The status line (always in view) says what happened and what to do next;
+            # a run that starts at once will replace it.
+            runs = autorun and not said and H.fast(recipe)
+            line = gr.skip() if runs else f"{note} Press Generate to render it.".strip()
             if said:
                 message = f"{note} Not as saved: {'; '.join(said)}."
                 gr.Warning(message)
                 note = error_markdown(message)
+                line = f"{message} Press Generate to render it."
             return [state.rows_from_concepts(recipe.concepts), info,
                     *model_updates(info, state.settings_from_recipe(recipe)),
-                    autorun and not said and H.fast(recipe), note, *cleared()]
+                    runs, note, *cleared(), line]
 
         def apply_default(note: str = "") -> list:
             info = H.info(H.default_model())
@@ -431,7 +347,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             if recipe is not None:
                 return apply_recipe(recipe, note, autorun=True)
             return [H.default_rows(info), info, *model_updates(info, None), False, note,
-                    *cleared()]
+                    *cleared(), gr.skip()]
 
         def cleared() -> list:
             """The result area emptied: a new model or recipe makes the old result stale."""
@@ -449,10 +365,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 log.warning("cannot restore shared recipe: %s", err)
                 gr.Warning(str(err))
                 return apply_default(error_markdown(str(err)))
-            hint = "Recipe restored from the link."
-            if not H.fast(recipe):
-                hint += " Press Generate to render it."
-            return apply_recipe(recipe, hint, autorun=True)
+            return apply_recipe(recipe, "Recipe restored from the link.", autorun=True)
 
         def autorun(flag, rows, info, *values):
             """Render at once what a page opened on, when it is cheap; else nothing."""
@@ -480,7 +393,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         for i, r in enumerate(rows)] or H.default_rows(new)
             elif info and info.get("choices"):  # from 2D concepts to free text
                 rows = H.default_rows(new)
-            return [rows, new, *model_updates(new, None), False, "", *cleared()]
+            return [rows, new, *model_updates(new, None), False, "", *cleared(),
+                    f"Switched to {new['name']}. Press Generate to render it."]
 
         def loading(name):
             return f"Loading **{name}**…"
@@ -493,8 +407,13 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             return state.row_action(rows, "add", default_text=default[len(rows) % len(default)])
 
         add_btn.click(add_row, [rows_state, info_state], rows_state, api_visibility=PRIVATE)
-        rows_state.change(lambda rows: gr.update(interactive=len(rows) < MAX_CONCEPTS),
-                          rows_state, add_btn, queue=False, api_visibility=PRIVATE)
+        def add_button(rows):
+            """Greyed at the limit, and saying why (a greyed button alone says nothing)."""
+            full = len(rows) >= MAX_CONCEPTS
+            return gr.update(interactive=not full,
+                             value=f"At most {MAX_CONCEPTS} concepts" if full else "+ Add concept")
+
+        rows_state.change(add_button, rows_state, add_btn, queue=False, api_visibility=PRIVATE)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, queue=False,
                    api_visibility=PRIVATE)
         operator.change(lambda op: gr.update(visible=op == "product",
@@ -567,6 +486,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     if isinstance(item, Frame):
                         H.kept.keep(live, kept_frame(item))
                         live["total"] = item.total
+                        stride = -(-item.total // STREAMED_FRAMES)
+                        if (item.index + 1) % stride and item.index + 1 < item.total:
+                            continue
                         extra = ("" if item.acceptance is None
                                  else f" · acceptance {item.acceptance:.0%}")
                         picture, thumbs = chosen_view(item.preview, item.noisy, item.map,
@@ -629,8 +551,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
 
         def stopped(frames):
             """Stop as a state: where the run stopped, its frames left to scrub."""
-            if not frames or frames["done"]:
-                return "Stopped.", gr.skip(), gr.skip()
+            if not frames or frames["done"]:      # no run of this page's to stop: keep "Done: …"
+                return gr.skip(), gr.skip(), gr.skip()
             count, total = len(frames["frames"]), frames["total"]
             if not count:
                 return ("Stopped before the first step.", gr.update(visible=False),
@@ -730,13 +652,15 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    sweep_status: f"{head}: done.", status: f"{head}: done."}
 
         def limit_compare(chosen):
+            """At most COMPARE_SLOTS ticked, and the page says so where the box is (an
+            unqueued event's toast never reaches the page)."""
             if len(chosen or []) <= COMPARE_SLOTS:
-                return gr.skip()
-            gr.Warning(f"Compare takes up to {COMPARE_SLOTS} samplers; untick one first.")
-            return chosen[:COMPARE_SLOTS]
+                return gr.skip(), gr.skip()
+            return (chosen[:COMPARE_SLOTS],
+                    f"Compare takes up to {COMPARE_SLOTS} samplers: untick one to pick another.")
 
-        compare_choices.input(limit_compare, compare_choices, compare_choices, queue=False,
-                              api_visibility=PRIVATE)
+        compare_choices.input(limit_compare, compare_choices, [compare_choices, compare_status],
+                              queue=False, api_visibility=PRIVATE)
 
         # --- share and import -----------------------------------------------------------
         def share(rows, info, *values):
@@ -772,6 +696,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     skips = [gr.skip()] * len(apply_outputs)
                     skips[apply_outputs.index(notice)] = error_markdown(message)
                     skips[apply_outputs.index(autorun_state)] = False
+                    skips[apply_outputs.index(status)] = message.splitlines()[0]
                     return skips
             return call
 

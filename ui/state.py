@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
-from composer.sweep import Sweep
+from composer.sweep import CONCEPT_FIELD, SWEPT_LABELS, Sweep, field_label
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
 INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
@@ -302,17 +302,14 @@ def example_label(path: Path) -> str:
 
 # --- sweeps -------------------------------------------------------------------------
 SWEEP_DEFAULT = "concepts[0].weight"
+SWEEP_EXAMPLE = "0.5:2:4"      # an AND weight of 0 is refused (every row would be off)
 
 
 def sweep_choices(rows: int) -> list[tuple[str, str]]:
     """(label, sweep field) for the axis pickers: each row's weight and β, then the
     recipe-wide knobs."""
-    per_row = [(f"Row {n} {name}", f"concepts[{n - 1}].{field}") for n in range(1, rows + 1)
-               for name, field in (("AND weight", "weight"), ("NOT β", "beta"))]
-    return per_row + [("α (scale)", "scale"), ("sampler", "sampler.name"),
-                      ("MCMC step size", "sampler.step_size"),
-                      ("MCMC steps per level", "sampler.mcmc_steps"), ("steps", "steps"),
-                      ("seed", "seed")]
+    fields = [f"concepts[{n}].{kind}" for n in range(rows) for kind in ("weight", "beta")]
+    return [(field_label(f), f) for f in fields + list(SWEPT_LABELS)]
 
 
 def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
@@ -324,8 +321,8 @@ def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
             continue
         text = (text or "").strip()
         if not text:
-            raise RecipeError(f"Sweep axis {k}: give values, e.g. 0, 0.5, 1 or 0:2:5")
-        row = re.fullmatch(r"concepts\[(\d+)\]\.(weight|beta)", field)
+            raise RecipeError(f"Sweep axis {k}: give values, e.g. 0, 0.5, 1 or 0.5:2:4")
+        row = CONCEPT_FIELD.fullmatch(field)
         if row and int(row.group(1)) >= len(recipe.concepts):   # the picker lists 8 rows
             raise RecipeError(f"Sweep axis {k}: the recipe has {len(recipe.concepts)} "
                               f"row(s); there is no row {int(row.group(1)) + 1}")

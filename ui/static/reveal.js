@@ -1,0 +1,8 @@
+() => {
+  const top = document.getElementById("progress"), preview = document.getElementById("preview");
+  const bar = document.getElementById("action-bar");
+  if (!top || !preview) return;
+  const bottom = window.innerHeight - (bar ? bar.offsetHeight : 0);
+  const first = top.getBoundingClientRect().top, last = preview.getBoundingClientRect().bottom;
+  if (first < 0 || last > bottom) window.scrollBy(0, first - 8);
+}
