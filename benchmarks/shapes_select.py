@@ -52,6 +52,8 @@ def main() -> dict:
     p.add_argument("--apply", action="store_true",
                    help="write the best scale and clip setting into the best folder's config.json "
                         "(\"sampling\": {\"scale\"} and scheduler.clip_sample)")
+    p.add_argument("--step-sizes", default="",
+                   help="MCMC samplers: step sizes to try (default: the model's); acceptance is reported")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,21 +63,28 @@ def main() -> dict:
         base_config = dict(model.scheduler_config)
         for clip in args.clip.split(","):
             model.scheduler_config = {**base_config, "clip_sample": clip == "on"}
-            for scale in (float(s) for s in args.scales.split(",")):
+            for scale, step_size in ((float(s), float(h) if h else None)
+                                     for s in args.scales.split(",")
+                                     for h in (args.step_sizes.split(",") if args.step_sizes else [""])):
                 start = time.time()
                 step = model.meta["training"]["steps"] if hasattr(model, "meta") else None
                 row = {"folder": folder, "step": step, "clip": clip,
-                       "scale": scale, "sampler": args.sampler}
+                       "scale": scale, "sampler": args.sampler, "step_size": step_size}
                 strict = captions = clean = 0.0
+                acceptance = []
                 for family, task in SELECTION:
-                    r = run_task(model, family, task, SamplerSpec(name=args.sampler), args.n,
-                                 model.defaults["steps"], scale, seed=args.seed, repeats=args.samples)
+                    r = run_task(model, family, task, SamplerSpec(name=args.sampler, step_size=step_size),
+                                 args.n, model.defaults["steps"], scale, seed=args.seed,
+                                 repeats=args.samples)
                     row[f"{family} {task}"] = round(r["accuracy"], 3)
                     strict += r["accuracy"] / len(SELECTION)
                     captions += r["caption_accuracy"] / len(SELECTION)
                     clean += r["clean"] / len(SELECTION)
+                    if r["acceptance"] is not None:
+                        acceptance.append(r["acceptance"])
                 row.update(mean_strict=round(strict, 3), mean_captions=round(captions, 3),
-                           mean_clean=round(clean, 3), seconds=round(time.time() - start, 1))
+                           mean_clean=round(clean, 3), seconds=round(time.time() - start, 1),
+                           acceptance=round(sum(acceptance) / len(acceptance), 3) if acceptance else None)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 Path(args.out).write_text(json.dumps({"benchmark": "shapes_select", "args": vars(args),

@@ -91,3 +91,37 @@ def test_all_sessions_frames_share_one_budget():
     for _ in range(2):
         kept.keep(new, frame)
     assert len(new["frames"]) == 4                 # 1,000 bytes, all of them its own
+
+
+def test_a_stopped_run_keeps_the_frames_it_had_when_stopped():
+    """Stop fixes the frame count: the run's thread may finish one more step before it
+    sees the cancel, and that frame used to make the label say "Frame 6 / 7" on a
+    slider whose maximum was 6."""
+    from ui.handlers import KeptFrames, Run
+    frame = {"preview": b"x", "noisy": b"x", "concepts": [], "map": None, "concept_maps": []}
+    kept, live = KeptFrames(budget=10_000), Run(frames=[], ended=False)
+    for _ in range(6):
+        kept.keep(live, frame)
+    assert kept.stop(live) == 6
+    kept.keep(live, frame)                         # the step that was already computing
+    assert len(live["frames"]) == 6
+
+
+def test_a_picture_sent_twice_is_written_once(tmp_path, monkeypatch):
+    """Gradio rewrites an array's content-named file each time the same picture is sent,
+    truncating it under a browser still downloading it ("Too little data for declared
+    Content-Length", an empty preview). Ours are written once and then only touched."""
+    import os
+
+    from ui import handlers
+    monkeypatch.setattr(handlers, "PICTURES_DIR", tmp_path)
+    picture = np.zeros((8, 8, 3), np.uint8)
+    first = handlers.picture_file(picture)
+    inode, size = os.stat(first).st_ino, os.path.getsize(first)
+    with open(first, "rb") as reading:            # a download in progress
+        again = handlers.picture_file(picture)
+        assert again == first and os.stat(again).st_ino == inode
+        assert len(reading.read()) == size
+    other = handlers.picture_file(picture + 1)
+    assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {os.path.basename(first), os.path.basename(other)})

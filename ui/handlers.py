@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import contextlib
 import functools
+import hashlib
 import inspect
 import io
 import logging
@@ -51,6 +52,7 @@ CACHED_RUNS = 8            # finished runs of the example recipes kept for insta
 # Inside Gradio's cache, so Gradio serves the files without copying them (ui/disk.py).
 CACHE_DIR = Path(get_upload_folder())
 RUNS_DIR = CACHE_DIR / "composer-runs"
+PICTURES_DIR = CACHE_DIR / "composer-pictures"
 DISK = DiskBudget(CACHE_DIR, budget_bytes())
 KEEP_SECONDS = 3600
 VISITORS = Visitors()
@@ -215,6 +217,35 @@ def display(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return enlarge(image, side)
 
 
+def shown(image: np.ndarray, side: int = DISPLAY_SIDE) -> str:
+    """A picture for the page, as a file of ours: see picture_file."""
+    return picture_file(display(image, side))
+
+
+def picture_file(image: np.ndarray) -> str:
+    """The picture as a PNG in Gradio's cache, named by its content and written once.
+
+    Handed an array, Gradio rewrites its content-named file every time the same
+    picture is sent again; a browser still downloading the first copy then gets
+    fewer bytes than announced ("Too little data for declared Content-Length") and
+    shows the alt text. The landing page's stored example run sends the same frames
+    to every visitor, so two loads at once did this. Here a file that exists is only
+    touched (the disk budget trims the oldest first), and a new one appears whole
+    (written aside, then renamed)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    PICTURES_DIR.mkdir(parents=True, exist_ok=True)
+    path = PICTURES_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        staging = path.with_name(f".{path.name}.{threading.get_ident()}")
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    return str(path)
+
+
 def final_picture(result: Result) -> np.ndarray:
     images = result.images
     if len(images) == 1:
@@ -286,11 +317,18 @@ class KeptFrames:
         self._runs: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def stop(self, live: Run) -> int:
+        """End a run's frames where they are (its thread may finish one more step before
+        it sees the cancel); returns how many there are."""
+        with self._lock:
+            live["stopped"] = True
+            return len(live["frames"])
+
     def keep(self, live: Run, frame: dict) -> None:
         size = sum(len(v) for key in ("preview", "noisy", "map") if (v := frame[key])) + sum(
             len(v) for key in ("concepts", "concept_maps") for v in frame[key])
         with self._lock:
-            if live.get("released"):
+            if live.get("released") or live.get("stopped"):   # a stopped run's frames are final
                 return
             live["frames"].append(frame)
             for key in [k for k, (ref, _) in self._runs.items() if ref() is None]:

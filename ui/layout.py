@@ -32,7 +32,8 @@ from ui.handlers import (
     concept_label,
     data_uri,
     default_text,
-    display,
+    picture_file,
+    shown,
     final_picture,
     flag,
     guard,
@@ -494,7 +495,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         picture, thumbs = chosen_view(item.preview, item.noisy, item.map,
                                                       item.concepts, item.concept_maps,
                                                       show_noisy, show_maps)
-                        yield {preview: display(picture),
+                        yield {preview: shown(picture),
                                **_thumbs(concept_images, thumbs, labels),
                                progress: progress_html(item.index + 1, item.total, extra),
                                frames_state: live}
@@ -513,7 +514,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             evaluations = H.composer.cost(result.recipe, maps=show_maps)
             runs = (runs or []) + [_run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
-            yield {preview: display(last.map if show_maps and last.map is not None else final),
+            yield {preview: shown(last.map if show_maps and last.map is not None else final),
                    frames_state: live,
                    frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
                                            value=len(frames)),
@@ -545,7 +546,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                             item["concepts"], item["concept_maps"],
                                             show_noisy, show_maps)
             thumbs = _thumbs(concept_images, [unpacked(c) for c in pictures], frames["labels"])
-            return [display(unpacked(picture)),
+            return [shown(unpacked(picture)),
                     *[thumbs[slot] for slot in concept_images],
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
 
@@ -553,7 +554,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             """Stop as a state: where the run stopped, its frames left to scrub."""
             if not frames or frames["done"]:      # no run of this page's to stop: keep "Done: …"
                 return gr.skip(), gr.skip(), gr.skip()
-            count, total = len(frames["frames"]), frames["total"]
+            # The run's thread may finish one more step before it sees the cancel; the
+            # frames end here, so the slider, its label and the scrubber agree.
+            count, total = H.kept.stop(frames), frames["total"]
             if not count:
                 return ("Stopped before the first step.", gr.update(visible=False),
                         progress_html(0, 1, " · stopped"))
@@ -594,12 +597,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         continue
                     name = name_of(recipes[k])
                     if isinstance(item, Frame):
-                        pictures[k] = display(item.noisy if show_noisy else item.preview)
+                        pictures[k] = shown(item.noisy if show_noisy else item.preview)
                         acc = "" if item.acceptance is None else f", acceptance {item.acceptance:.0%}"
                         lines[k] = f"**{name}**: step {item.index + 1}/{item.total}{acc}"
                     else:
                         results[k] = item
-                        pictures[k] = display(final_picture(item))
+                        pictures[k] = shown(final_picture(item))
                         accept = [f.acceptance for f in item.frames if f.acceptance is not None]
                         lines[k] = (f"**{name}**: {seconds[k]:.1f} s compute, "
                                     f"{evaluations[k]:,} network evaluations"
@@ -627,7 +630,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         @guard
         @said_on_status
         def sweep(recipe_text: str, field_1: str, values_1: str, field_2: str, values_2: str,
-                  cancel=None):
+                  runs: list | None = None, cancel=None):
             """The sweep's cost first, then its labelled grid as each cell finishes, then
             the grid PNG (carrying the sweep, for `python -m composer sweep`)."""
             if not (recipe_text or "").strip():  # the page did not validate: change nothing
@@ -643,11 +646,17 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             yield {sweep_status: head + ": running…", sweep_files: gr.update(visible=False, value=None),
                    sweep_image: gr.update(visible=False, value=None)}
             cells, (row_labels, column_labels) = [], plan.labels()
-            for cell in H.composer.sweep(plan, cancel):
+            runs, before = list(runs or []), 0.0
+            for cell, seconds in timed(H.composer.sweep(plan, cancel)):
                 cells.append((cell.position, *sweep_cell(cell.result.images, cell.result.metrics)))
                 picture = labelled_grid(cells, row_labels, column_labels)
-                yield {sweep_image: gr.update(value=picture, visible=True),
-                       sweep_status: f"{head}: {len(cells)} of {rows * columns} done."}
+                accept = [f.acceptance for f in cell.result.frames if f.acceptance is not None]
+                runs.append(_run_row(len(runs) + 1, cell.result, seconds - before,
+                                     H.composer.cost(cell.result.recipe), accept))
+                before = seconds
+                yield {sweep_image: gr.update(value=picture_file(picture), visible=True),
+                       sweep_status: f"{head}: {len(cells)} of {rows * columns} done.",
+                       runs_state: runs, runs_table: _runs_value(runs)}
             yield {sweep_files: gr.update(value=H.save_sweep(plan, picture), visible=True),
                    sweep_status: f"{head}: done.", status: f"{head}: done."}
 
@@ -756,8 +765,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         sweep_event = sweep_btn.click(
             prepare, page_inputs, [recipe_json, status, share_token], js=SHOWN_JS,
             concurrency_limit=None, api_visibility=PRIVATE).then(
-            sweep, [recipe_json, *[w for pair in zip(sweep_fields, sweep_values) for w in pair]],
-            [sweep_status, sweep_image, sweep_files, status], api_name="sweep",
+            sweep, [recipe_json, *[w for pair in zip(sweep_fields, sweep_values) for w in pair],
+                    runs_state],
+            [sweep_status, sweep_image, sweep_files, status, runs_state, runs_table], api_name="sweep",
             concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY, show_progress="minimal")
         stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
                        cancels=[gen_event, compare_event, sweep_event, *auto_events], queue=False,
@@ -884,15 +894,16 @@ def _weight_label(n: int, negate: bool) -> str:
 
 def _thumbs(slots, pictures, labels) -> dict:
     """Updates for the per-concept image slots: one per active row, the rest hidden."""
-    shown = {slot: gr.update(value=display(p, THUMB_SIDE), label=label, visible=True,
-                             alt_text=f"{label}: this row's own prediction")
-             for slot, p, label in zip(slots, pictures, labels)}
-    return {**shown, **{slot: gr.update(visible=False) for slot in slots[len(shown):]}}
+    updates = {slot: gr.update(value=shown(p, THUMB_SIDE), label=label, visible=True,
+                               alt_text=f"{label}: this row's own prediction")
+               for slot, p, label in zip(slots, pictures, labels)}
+    return {**updates, **{slot: gr.update(visible=False) for slot in slots[len(updates):]}}
 
 
 def _run_row(number: int, result, seconds: float, evaluations: int, accept: list) -> list:
     r = result.recipe
-    return [number, r.model, r.operator, r.sampler.name, r.steps, r.seed, r.num_samples,
+    sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
+    return [number, r.model, r.operator, sampler, r.steps, r.seed, r.num_samples,
             round(seconds, 2), evaluations, round(float(np.mean(accept)), 3) if accept else "",
             _verdict_summary(result) or metrics_text(result.metrics)]
 
