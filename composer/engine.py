@@ -203,8 +203,7 @@ def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with
                 raise Cancelled
             eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
         composed, composed_energy = compose(rule, eps, energy)
-        unconditional = eps[0] if rule.operator == "and" else None
-        return Evaluation(composed, sigma, composed_energy, eps[rule.concept_rows], unconditional)
+        return Evaluation(composed, sigma, composed_energy, eps)
     return density
 
 
@@ -243,7 +242,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         if evaluation is None:
             evaluation = density(model_input)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
-        concept_x0 = _predict_x0(model_input[None], evaluation.concept_eps, abar)
+        concept_x0 = _predict_x0(model_input[None], evaluation.rows[rule.concept_rows], abar)
         views = _maps(model, rule, cond, t, abar, control, evaluation, model_input) if maps else {}
         x = reverse_step(scheduler, evaluation.eps, t, x, generator)
         if not torch.isfinite(x).all():
@@ -260,11 +259,11 @@ def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Contro
     if model.plane is not None:
         grid = grid_points(model.plane).to(model.device, model.dtype)
         at_grid = composed_density(model, rule, cond, t, abar, model.has_energy, control)(grid)
-        return {"density": density_map(at_grid, model.plane), "x_model": model_input}
-    if evaluation.unconditional_eps is not None and model_input.dim() == 4:
-        coefficients = rule.coefficients[rule.concept_rows]
-        return {"conflict": conflict_map(evaluation.concept_eps, evaluation.unconditional_eps,
-                                         coefficients)}
+        return {"density": density_map(at_grid, rule, model.plane), "x_model": model_input}
+    if rule.unconditional is not None:          # images under "and": where concepts disagree
+        rows = evaluation.rows
+        return {"conflict": conflict_map(rows[rule.concept_rows], rows[rule.unconditional],
+                                         rule.coefficients[rule.concept_rows])}
     return {}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from composer.operators import Rule
 from composer.samplers import Evaluation
 
 GRID = 64     # density points per side
@@ -28,7 +29,7 @@ def grid_points(extent: float, size: int = GRID) -> torch.Tensor:
     return torch.stack([x.reshape(-1), y.reshape(-1)], 1)
 
 
-def density_map(evaluation: Evaluation, extent: float, size: int = GRID) -> torch.Tensor:
+def density_map(evaluation: Evaluation, rule: Rule, extent: float, size: int = GRID) -> torch.Tensor:
     """[1 + n, size, size]: the composed density then each concept's, each normalised
     to integrate to 1 over the window (an evaluation at `grid_points`)."""
     cell = (2 * extent / size) ** 2
@@ -37,7 +38,7 @@ def density_map(evaluation: Evaluation, extent: float, size: int = GRID) -> torc
     else:
         composed = integrate_score(evaluation.score, extent, size)
     concepts = [integrate_score(-eps / evaluation.sigma, extent, size)
-                for eps in evaluation.concept_eps]
+                for eps in evaluation.rows[rule.concept_rows]]
     logs = torch.stack([composed, *concepts])
     weights = torch.exp(logs - logs.amax(dim=(1, 2), keepdim=True))
     return (weights / (weights.sum(dim=(1, 2), keepdim=True) * cell)).float()

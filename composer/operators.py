@@ -45,6 +45,7 @@ class Rule:
     concept_rows: slice           # the rows that are user concepts (for per-concept previews)
     negated: torch.Tensor | None = None   # [rows]: scale * beta of bounded NOT rows, else 0
     pool: torch.Tensor | None = None      # [rows]: w_i / sum w, the positive pool U_P
+    unconditional: int | None = None      # the row of the unconditional model "", if asked for
 
     @property
     def needs_energy(self) -> bool:
@@ -59,7 +60,7 @@ def make_rule(concepts: tuple[Concept, ...], operator: str, scale: float,
     signed = torch.tensor([c.coefficient for c in concepts], dtype=torch.float64)
     if operator == "and":
         coefficients = torch.cat([(1.0 - scale * signed.sum()).reshape(1), scale * signed])
-        return Rule(operator, ("",) + texts, coefficients.float(), slice(1, None))
+        return Rule(operator, ("",) + texts, coefficients.float(), slice(1, None), unconditional=0)
     positive = signed.clamp(min=0)
     if operator == "product" and negation == "bounded":
         betas = (-signed).clamp(min=0)

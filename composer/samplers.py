@@ -56,12 +56,12 @@ def reverse_step(scheduler, eps: torch.Tensor, t, x: torch.Tensor,
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The composed model at one point and one noise level."""
+    """The composed model at one point and one noise level. `rows` keeps every row the
+    model answered (the rule says which is which); the samplers only carry it along."""
     eps: torch.Tensor                  # composed eps [B, ...]
     sigma: float
     energy: torch.Tensor | None = None  # composed U in nats [B], when the model has energies
-    concept_eps: torch.Tensor | None = None  # each concept's own eps [n, B, ...]
-    unconditional_eps: torch.Tensor | None = None  # the "" row's eps [B, ...] ("and" only)
+    rows: torch.Tensor | None = None    # each row's own eps [rows, B, ...]
 
     @property
     def score(self) -> torch.Tensor:
@@ -146,16 +146,14 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
 
 def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
     """Per-sample choice between two evaluations, so nothing is evaluated twice."""
-    energy = concept_eps = unconditional_eps = None
+    energy = rows = None
     picked = _expand(mask, new.eps)
     if new.energy is not None and old.energy is not None:
         energy = torch.where(mask, new.energy, old.energy)
-    if new.concept_eps is not None and old.concept_eps is not None:
-        concept_eps = torch.where(picked[None], new.concept_eps, old.concept_eps)
-    if new.unconditional_eps is not None and old.unconditional_eps is not None:
-        unconditional_eps = torch.where(picked, new.unconditional_eps, old.unconditional_eps)
+    if new.rows is not None and old.rows is not None:
+        rows = torch.where(picked[None], new.rows, old.rows)
     return Evaluation(eps=torch.where(picked, new.eps, old.eps), sigma=new.sigma, energy=energy,
-                      concept_eps=concept_eps, unconditional_eps=unconditional_eps)
+                      rows=rows)
 
 
 def _leapfrog(density: Density, x: torch.Tensor, v: torch.Tensor, start: Evaluation,

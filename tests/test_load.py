@@ -113,6 +113,8 @@ def test_a_picture_sent_twice_is_written_once(tmp_path, monkeypatch):
     Content-Length", an empty preview). Ours are written once and then only touched."""
     import os
 
+    import numpy as np
+
     from ui import handlers
     monkeypatch.setattr(handlers, "PICTURES_DIR", tmp_path)
     picture = np.zeros((8, 8, 3), np.uint8)

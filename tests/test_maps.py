@@ -40,7 +40,7 @@ def test_the_density_map_is_the_normalised_product(energy):
     points = grid_points(EXTENT)
     evaluation = composed_density(Plane(energy), rule, rule.texts, 50, abar, energy,
                                   Control())(points.float())
-    maps = density_map(evaluation, EXTENT).double()
+    maps = density_map(evaluation, rule, EXTENT).double()
     cell = (2 * EXTENT / 64) ** 2
     truth = product_pdf(points, abar).reshape(64, 64)
     assert truth.sum() * cell == pytest.approx(1, abs=1e-3)          # the window holds it all
