@@ -34,7 +34,9 @@ from composer.evaluation import run_task  # noqa: E402
 from composer.models.shapes import ShapesModel  # noqa: E402
 from composer.recipe import SamplerSpec  # noqa: E402
 from composer.shapes import train  # noqa: E402
+from composer.samplers import alphas_cumprod  # noqa: E402
 from composer.shapes.data import render, sample_scenes, sample_slots  # noqa: E402
+from composer.shapes.model import SCHEDULER_CONFIG  # noqa: E402
 
 ARCHITECTURE = ["--stem", "32", "--text-tokens"]
 PREVIOUS = "assets/shapes/training_state.pt"   # the weights shipped before the exact target
@@ -55,7 +57,7 @@ def held_out_loss(net: torch.nn.Module, prediction: str, n: int = 512, seed: int
     g = torch.Generator().manual_seed(seed)
     scenes = sample_scenes(n, g)
     x0, slots = render(scenes), sample_slots(scenes, g, p_empty=0.0)
-    abar = train.alphas_cumprod()
+    abar = alphas_cumprod(SCHEDULER_CONFIG)
     losses = []
     for t_value in torch.linspace(20, 980, 16).long():
         t = torch.full((n,), int(t_value))

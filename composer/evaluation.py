@@ -32,7 +32,8 @@ import torch
 from composer.engine import sample
 from composer.models.base import ModelAdapter
 from composer.recipe import Concept, Recipe, SamplerSpec
-from composer.shapes.data import COLOURS, COLUMNS, ROWS, SHAPES, to_uint8
+from composer.pictures import to_uint8
+from composer.shapes.data import COLOURS, COLUMNS, ROWS, SHAPES
 from composer.shapes.judge import judge
 
 FAMILIES = ("placed", "free")

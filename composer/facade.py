@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from composer import engine
-from composer.media import grid
+from composer.pictures import grid
 from composer.models import BUILTIN_MODELS, ModelAdapter, ModelError, default_device, load_model
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep

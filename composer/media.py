@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
+from composer.pictures import grid
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -90,33 +91,6 @@ def _inflate(data: bytes) -> bytes:
         return zlib.decompressobj().decompress(data, MAX_RECIPE_BYTES + 1)
     except zlib.error:
         raise RecipeError("recipe: the image's recipe chunk is corrupt") from None
-
-
-def grid(images: np.ndarray, columns: int | None = None, gutter: int = 2) -> np.ndarray:
-    """Tile [N, H, W, 3] uint8 images into one picture, nearly square, with white
-    gutters between them so the samples read as separate pictures."""
-    count, height, width, _ = images.shape
-    columns = columns or int(np.ceil(np.sqrt(count)))
-    rows = int(np.ceil(count / columns))
-    gutter = gutter if count > 1 else 0
-    canvas = np.full((rows * (height + gutter) - gutter, columns * (width + gutter) - gutter, 3),
-                     255, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        top, left = r * (height + gutter), c * (width + gutter)
-        canvas[top:top + height, left:left + width] = image
-    return canvas
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[-1, 1] float images [N, 3, H, W] -> uint8 [N, H, W, 3]."""
-    return ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-
-
-def enlarge(image: np.ndarray, min_side: int = 256) -> np.ndarray:
-    """Nearest-neighbour upscale so small model outputs stay crisp on screen."""
-    factor = max(1, int(np.ceil(min_side / min(image.shape[:2]))))
-    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
 def save_animation(frames: list[np.ndarray], path: str | Path, seconds: float = 4.0) -> Path:

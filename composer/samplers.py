@@ -34,6 +34,11 @@ SCHEDULERS = {
 }
 
 
+def alphas_cumprod(config: dict) -> torch.Tensor:
+    """abar_t of the diffusers schedule a config names (what training noises with)."""
+    return DDPMScheduler.from_config(config).alphas_cumprod.float()
+
+
 def make_scheduler(name: str, config: dict):
     """A fresh scheduler per run: several keep state between steps.
 

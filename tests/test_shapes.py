@@ -13,6 +13,7 @@ from composer.models import load_model
 from composer.models.base import ModelError
 from composer.models.shapes import ShapesModel
 from composer.recipe import Concept, Recipe, SamplerSpec
+from composer.pictures import to_uint8
 from composer.shapes import data
 from composer.shapes import judge as judge_module
 from composer.shapes.judge import judge, look
@@ -50,7 +51,7 @@ def _renders(n: int, seed: int):
 
 def test_judge_agrees_with_renderer_and_calls_renders_clean():
     scenes, images = _renders(400, 11)
-    images = data.to_uint8(images)
+    images = to_uint8(images)
     agree = clean = 0
     for b in range(400):
         truth = sorted(tuple(o.values()) for o in scenes.objects(b))
@@ -67,8 +68,8 @@ def test_judge_tolerates_soft_edges_and_faint_noise():
     _, images = _renders(200, 12)
     soft = torch.from_numpy(ndimage.gaussian_filter(images.numpy(), sigma=(0, 0, 0.5, 0.5)))
     soft = soft + torch.randn(soft.shape, generator=torch.Generator().manual_seed(0)) * 8 / 127.5
-    strays = [look(image).stray for image in data.to_uint8(soft)]
-    clean = [look(image).clean for image in data.to_uint8(soft)]
+    strays = [look(image).stray for image in to_uint8(soft)]
+    clean = [look(image).clean for image in to_uint8(soft)]
     assert max(strays) <= judge_module.MAX_STRAY and sum(clean) / 200 >= 0.99
 
 
@@ -91,7 +92,7 @@ def _with_fragments(image: np.ndarray, count: int, rng: np.random.Generator) -> 
 
 def test_judge_rejects_clutter_that_the_caption_check_accepts():
     scenes, images = _renders(100, 13)
-    images = data.to_uint8(images)
+    images = to_uint8(images)
     rng = np.random.default_rng(0)
     for b in range(100):
         words = data.object_words(scenes, b, 0)
@@ -105,7 +106,7 @@ def test_judge_rejects_clutter_that_the_caption_check_accepts():
 def test_judge_rejects_noise_and_the_first_shipped_model():
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 256, size=(50, 32, 32, 3), dtype=np.uint8)
-    gaussian = data.to_uint8(torch.randn(50, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    gaussian = to_uint8(torch.randn(50, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
     assert not any(look(image).clean for image in np.concatenate([noise, gaussian]))
     # 24 samples of the v1 weights (3,808 steps) on the default recipes: clutter.
     samples = np.load(ROOT / "tests/data/shapes_v1_samples.npz")["images"]
@@ -116,7 +117,7 @@ def test_judge_rejects_noise_and_the_first_shipped_model():
 def test_judge_checks_captions_and_negations():
     g = torch.Generator().manual_seed(2)
     scenes = data.sample_scenes(1, g, min_objects=1, max_objects=1)
-    image = data.to_uint8(data.render(scenes))[0]
+    image = to_uint8(data.render(scenes))[0]
     words = data.object_words(scenes, 0, 0)
     caption = f"{words['colour']} {words['shape']}"
     other = next(c for c in data.COLOURS if c != words["colour"])
@@ -160,12 +161,13 @@ def test_shipped_weights_load_offline_and_predict_batched(model):
 
 def test_model_denoises_real_scenes(model):
     """The shipped weights have learned the data: eps error far below the trivial 1.0."""
-    from composer.shapes.train import alphas_cumprod
+    from composer.samplers import alphas_cumprod
+    from composer.shapes.model import SCHEDULER_CONFIG
     g = torch.Generator().manual_seed(3)
     scenes = data.sample_scenes(32, g)
     x0 = data.render(scenes)
     captions = [data.slots_to_caption(s) for s in data.sample_slots(scenes, g, p_empty=0.0)]
-    abar = alphas_cumprod()
+    abar = alphas_cumprod(SCHEDULER_CONFIG)
     t = 300
     noise = torch.randn(x0.shape, generator=g)
     xt = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * noise
@@ -273,7 +275,7 @@ def test_runs_are_judged_like_the_judge_judges_known_images(model):
     x0 = data.render(scenes)
     first = [data.object_words(scenes, b, 0) for b in range(4)]
     recipe = Recipe(model="shapes", concepts=(Concept("circle"),), num_samples=4)
-    verdicts = [judge(image, ["circle"]) for image in data.to_uint8(x0)]
+    verdicts = [judge(image, ["circle"]) for image in to_uint8(x0)]
     assert model.metrics(recipe, x0)["correct"] == sum(v["correct"] for v in verdicts) / 4
     assert model.metrics(recipe, x0)["clean"] == 1.0
     same = Recipe(model="shapes", concepts=(Concept(first[0]["colour"]), Concept(first[0]["shape"])),

@@ -11,9 +11,12 @@ import torch
 from composer.engine import generate
 from composer.models import load_model
 from composer.recipe import Concept, Recipe, SamplerSpec
+from composer.pictures import to_uint8
+from composer.samplers import alphas_cumprod
 from composer.shapes import data
 from composer.shapes.exact import DTYPE, denoise, make_world, matches, shapes_world
 from composer.shapes.judge import look
+from composer.shapes.model import SCHEDULER_CONFIG
 
 # A reduced world: a 2x2 grid of 2x2-pixel cells on a 4x4 image, 2 colours, 2 shapes
 # with 2 placements each (unequal priors), at most 2 objects.
@@ -115,9 +118,7 @@ def test_clean_renders_come_back_unchanged():
 
 
 def model_alphas():
-    from diffusers import DDPMScheduler
-    from composer.shapes.model import SCHEDULER_CONFIG
-    return DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod
+    return alphas_cumprod(SCHEDULER_CONFIG)
 
 
 def test_not_captions_are_finite_at_the_lowest_noise():
@@ -142,7 +143,7 @@ def test_counts_follow_the_formula():
     found = []
     for seed in range(n // 16):
         record = generate(_with_seed(recipe, seed), model)
-        for image in data.to_uint8(record.x_t):
+        for image in to_uint8(record.x_t):
             objects = look(image).objects
             found.append((len(objects), sum(o.colour == "red" for o in objects)))
     expected = {}

@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image
 
 from composer.facade import Cancelled, Composer, ComposerError, Frame, ModelInfo, Result
-from composer.media import SWEEP_CHUNK, enlarge, grid, png_bytes, recipe_from_png, save_animation
+from composer.media import SWEEP_CHUNK, png_bytes, recipe_from_png, save_animation
+from composer.pictures import enlarge, grid
 from composer.models import ModelError, is_sd_reference
 from composer.recipe import Recipe, RecipeError, echo
 from composer.sweep import Sweep

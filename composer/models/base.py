@@ -12,13 +12,20 @@ Conventions shared by all adapters:
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 import torch
 
-from composer.media import grid
+from composer.pictures import grid
+
+
+def eps_from_v(v: torch.Tensor, x: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """eps from a v-prediction (Salimans & Ho 2022): with x = sqrt(abar) x0 + sigma eps
+    and v = sqrt(abar) eps - sigma x0, eps = sqrt(abar) v + sigma x."""
+    return math.sqrt(alpha_bar) * v + math.sqrt(1.0 - alpha_bar) * x
 
 
 class ModelError(ValueError):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections import OrderedDict
@@ -36,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from composer.media import grid
-from composer.models.base import ModelAdapter, ModelError
+from composer.pictures import grid, to_uint8
+from composer.models.base import ModelAdapter, ModelError, eps_from_v
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ class SDAdapter(ModelAdapter):
         timestep = torch.as_tensor(t, device=self.device).reshape(-1)[:1].expand(rows * batch)
         out = self._run_unet(latents, timestep, context).float().reshape(rows, *x.shape)
         if self.prediction_type == "v_prediction":
-            out = math.sqrt(alpha_bar) * out + math.sqrt(1.0 - alpha_bar) * x.float()[None]
+            out = eps_from_v(out, x.float()[None], alpha_bar)
         return out.to(x.dtype), None
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
@@ -217,7 +216,7 @@ class SDAdapter(ModelAdapter):
         """Linear latent -> RGB of each sample, uint8 [B, h, w, 3] at latent size."""
         weights = torch.tensor(LATENT_RGB, dtype=torch.float32)
         rgb = torch.einsum("bchw,cr->bhwr", x0.detach().float().cpu()[:, :4], weights)
-        return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        return to_uint8(rgb, channels_last=True)
 
     def preview(self, x0: torch.Tensor) -> np.ndarray:
         """The latent previews tiled in a grid, uint8 [H, W, 3]."""
@@ -237,8 +236,7 @@ class SDAdapter(ModelAdapter):
                     torch.cuda.empty_cache()
                 self.vae.enable_tiling()
                 image = self.vae.decode(latent, return_dict=False)[0][0]
-            image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            images.append(image.permute(1, 2, 0).cpu().numpy())
+            images.append(to_uint8(image[None])[0])
         return images
 
 

@@ -7,12 +7,12 @@ composer/shapes/data.py for the vocabulary). Weights ship in assets/shapes/
 
 Samples are [3, 32, 32] in [-1, 1]. `decode` returns one uint8 32x32 image per
 sample at native resolution (upscaling is left to the display); `preview` tiles
-the batch into one uint8 grid at native resolution with a 2-pixel grey gutter.
+the batch into one uint8 grid at native resolution with 2-pixel white gutters
+(composer/pictures.py, as every model's pictures).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from composer.models.base import ModelAdapter, ModelError
-from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots, to_uint8
+from composer.models.base import ModelAdapter, ModelError, eps_from_v
+from composer.pictures import grid, to_uint8
+from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots
 from composer.shapes.judge import judge
 from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
-GUTTER = 2
 
 
 def assets_dir() -> Path:
@@ -79,24 +79,13 @@ class ShapesFamily(ModelAdapter):
 
     # --- pictures -----------------------------------------------------------
     def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
-        return list(to_uint8(x0.detach().float().cpu()))
+        return list(to_uint8(x0))
 
     def preview_tiles(self, x0: torch.Tensor) -> np.ndarray:
-        return to_uint8(x0.detach().float().cpu())
+        return to_uint8(x0)
 
     def preview(self, x0: torch.Tensor) -> np.ndarray:
-        images = self.preview_tiles(x0)
-        n = len(images)
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
-        size = self.sample_shape[1]
-        grid = np.full((rows * size + (rows - 1) * GUTTER, cols * size + (cols - 1) * GUTTER, 3),
-                       96, np.uint8)
-        for i, image in enumerate(images):
-            r, c = divmod(i, cols)
-            grid[r * (size + GUTTER):r * (size + GUTTER) + size,
-                 c * (size + GUTTER):c * (size + GUTTER) + size] = image
-        return grid
+        return grid(self.preview_tiles(x0))
 
 
 class ShapesModel(ShapesFamily):
@@ -157,12 +146,9 @@ class ShapesModel(ShapesFamily):
         return eps.reshape(rows, batch, *self.sample_shape), None
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, alpha_bar: float, text: torch.Tensor) -> torch.Tensor:
-        """The network's output as eps: v-prediction converts by
-        eps = sigma_t x + sqrt(abar_t) v (x = sqrt(abar) x0 + sigma eps, v = sqrt(abar) eps - sigma x0)."""
+        """The network's output as eps (a v-prediction is converted)."""
         out = self.net(x, t, text=text)
-        if self.prediction == "v":
-            out = math.sqrt(1.0 - alpha_bar) * x + math.sqrt(alpha_bar) * out
-        return out
+        return eps_from_v(out, x, alpha_bar) if self.prediction == "v" else out
 
 
 def load_score(device: torch.device | str = "cpu") -> ShapesModel:

@@ -40,8 +40,7 @@ from composer.models.base import ModelAdapter, ModelError
 from composer.toy2d.data import CONCEPTS
 from composer.toy2d.lab import (EXTENT, ground_truth, mmd2, scatter_image, setup_of,
                                  support_fraction)
-from composer.toy2d.net import UNCONDITIONAL
-from composer.toy2d.train import SCHEDULER_CONFIG, load_net
+from composer.toy2d.net import SCHEDULER_CONFIG, UNCONDITIONAL, load_net
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "toy2d"
 

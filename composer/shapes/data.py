@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 SIZE = 32
@@ -124,12 +123,6 @@ def render(scenes: Scenes) -> torch.Tensor:
     background = torch.tensor(BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
     fg = torch.einsum("bkhw,bkc->bchw", masks, colours - background)
     return background[None, :, None, None] + fg
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> [B, H, W, 3] uint8."""
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 # --- captions -----------------------------------------------------------------

@@ -28,18 +28,13 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
+from composer.samplers import alphas_cumprod
 from composer.shapes.data import VOCABULARY, render, sample_scenes, sample_slots
 from composer.shapes.exact import denoise, shapes_world
 from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser, count_parameters
 
 WEIGHTS = "shapes.safetensors"
 CONFIG = "config.json"
-
-
-def alphas_cumprod(config: dict = SCHEDULER_CONFIG) -> torch.Tensor:
-    """abar_t of the diffusers schedule named in `config` (one source of truth)."""
-    from diffusers import DDPMScheduler
-    return DDPMScheduler.from_config(config).alphas_cumprod.float()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -201,7 +196,7 @@ def main(argv=None) -> dict:
         plot_loss(log, out / "loss.png")
         print(json.dumps(meta["training"]), flush=True)
         return meta
-    abar = alphas_cumprod().to(device)
+    abar = alphas_cumprod(SCHEDULER_CONFIG).to(device)
     num_t = len(abar)
     world = shapes_world().to(device) if args.target == "exact" else None
     print(f"params {count_parameters(model):,} config {config.to_dict()} device {device}", flush=True)

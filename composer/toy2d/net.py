@@ -25,9 +25,12 @@ noise level computes it once per row and broadcasts it (see `trunk`).
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from composer.toy2d.data import CONCEPTS
@@ -100,3 +103,32 @@ class ToyNet(nn.Module):
                 create_graph: bool = False) -> torch.Tensor:
         """eps for points x [N, 2], timesteps t [N] and labels c [N]."""
         return self.eps_and_energy(x, self.embed(t, c), create_graph)[0]
+
+
+# --- weights -------------------------------------------------------------------
+# The noise schedule the networks were trained on, with their weights: the adapter
+# and the training script both read it from here.
+SCHEDULER_CONFIG = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
+                    "clip_sample": False}
+
+
+def weights_path(folder: str | Path, variant: str) -> Path:
+    return Path(folder) / f"toy2d-{variant}.safetensors"
+
+
+def read_metadata(path: Path) -> dict:
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata())
+
+
+def load_net(folder: str | Path, variant: str) -> tuple[ToyNet, dict]:
+    """The trained network (eval mode, frozen) and its metadata."""
+    path = weights_path(folder, variant)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no weights; train with "
+                                f"python -m composer.toy2d.train --out {folder}")
+    meta = read_metadata(path)
+    net = ToyNet(**json.loads(meta["config"]))
+    net.load_state_dict(load_file(str(path)))
+    net.eval().requires_grad_(False)
+    return net, meta

@@ -22,24 +22,15 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
+from composer.samplers import alphas_cumprod
 from composer.toy2d.data import CONCEPTS, sample_training_batch
-from composer.toy2d.net import UNCONDITIONAL, ToyNet
+from composer.toy2d.net import (SCHEDULER_CONFIG, UNCONDITIONAL, ToyNet, read_metadata,
+                                weights_path)
 
-SCHEDULER_CONFIG = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
-                    "clip_sample": False}
 VARIANTS = ("score", "energy")
 DROP_CONDITION = 0.1
-
-
-def weights_path(folder: str | Path, variant: str) -> Path:
-    return Path(folder) / f"toy2d-{variant}.safetensors"
-
-
-def alphas_cumprod() -> torch.Tensor:
-    return DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.float()
 
 
 def sample_timesteps(n: int, levels: int, low_noise: float, generator: torch.Generator
@@ -60,7 +51,7 @@ def train_variant(variant: str, args: argparse.Namespace) -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * i / args.steps)))
-    abar = alphas_cumprod()
+    abar = alphas_cumprod(SCHEDULER_CONFIG)
     window, log = [], []
     start = time.time()
     for step in range(1, args.steps + 1):
@@ -98,24 +89,6 @@ def train_variant(variant: str, args: argparse.Namespace) -> dict:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=meta)
     print(f"[{variant}] wrote {path} ({params} parameters, {wall:.0f}s)", flush=True)
     return meta
-
-
-def read_metadata(path: Path) -> dict:
-    with safe_open(str(path), "pt") as handle:
-        return dict(handle.metadata())
-
-
-def load_net(folder: str | Path, variant: str) -> tuple[ToyNet, dict]:
-    """The trained network (eval mode, frozen) and its metadata."""
-    path = weights_path(folder, variant)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no weights; train with "
-                                f"python -m composer.toy2d.train --out {folder}")
-    meta = read_metadata(path)
-    net = ToyNet(**json.loads(meta["config"]))
-    net.load_state_dict(load_file(str(path)))
-    net.eval().requires_grad_(False)
-    return net, meta
 
 
 def component_support(folder: str | Path, variant: str, samples: int = 2000) -> dict[str, float]:
