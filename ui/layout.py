@@ -457,10 +457,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     raise
             return stream
 
-        @cancellable
-        @gpu
-        @guard
-        @said_on_status
+        def streamed_run(fn):
+            """The stack of every run the page streams: cancellable by Stop, on the GPU
+            where there is one, errors translated, and failures said on the status line."""
+            return cancellable(gpu(guard(said_on_status(fn))))
+
+        @streamed_run
         def run(recipe_text: str, show_noisy: bool, show_maps: bool, runs: list | None = None,
                 replay: bool = False, cancel=None):
             """Stream a run: preview, per-concept thumbnails and progress each step.
@@ -565,10 +567,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     f"<div id='progress-text'>Stopped at step {count} / {total}</div>")
 
         # --- compare ----------------------------------------------------------------
-        @cancellable
-        @gpu
-        @guard
-        @said_on_status
+        @streamed_run
         def compare(recipe_text: str, samplers: list, show_noisy: bool, models: list | None = None,
                     runs: list | None = None, cancel=None):
             """The same recipe and seed under 2-4 samplers, streamed side by side; each
@@ -625,10 +624,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                    status: f"Compared {', '.join(name_of(r) for r in recipes)}."}
 
         # --- sweep ------------------------------------------------------------------
-        @cancellable
-        @gpu
-        @guard
-        @said_on_status
+        @streamed_run
         def sweep(recipe_text: str, field_1: str, values_1: str, field_2: str, values_2: str,
                   runs: list | None = None, cancel=None):
             """The sweep's cost first, then its labelled grid as each cell finishes, then
