@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -14,8 +13,15 @@ import numpy as np
 import torch
 
 from composer import engine
+from composer.lru import LRU
+from composer.models import (
+    BUILTIN_MODELS,
+    ModelAdapter,
+    ModelError,
+    default_device,
+    load_model,
+)
 from composer.pictures import grid
-from composer.models import BUILTIN_MODELS, ModelAdapter, ModelError, default_device, load_model
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -103,8 +109,8 @@ class Composer:
     def __init__(self, device: str | torch.device | None = None, max_models: int | None = None):
         self.device = torch.device(device) if device is not None else default_device()
         self.max_models = max_models or int(os.environ.get(MAX_MODELS_ENV, DEFAULT_MAX_MODELS))
-        self._models: OrderedDict[str, ModelAdapter] = OrderedDict()
-        self._lock = threading.Lock()                       # guards the two dicts
+        self._models = LRU(self.max_models)
+        self._lock = threading.Lock()                       # guards the loading locks
         self._loading: dict[str, threading.Lock] = {}
         self._device = engine.Device()                      # one network evaluation at a time
 
@@ -118,26 +124,22 @@ class Composer:
 
     def model(self, name: str) -> ModelAdapter:
         key = model_key(name)
+        model = self._models.get(key)
+        if model is not None:
+            return model
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
-            with self._lock:
-                if key in self._models:          # another request loaded it meanwhile
-                    return self._models[key]
+            model = self._models.get(key)         # another request loaded it meanwhile
+            if model is not None:
+                return model
             try:
                 model = load_model(name, self.device)
             except (ModelError, OSError, ValueError) as err:
                 raise ComposerError(str(err)) from None
-            with self._lock:
-                self._models[key] = model
-                while len(self._models) > self.max_models:
-                    self._models.popitem(last=False)
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                return model
+            if self._models.put(key, model) and self.device.type == "cuda":
+                torch.cuda.empty_cache()          # an evicted model's memory goes back
+            return model
 
     def info(self, name: str) -> ModelInfo:
         m = self.model(name)

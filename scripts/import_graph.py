@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Bottom to top. The first matching prefix names a module's layer.
 LAYERS = [
-    ("schema", ("composer.recipe", "composer.sweep", "composer.pictures")),
+    ("schema", ("composer.recipe", "composer.sweep", "composer.pictures", "composer.lru")),
     ("worlds", ("composer.shapes.data", "composer.shapes.model", "composer.shapes.judge",
                 "composer.shapes.exact", "composer.toy2d.data", "composer.toy2d.net",
                 "composer.toy2d.lab", "composer.shapes", "composer.toy2d")),

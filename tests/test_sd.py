@@ -263,10 +263,9 @@ def test_every_sampler_runs_on_latents(model, name):
         assert last.acceptance is None
 
 
-def test_embedding_cache_is_bounded(folders, monkeypatch):
-    import composer.models.sd as sd
+def test_embedding_cache_is_bounded(folders):
     adapter = load_model(folders["epsilon"], "cpu")
-    monkeypatch.setattr(sd, "CACHE_SIZE", 3)
+    adapter._cache.size = 3                     # sd.CACHE_SIZE, made small
     adapter.encode(("", "a"))
     adapter.encode(("", "b"))
     adapter.encode(("", "c"))                   # "a" is the least recently used

@@ -8,8 +8,8 @@ error, so the server keeps serving.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -17,25 +17,26 @@ import io
 import logging
 import os
 import re
+import tempfile
 import threading
+import time
 import weakref
 from collections import OrderedDict
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import gradio as gr
+import numpy as np
 from gradio.context import LocalContext
 from gradio.utils import get_upload_folder
-import numpy as np
 from PIL import Image
 
 from composer.facade import Cancelled, Composer, ComposerError, Frame, ModelInfo, Result
+from composer.lru import LRU
 from composer.media import SWEEP_CHUNK, png_bytes, recipe_from_png, save_animation
-from composer.pictures import enlarge, grid
 from composer.models import ModelError, is_sd_reference
+from composer.pictures import enlarge, grid
 from composer.recipe import Recipe, RecipeError, echo
 from composer.sweep import Sweep
 from ui import state
@@ -397,8 +398,7 @@ class Handlers:
         # who lands on one (same recipe and seed give the same output).
         self.examples = self._read_examples()          # read once, at start-up
         self._examples = {recipe.to_json() for _, recipe in self.examples}
-        self._replays: OrderedDict[str, tuple[Result, float]] = OrderedDict()
-        self._replays_lock = threading.Lock()
+        self._replays = LRU(CACHED_RUNS)
         self.kept = KeptFrames(FRAMES_BUDGET)
 
     # --- models ----------------------------------------------------------------
@@ -507,8 +507,7 @@ class Handlers:
         """The run's frames, then its Result. Runs of the shipped example recipes are
         stored, and with `replay` a stored run is streamed again instead of computed."""
         key = recipe.to_json()
-        with self._replays_lock:
-            stored = self._replays.get(key) if replay else None
+        stored = self._replays.get(key) if replay else None
         if stored is not None:
             yield from stored[0].frames
             yield stored[0]
@@ -516,16 +515,12 @@ class Handlers:
         seconds = 0.0
         for item, seconds in timed(self.composer.stream(recipe, decode_every, cancel, maps)):
             if isinstance(item, Result) and key in self._examples and not maps:  # as replayed
-                with self._replays_lock:
-                    self._replays[key] = (item, seconds)
-                    while len(self._replays) > CACHED_RUNS:
-                        self._replays.popitem(last=False)
+                self._replays.put(key, (item, seconds))
             yield item
 
     def stored_seconds(self, recipe: Recipe) -> float | None:
         """Compute time of the stored run of this recipe, if one is stored."""
-        with self._replays_lock:
-            stored = self._replays.get(recipe.to_json())
+        stored = self._replays.get(recipe.to_json())
         return None if stored is None else stored[1]
 
     def render(self, recipe: Recipe, cancel: threading.Event | None = None,

@@ -29,14 +29,14 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from composer.pictures import grid, to_uint8
+from composer.lru import LRU
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
+from composer.pictures import grid, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class SDAdapter(ModelAdapter):
         self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2, "step_size": 0.1,
                          "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
         self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache = LRU(CACHE_SIZE)
         self.text_encoder_calls = 0
         self.unet_calls = 0
         self._attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
@@ -133,13 +133,13 @@ class SDAdapter(ModelAdapter):
                 hidden = self.text_encoder(tokens.input_ids.to(self.device),
                                            attention_mask=mask)[0]
             self.text_encoder_calls += 1
-            for text, embedding in zip(missing, hidden.to(self.net_dtype)):
-                self._cache[text] = embedding
-        embeddings = torch.stack([self._cache[t] for t in texts])
-        for text in texts:                       # least recently used leave first
-            self._cache.move_to_end(text)
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+            fresh = dict(zip(missing, hidden.to(self.net_dtype)))
+            for text, embedding in fresh.items():
+                self._cache.put(text, embedding)
+        else:
+            fresh = {}
+        # Each row's use makes it the most recently used, in the order of the rows.
+        embeddings = torch.stack([self._cache.get(t, fresh.get(t)) for t in texts])
         return SDCondition(tuple(texts), embeddings)
 
     # ---- predictions --------------------------------------------------------------
