@@ -98,8 +98,9 @@ def sweep(args: argparse.Namespace) -> None:
     out = output_folder(args.out)
     composer = Composer(device(args.device))
     rows, columns = plan.shape
-    print(f"sweep: {rows * columns} cells, {composer.sweep_cost(plan):,} network evaluations",
-          flush=True)
+    cost, limit = composer.sweep_cost(plan), composer.sweep_budget(plan.recipe.model)
+    print(f"sweep: {rows * columns} cells, {cost:,} network evaluations"
+          + (f" (a sweep may use {limit:,})" if limit is not None else ""), flush=True)
     pictures, records = [], []
     for cell in composer.sweep(plan):
         result, (i, j) = cell.result, cell.position

@@ -422,3 +422,16 @@ def test_stable_diffusion_folder_through_the_api(client, tmp_path):
     assert out["recipe"]["model"] == str(folder) and out["recipe"]["scale"] is not None
     assert len(out["images"]) == 1 and decode_uri(out["images"][0]).shape[-1] == 3
     assert out["points"] is None
+
+
+def test_compare_puts_the_learned_and_the_exact_model_side_by_side(client):
+    """One sampler and seed on both shapes models, each with its judge's verdict."""
+    recipe = recipe_json(model="shapes", operator="and", concepts=[{"text": "red circle"}],
+                         steps=3, num_samples=2)
+    job = client.submit(recipe, ["ddim"], False, ["shapes", "shapes-exact"], api_name="/compare")
+    job.result()
+    final_status = [o[4] for o in job.outputs() if isinstance(o[4], str)][-1]
+    for name in ("DDIM · shapes", "DDIM · shapes-exact"):
+        assert f"**{name}**: " in final_status
+    assert final_status.count("correct") >= 2
+    assert "Compared DDIM · shapes, DDIM · shapes-exact." in job.outputs()[-1][-1]

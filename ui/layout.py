@@ -15,7 +15,7 @@ import numpy as np
 from composer.facade import Cancelled, Composer, Frame
 from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
 from composer.recipe import (MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLER_LABELS, SAMPLERS, Recipe,
-                             RecipeError)
+                             RecipeError, echo)
 from composer.sweep import MAX_CELLS
 from ui import state
 from ui.components import CheckboxGroup, Dropdown
@@ -763,7 +763,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             concurrency_limit=None, api_visibility=PRIVATE).then(
             sweep, [recipe_json, *[w for pair in zip(sweep_fields, sweep_values) for w in pair],
                     runs_state],
-            [sweep_status, sweep_image, sweep_files, status, runs_state, runs_table], api_name="sweep",
+            [sweep_status, sweep_image, sweep_files, runs_state, runs_table, status], api_name="sweep",
             concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY, show_progress="minimal")
         stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
                        cancels=[gen_event, compare_event, sweep_event, *auto_events], queue=False,
@@ -795,8 +795,8 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             p_t; image models under "and": the conflict map), PNG data URIs, else []}."""
             try:
                 count = int(frames)
-            except (TypeError, ValueError):
-                raise RecipeError(f"frames: must be a whole number, got {frames!r:.40}") from None
+            except (TypeError, ValueError, OverflowError):      # None, "x", nan, infinity
+                raise RecipeError(f"frames: must be a whole number, got {echo(frames)}") from None
             result = H.render(Recipe.from_json(recipe), cancel, flag(maps, "maps"))
             last = result.frames[-1]
             picks = spread([f.preview for f in result.frames], count)
