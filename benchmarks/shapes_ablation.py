@@ -112,7 +112,23 @@ def main() -> dict:
         report["long_run"] = row
         print(json.dumps(row), flush=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
+    report["table"] = table(report)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(report["table"])
     return report
+
+
+def table(report: dict) -> str:
+    """The runs as a markdown table: strict rate per task, placed / free."""
+    head = ("| run | steps | s / step | held-out v-loss | AND1 | AND2 | AND3 | NOT | mean strict |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for row in report["runs"] + ([report["long_run"]] if "long_run" in report else []):
+        cells = [f"{row[f'placed {t}']['strict']:.0%} / {row[f'free {t}']['strict']:.0%}"
+                 for t in ("and1", "and2", "and3", "not")]
+        lines.append(f"| {row['run']} | {row['steps']:,} | {row['seconds'] / max(row['steps'], 1):.2f} | "
+                     f"{row['held_out_loss']:.4f} | " + " | ".join(cells) + f" | {row['mean_strict']:.1%} |")
+    return "\n".join(lines)
 
 
 def score(name: str, flags: list[str], meta: dict, folder: Path, load: float, args) -> dict:
