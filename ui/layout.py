@@ -23,7 +23,6 @@ from ui.handlers import (
     GENERIC_ERROR,
     KEEP_SECONDS,
     STREAMED_FRAMES,
-    THUMB_SIDE,
     Handlers,
     Run,
     cancellable,
@@ -40,10 +39,11 @@ from ui.handlers import (
     model_summary,
     picture_file,
     progress_html,
-    shown,
     spread,
     unpacked,
 )
+from ui.results import RUN_HEADERS, RUN_WIDTHS, judge_text, run_row, runs_value, thumb_updates
+from ui.rows import concept_row
 
 log = logging.getLogger("ui")
 
@@ -63,12 +63,6 @@ CONCURRENCY_ENV = "COMPOSER_CONCURRENCY"
 RUN_CONCURRENCY = max(1, int(os.environ.get(CONCURRENCY_ENV, "16")))
 QUEUE_SIZE = 64            # waiting requests beyond this are refused, not stored
 PRIVATE = "private"  # UI-only listeners stay out of the API page
-RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
-               "evaluations", "acceptance", "metrics"]
-# Each header fits on one line and the metrics wrap in a column of their own; a table
-# wider than its pane scrolls sideways.
-RUN_WIDTHS = ["40px", "120px", "90px", "90px", "64px", "56px", "84px", "100px", "110px",
-              "110px", "360px"]
 COMPARE_SLOTS = 4
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
@@ -78,7 +72,6 @@ CSS = (STATIC / "app.css").read_text()
 PAGE_JS = (STATIC / "page.js").read_text()      # row names for screen readers, weight boxes
 SHOWN_JS = (STATIC / "shown.js").read_text()    # what the form shows, read before a run
 REVEAL_JS = (STATIC / "reveal.js").read_text()  # after Generate: the result on screen
-CLICK_GENERATE_JS = "() => document.getElementById('generate').click()"
 
 
 def launch_kwargs() -> dict:
@@ -155,7 +148,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 def render_rows(rows, info):
                     choices = (info or {}).get("choices")
                     for n, row in enumerate(rows, 1):
-                        _concept_row(n, row, len(rows), choices, rows_state)
+                        concept_row(n, row, len(rows), choices, rows_state)
 
                 with gr.Row():
                     add_btn = gr.Button("+ Add concept", elem_id="add-row", size="sm")
@@ -498,7 +491,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                                       item.concepts, item.concept_maps,
                                                       show_noisy, show_maps)
                         yield {preview: shown(picture),
-                               **_thumbs(concept_images, thumbs, labels),
+                               **thumb_updates(concept_images, thumbs, labels),
                                progress: progress_html(item.index + 1, item.total, extra),
                                frames_state: live}
                     else:
@@ -514,7 +507,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             gif, png = H.save_outputs(result, [f.preview for f in result.frames])
             accept = [f.acceptance for f in result.frames if f.acceptance is not None]
             evaluations = H.composer.cost(result.recipe, maps=show_maps)
-            runs = (runs or []) + [_run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
+            runs = (runs or []) + [run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
             yield {preview: shown(last.map if show_maps and last.map is not None else final),
                    frames_state: live,
@@ -522,10 +515,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                            value=len(frames)),
                    progress: progress_html(len(result.frames), len(result.frames),
                                            f" · done in {compute:.1f} s"),
-                   metrics_md: _metrics_md(result, accept),
+                   metrics_md: judge_text(result, accept),
                    gif_file: gr.update(value=gif, visible=True),
                    png_file: gr.update(value=png, visible=True),
-                   runs_state: runs, runs_table: _runs_value(runs),
+                   runs_state: runs, runs_table: runs_value(runs),
                    status: f"Done: {len(result.frames)} steps in {compute:.1f} s "
                            f"({evaluations:,} network evaluations{how}).{notes}"}
 
@@ -547,7 +540,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             picture, pictures = chosen_view(item["preview"], item["noisy"], item["map"],
                                             item["concepts"], item["concept_maps"],
                                             show_noisy, show_maps)
-            thumbs = _thumbs(concept_images, [unpacked(c) for c in pictures], frames["labels"])
+            thumbs = thumb_updates(concept_images, [unpacked(c) for c in pictures], frames["labels"])
             return [shown(unpacked(picture)),
                     *[thumbs[slot] for slot in concept_images],
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
@@ -617,9 +610,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             runs = list(runs or [])
             for k, result in enumerate(results):
                 accept = [f.acceptance for f in result.frames if f.acceptance is not None]
-                runs.append(_run_row(len(runs) + 1, result, seconds[k], evaluations[k], accept))
+                runs.append(run_row(len(runs) + 1, result, seconds[k], evaluations[k], accept))
             files = [H.save_png(result) for result in results]
-            yield {runs_state: runs, runs_table: _runs_value(runs),
+            yield {runs_state: runs, runs_table: runs_value(runs),
                    compare_files: gr.update(value=files, visible=True),
                    status: f"Compared {', '.join(name_of(r) for r in recipes)}."}
 
@@ -647,12 +640,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 cells.append((cell.position, *sweep_cell(cell.result.images, cell.result.metrics)))
                 picture = labelled_grid(cells, row_labels, column_labels)
                 accept = [f.acceptance for f in cell.result.frames if f.acceptance is not None]
-                runs.append(_run_row(len(runs) + 1, cell.result, seconds - before,
+                runs.append(run_row(len(runs) + 1, cell.result, seconds - before,
                                      H.composer.cost(cell.result.recipe), accept))
                 before = seconds
                 yield {sweep_image: gr.update(value=picture_file(picture), visible=True),
                        sweep_status: f"{head}: {len(cells)} of {rows * columns} done.",
-                       runs_state: runs, runs_table: _runs_value(runs)}
+                       runs_state: runs, runs_table: runs_value(runs)}
             yield {sweep_files: gr.update(value=H.save_sweep(plan, picture), visible=True),
                    sweep_status: f"{head}: done.", status: f"{head}: done."}
 
@@ -814,127 +807,3 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                concurrency_limit=RUN_CONCURRENCY)
 
     return demo.queue(max_size=QUEUE_SIZE)
-
-
-# --- row rendering (called inside @gr.render) -------------------------------------
-
-def _concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
-    rid = row["id"]
-    classes = ["concept-row"] + (["muted"] if row["muted"] else [])
-    with gr.Group(elem_classes=classes, elem_id=f"concept-{n}", key=f"{rid}-group"):
-        with gr.Row(equal_height=True):
-            if choices:
-                text = gr.Dropdown(choices, value=row["text"], allow_custom_value=True,
-                                   label=f"Concept {n}", elem_id=f"concept-{n}-text",
-                                   key=f"{rid}-text-choice", scale=4, interactive=True)
-            else:
-                text = gr.Textbox(row["text"], label=f"Concept {n}", placeholder="a prompt",
-                                  elem_id=f"concept-{n}-text", key=f"{rid}-text-free", scale=4,
-                                  max_length=400, interactive=True)
-            weight = gr.Slider(0, 10, step=0.05, value=row["beta"] if row["negate"] else row["weight"],
-                               label=_weight_label(n, row["negate"]), elem_id=f"concept-{n}-weight",
-                               key=f"{rid}-weight", scale=3, interactive=True)
-            negate = gr.Checkbox(row["negate"], label="NOT", elem_id=f"concept-{n}-not",
-                                 key=f"{rid}-not", scale=0, min_width=80,
-                                 interactive=True)
-        with gr.Row():
-            buttons = {}
-            for action, label in (("up", "Up"), ("down", "Down"), ("duplicate", "Duplicate"),
-                                  ("mute", "Unmute" if row["muted"] else "Mute"),
-                                  ("remove", "Remove")):
-                buttons[action] = gr.Button(
-                    label, size="sm", elem_id=f"concept-{n}-{action}", key=f"{rid}-{action}",
-                    preserved_by_key=None, min_width=40,
-                    interactive=not ((action == "up" and n == 1)
-                                     or (action == "down" and n == count)))
-
-    def set_text(value, rows, rid=rid):
-        _row(rows, rid)["text"] = value or ""
-
-    def set_weight(value, rows, rid=rid):
-        """Keeps what the box shows, in range or not: the recipe refuses what it cannot run."""
-        r = _row(rows, rid)
-        if r:
-            r["beta" if r["negate"] else "weight"] = state.number_or_text(value)
-
-    def set_negate(value, rows, rid=rid, n=n):
-        r = _row(rows, rid)
-        if not r:
-            return gr.skip()
-        r["negate"] = bool(value)
-        return gr.update(value=r["beta"] if r["negate"] else r["weight"],
-                         label=_weight_label(n, r["negate"]))
-
-    text.change(set_text, [text, rows_state], None, queue=False)
-    if not choices:  # Enter in a prompt runs Generate, once the text has reached the server
-        text.submit(set_text, [text, rows_state], None, queue=False).then(
-            None, js=CLICK_GENERATE_JS)
-    # Unprocessed: Gradio would clamp or reject an out-of-range value before we see it.
-    weight.change(set_weight, [weight, rows_state], None, queue=False, preprocess=False)
-    negate.input(set_negate, [negate, rows_state], weight, queue=False)
-    for action, button in buttons.items():
-        button.click(lambda rows, action=action, rid=rid: state.row_action(rows, action, rid),
-                     rows_state, rows_state)
-
-
-def _row(rows: list[dict], rid: str) -> dict:
-    try:
-        return rows[state.find(rows, rid)]
-    except KeyError:  # the row was removed while an edit was in flight
-        return {}
-
-
-def _weight_label(n: int, negate: bool) -> str:
-    return f"Row {n} · β (NOT strength)" if negate else f"Row {n} · AND weight w"
-
-
-def _thumbs(slots, pictures, labels) -> dict:
-    """Updates for the per-concept image slots: one per active row, the rest hidden."""
-    updates = {slot: gr.update(value=shown(p, THUMB_SIDE), label=label, visible=True,
-                               alt_text=f"{label}: this row's own prediction")
-               for slot, p, label in zip(slots, pictures, labels)}
-    return {**updates, **{slot: gr.update(visible=False) for slot in slots[len(updates):]}}
-
-
-def _run_row(number: int, result, seconds: float, evaluations: int, accept: list) -> list:
-    r = result.recipe
-    sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
-    return [number, r.model, r.operator, sampler, r.steps, r.seed, r.num_samples,
-            round(seconds, 2), evaluations, round(float(np.mean(accept)), 3) if accept else "",
-            _verdict_summary(result) or metrics_text(result.metrics)]
-
-
-def _verdict_summary(result) -> str:
-    """'3 of 4 correct' for models with a judge, else ''."""
-    if "correct" not in result.metrics:
-        return ""
-    n = result.recipe.num_samples
-    return f"{round(result.metrics['correct'] * n)} of {n} correct (judge)"
-
-
-def _verdict_line(number: int, verdict: dict) -> str:
-    """'Sample 2: ✓ red circle · ✗ NOT blue · clean ✓' (rows by their row number)."""
-    rows = " · ".join(f"{'✓' if r['holds'] else '✗'} {'NOT ' if r['negate'] else ''}{r['text']} "
-                      f"(row {r['row']})" for r in verdict["rows"])
-    return f"Sample {number}: {rows} · clean scene {'✓' if verdict['clean'] else '✗'}"
-
-
-def _runs_value(runs: list) -> dict:
-    return {"headers": RUN_HEADERS, "data": runs}
-
-
-def _metrics_md(result, accept: list) -> str:
-    parts = []
-    if "correct" in result.metrics:  # an image model with a judge (shapes)
-        n = result.recipe.num_samples
-        count = {k: round(v * n) for k, v in result.metrics.items()}
-        parts.append(f"**Judge:** {count['correct']} of {n} samples satisfy every row in a clean "
-                     f"scene ({count['rows_hold']} of {n} if clutter is ignored; "
-                     f"{count['clean']} of {n} clean)")
-        parts.extend(_verdict_line(k, v) for k, v in enumerate(result.verdicts, 1))
-    elif result.metrics:
-        parts.append("**Metrics vs ground truth:** " + metrics_text(result.metrics))
-    if accept:
-        parts.append(f"**Mean acceptance:** {np.mean(accept):.1%} "
-                     f"(first level {accept[0]:.0%}, last {accept[-1]:.0%})")
-    return "  \n".join(parts)
