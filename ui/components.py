@@ -1,11 +1,14 @@
-"""Gradio components whose refusal of a value is a visitor's mistake.
+"""Choice components whose refusal of a value is a visitor's mistake.
 
-Gradio's own CheckboxGroup and Dropdown refuse a value outside their choices with an
-error that prints a traceback to the server log. These say which value and which
-choices, and print nothing: an API caller sending `"nope"` is not a server fault.
-`is_template` makes Gradio draw them with the stock frontend.
+Gradio's CheckboxGroup and Dropdown refuse a value outside their choices with an
+error that prints a traceback to the server log. `quiet_choices` makes an API-facing
+one say which value and which choices instead, and print nothing: an API caller
+sending "nope" is not a server fault. (A subclass would do the same, but Gradio
+writes a .pyi stub beside every component subclass it meets.)
 """
 from __future__ import annotations
+
+import types
 
 import gradio as gr
 
@@ -19,27 +22,19 @@ def _refused(component, value) -> gr.Error:
                     title="Cannot run this recipe", print_exception=False)
 
 
-class CheckboxGroup(gr.CheckboxGroup):
-    is_template = True
-
-    def preprocess(self, payload):
-        allowed = [v for _, v in self.choices]
-        if not isinstance(payload, list):
-            raise _refused(self, payload)
-        for value in payload:
-            if value not in allowed:
+def _preprocess(self, payload):
+    allowed = [v for _, v in self.choices]
+    if isinstance(self, gr.CheckboxGroup) and not isinstance(payload, list):
+        raise _refused(self, payload)
+    values = payload if isinstance(payload, list) else [payload]
+    if not getattr(self, "allow_custom_value", False):
+        for value in values:
+            if value is not None and value not in allowed:
                 raise _refused(self, value)
-        return super().preprocess(payload)
+    return type(self).preprocess(self, payload)
 
 
-class Dropdown(gr.Dropdown):
-    is_template = True
-
-    def preprocess(self, payload):
-        allowed = [v for _, v in self.choices]
-        values = payload if isinstance(payload, list) else [payload]
-        if not self.allow_custom_value:
-            for value in values:
-                if value is not None and value not in allowed:
-                    raise _refused(self, value)
-        return super().preprocess(payload)
+def quiet_choices(component: gr.CheckboxGroup | gr.Dropdown):
+    """The component, refusing values outside its choices in one clear line."""
+    component.preprocess = types.MethodType(_preprocess, component)
+    return component

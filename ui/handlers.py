@@ -219,7 +219,7 @@ def display(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return enlarge(image, side)
 
 
-def shown(image: np.ndarray, side: int = DISPLAY_SIDE) -> str:
+def page_picture(image: np.ndarray, side: int = DISPLAY_SIDE) -> str:
     """A picture for the page, as a file of ours: see picture_file."""
     return picture_file(display(image, side))
 

@@ -18,7 +18,7 @@ from composer.recipe import (MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLER_LABELS,
                              RecipeError, echo)
 from composer.sweep import MAX_CELLS
 from ui import state
-from ui.components import CheckboxGroup, Dropdown
+from ui.components import quiet_choices
 from ui.handlers import (
     GENERIC_ERROR,
     KEEP_SECONDS,
@@ -37,6 +37,7 @@ from ui.handlers import (
     kept_frame,
     metrics_text,
     model_summary,
+    page_picture,
     picture_file,
     progress_html,
     spread,
@@ -128,7 +129,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             with gr.Column(scale=5):
                 with gr.Group():
                     with gr.Row():
-                        model_dd = Dropdown(H.model_choices(), label="Model",
+                        model_dd = gr.Dropdown(H.model_choices(), label="Model",
                                                elem_id="model", scale=2)
                         sd_box = gr.Textbox(label="…or a Stable Diffusion hub id / folder",
                                             placeholder="org/name or /path/to/checkpoint",
@@ -164,7 +165,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     scale = gr.Number(None, label="Global scale α", placeholder="model default",
                                       elem_id="scale")
                 with gr.Row():
-                    sampler = Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
+                    sampler = gr.Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
                                           label="Sampler", elem_id="sampler")
                     steps = gr.Number(None, label="Steps", placeholder="model default",
                                       elem_id="steps")
@@ -174,7 +175,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     num_samples = gr.Number(1, label="Samples", elem_id="num-samples")
                 with gr.Accordion("Sampler knobs (empty = model default)", open=False,
                                   elem_id="knobs"):
-                    scheduler = Dropdown(["ddpm", "ddim"], value="ddpm",
+                    scheduler = gr.Dropdown(["ddpm", "ddim"], value="ddpm",
                                             label="Reverse step between MCMC levels",
                                             elem_id="scheduler")
                     with gr.Row():
@@ -231,13 +232,14 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         png_file = gr.File(label="PNG with recipe", elem_id="png-file",
                                            interactive=False, visible=False)
                 with gr.Tab("Compare samplers", id="tab-compare"):
-                    compare_choices = CheckboxGroup(
+                    compare_choices = quiet_choices(gr.CheckboxGroup(
                         [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
                         label=f"Samplers (2–{COMPARE_SLOTS}), same recipe and seed",
-                        elem_id="compare-samplers")
-                    compare_models = CheckboxGroup(
-                        H.available_models(), value=[], label="Also across models: each sampler runs on each ticked "
-                        "model (none ticked: the form's model)", elem_id="compare-models")
+                        elem_id="compare-samplers"))
+                    compare_models = quiet_choices(gr.CheckboxGroup(
+                        H.available_models(), value=[], elem_id="compare-models",
+                        label="Also across models: each sampler runs on each ticked model "
+                              "(none ticked: the form's model)"))
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Row(elem_id="compare-grid"):
                         compare_images = [gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
@@ -256,11 +258,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, state.SWEEP_EXAMPLE),
                                                           ("none", ""))):
                         with gr.Row():
-                            sweep_fields.append(Dropdown(
+                            sweep_fields.append(quiet_choices(gr.Dropdown(
                                 ([] if k == 0 else [("none", "none")])
                                 + state.sweep_choices(MAX_CONCEPTS),
                                 value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}",
-                                scale=2))
+                                scale=2)))
                             sweep_values.append(gr.Textbox(example, label="Values",
                                                            elem_id=f"sweep-values-{k + 1}",
                                                            scale=3))
@@ -490,7 +492,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         picture, thumbs = chosen_view(item.preview, item.noisy, item.map,
                                                       item.concepts, item.concept_maps,
                                                       show_noisy, show_maps)
-                        yield {preview: shown(picture),
+                        yield {preview: page_picture(picture),
                                **thumb_updates(concept_images, thumbs, labels),
                                progress: progress_html(item.index + 1, item.total, extra),
                                frames_state: live}
@@ -509,7 +511,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             evaluations = H.composer.cost(result.recipe, maps=show_maps)
             runs = (runs or []) + [run_row(len(runs or []) + 1, result, compute, evaluations, accept)]
             notes = "".join(f"\n- {n}" for n in result.notes)
-            yield {preview: shown(last.map if show_maps and last.map is not None else final),
+            yield {preview: page_picture(last.map if show_maps and last.map is not None else final),
                    frames_state: live,
                    frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
                                            value=len(frames)),
@@ -541,7 +543,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                                             item["concepts"], item["concept_maps"],
                                             show_noisy, show_maps)
             thumbs = thumb_updates(concept_images, [unpacked(c) for c in pictures], frames["labels"])
-            return [shown(unpacked(picture)),
+            return [page_picture(unpacked(picture)),
                     *[thumbs[slot] for slot in concept_images],
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
 
@@ -589,12 +591,12 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                         continue
                     name = name_of(recipes[k])
                     if isinstance(item, Frame):
-                        pictures[k] = shown(item.noisy if show_noisy else item.preview)
+                        pictures[k] = page_picture(item.noisy if show_noisy else item.preview)
                         acc = "" if item.acceptance is None else f", acceptance {item.acceptance:.0%}"
                         lines[k] = f"**{name}**: step {item.index + 1}/{item.total}{acc}"
                     else:
                         results[k] = item
-                        pictures[k] = shown(final_picture(item))
+                        pictures[k] = page_picture(final_picture(item))
                         accept = [f.acceptance for f in item.frames if f.acceptance is not None]
                         lines[k] = (f"**{name}**: {seconds[k]:.1f} s compute, "
                                     f"{evaluations[k]:,} network evaluations"

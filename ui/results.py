@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 
 from composer.recipe import SAMPLER_LABELS
-from ui.handlers import THUMB_SIDE, metrics_text, shown
+from ui.handlers import THUMB_SIDE, metrics_text, page_picture
 
 RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
                "evaluations", "acceptance", "metrics"]
@@ -18,7 +18,7 @@ RUN_WIDTHS = ["40px", "120px", "90px", "90px", "64px", "56px", "84px", "100px", 
 
 def thumb_updates(slots, pictures, labels) -> dict:
     """Updates for the per-concept image slots: one per active row, the rest hidden."""
-    updates = {slot: gr.update(value=shown(p, THUMB_SIDE), label=label, visible=True,
+    updates = {slot: gr.update(value=page_picture(p, THUMB_SIDE), label=label, visible=True,
                                alt_text=f"{label}: this row's own prediction")
                for slot, p, label in zip(slots, pictures, labels)}
     return {**updates, **{slot: gr.update(visible=False) for slot in slots[len(updates):]}}
