@@ -194,6 +194,9 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     page.get_by_text("Recipe JSON and PNG import").click()
     page.set_input_files("#png-import input[type=file]", str(png))
     wait_text(page, "#notice", "imported from the PNG")
+    # The status line, always in view, says what happened and what to do next (it
+    # used to keep "Done: … replayed" from the page's first run).
+    wait_text(page, "#status", "Recipe imported from the PNG. Press Generate to render it.")
     wait_value(page, "#concept-3-text input", "left_bar")
     assert row_values(page, 1) == ("ring", "1", False, "Mute")
     assert row_values(page, 2) == ("bar", "2.5", False, "Mute")
@@ -321,11 +324,16 @@ def test_stop_after_a_completed_run_leaves_no_stale_or_broken_controls(page, app
     scrub.press("Control+A")
     scrub.press_sequentially("1")
     scrub.press("Enter")
-    wait_text(page, "#progress", "Frame 1 /")
+    # The label counts the frames the slider reaches (a step finished after Stop used
+    # to make it "Frame 6 / 7" on a slider whose maximum was 6).
+    wait_text(page, "#progress", f"Frame 1 / {stopped_at} ")
     page.locator("#show-xt input").check()
     page.wait_for_timeout(1000)
     assert error_badges(page) == 0
     assert page.locator("#preview img").get_attribute("src")
+    page.click("#stop")                             # nothing runs: the status stays
+    page.wait_for_timeout(1000)
+    assert page.inner_text("#status").startswith("Stopped at step")
 
 
 def test_the_form_runs_what_it_shows_or_says_why_not(page, app_url):

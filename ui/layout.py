@@ -86,6 +86,12 @@ def default_samples(info: dict) -> int:
     return min({"toy2d": 1000, "shapes": 4}.get(info["family"], 1), info["max_samples"])
 
 
+def is_blank(text) -> bool:
+    """No recipe text at all (the page found the form invalid and said why); anything
+    else, JSON or not, goes to the recipe parser, which says what is wrong with it."""
+    return text is None or (isinstance(text, str) and not text.strip())
+
+
 def error_markdown(message: str) -> str:
     lines = [line for line in str(message).splitlines() if line.strip()]
     if len(lines) == 1:
@@ -462,10 +468,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 replay: bool = False, cancel=None):
             """Stream a run: preview, per-concept thumbnails and progress each step.
             With `replay`, a stored run of the same example recipe streams again."""
-            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+            if is_blank(recipe_text):  # the page did not validate: change nothing
                 yield {progress: gr.skip()}  # (yielding nothing would blank every output)
                 return
             recipe = Recipe.from_json(recipe_text)
+            show_noisy, show_maps = flag(show_noisy, "show_noisy"), flag(show_maps, "show_maps")
             labels = [f"Row {n}: {concept_label(c)}"
                       for n, c in enumerate(recipe.concepts, 1) if not c.muted]
             frames: list[dict] = []
@@ -567,9 +574,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     runs: list | None = None, cancel=None):
             """The same recipe and seed under 2-4 samplers, streamed side by side; each
             reports its own compute time and network evaluations."""
-            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+            if is_blank(recipe_text):  # the page did not validate: change nothing
                 yield {compare_status: gr.skip()}  # (yielding nothing would blank every output)
                 return
+            show_noisy = flag(show_noisy, "show_noisy")
             recipes = H.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []),
                                         list(models or []))
             across = len({r.model for r in recipes}) > 1
@@ -624,7 +632,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                   runs: list | None = None, cancel=None):
             """The sweep's cost first, then its labelled grid as each cell finishes, then
             the grid PNG (carrying the sweep, for `python -m composer sweep`)."""
-            if not (recipe_text or "").strip():  # the page did not validate: change nothing
+            if is_blank(recipe_text):  # the page did not validate: change nothing
                 yield {sweep_status: gr.skip()}
                 return
             plan = state.build_sweep(Recipe.from_json(recipe_text),
