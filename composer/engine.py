@@ -21,7 +21,7 @@ import torch
 from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
-from composer.recipe import Recipe, RecipeError, SamplerSpec
+from composer.recipe import AUTO, Recipe, RecipeError, SamplerSpec
 from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler, reverse_step
 
 
@@ -42,6 +42,7 @@ class StepRecord:
     x0: torch.Tensor                 # composed prediction of the clean sample [B, ...]
     concept_x0: torch.Tensor         # each concept's own prediction [n, B, ...]
     acceptance: float | None = None  # mean MH acceptance at this level (mala, hmc)
+    step_size: float | None = None   # MCMC step at this level, as a fraction of sigma_t
     # With maps=True (composer.maps): 2D models, the composed density p_t then each
     # concept's on a grid [1 + n, G, G], beside the state as the model saw it at t;
     # image models under "and", the conflict map [B, H, W] in [0, 1].
@@ -124,6 +125,53 @@ def alpha_bar(scheduler, index: int, t) -> float:
     if sigmas is not None and len(sigmas) > len(scheduler.timesteps):
         return float(1.0 / (1.0 + sigmas[index].item() ** 2))
     return float(scheduler.alphas_cumprod[int(t)])
+
+
+# "auto" step sizes (MALA, HMC): the acceptance each aims at (MALA's optimal rate for
+# high-dimensional targets is 0.574, Roberts & Rosenthal 1998; HMC's is about 0.65,
+# Beskos et al. 2013) and the Robbins-Monro gain on log h per unit of acceptance error.
+TARGET_ACCEPTANCE = {"mala": 0.57, "hmc": 0.65}
+AUTO_START = 0.1       # the step, as a fraction of sigma_t, that an "auto" run starts from
+AUTO_GAIN = 1.0
+
+
+class AdaptiveStep:
+    """A step size adapted toward a target acceptance (Robbins-Monro on log h).
+
+    Each MCMC move at a level is made with the current h; after it, log h moves by
+    AUTO_GAIN * (acceptance - target), acceptance being the batch's mean. The step is
+    a fraction of sigma_t, so carrying h to the next level scales the move by the
+    ratio of the sigmas. One h for the batch, not one per sample: the samplers move
+    a batch with one step length in one call, and the batch mean is a steadier signal
+    than one sample's accept or reject. Deterministic for a seed, like the rest."""
+
+    def __init__(self, target: float, start: float = AUTO_START):
+        self.target = target
+        self.log_step = math.log(start)
+
+    def level(self, density, x: torch.Tensor, spec: SamplerSpec, abar: float,
+              generator: torch.Generator):
+        """spec.mcmc_steps adapted moves at one level: (x, its evaluation, mean
+        acceptance, the mean step used)."""
+        sigma = math.sqrt(1.0 - abar)
+        evaluation, rates, steps = None, [], []
+        for _ in range(spec.mcmc_steps):
+            steps.append(math.exp(self.log_step))
+            knobs = MCMCKnobs(1, steps[-1] * sigma, spec.leapfrog_steps, spec.damping,
+                              spec.line_points)
+            moved = MCMC[spec.name](_reusing(density, x, evaluation), x, knobs, generator)
+            x, evaluation = moved.x, moved.evaluation
+            rates.append(float(moved.acceptance.mean()))
+            self.log_step += AUTO_GAIN * (rates[-1] - self.target)
+        return x, evaluation, sum(rates) / len(rates), sum(steps) / len(steps)
+
+
+def _reusing(density, x: torch.Tensor, evaluation: Evaluation | None):
+    """The density, answering for `x` itself from the evaluation already made there
+    (one MCMC move ends where the next starts: no evaluation is made twice)."""
+    def call(y: torch.Tensor) -> Evaluation:
+        return evaluation if evaluation is not None and y is x else density(y)
+    return call
 
 
 class Device:
@@ -227,17 +275,21 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     x = x * scheduler.init_noise_sigma
     # Energies are needed for mixture, and make Metropolis tests exact.
     with_energy = model.has_energy and (rule.needs_energy or spec.is_metropolis)
+    adapt = AdaptiveStep(TARGET_ACCEPTANCE.get(spec.name, 0.0))
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
         density = composed_density(model, rule, cond, t, abar, with_energy, control)
-        acceptance = evaluation = None
-        if spec.is_mcmc and spec.mcmc_steps > 0:
+        acceptance = evaluation = step_size = None
+        if spec.is_mcmc and spec.mcmc_steps > 0 and spec.step_size == AUTO:
+            x, evaluation, acceptance, step_size = adapt.level(density, x, spec, abar, generator)
+        elif spec.is_mcmc and spec.mcmc_steps > 0:
             knobs = MCMCKnobs(spec.mcmc_steps, spec.step_size * math.sqrt(1.0 - abar),
                               spec.leapfrog_steps, spec.damping, spec.line_points)
             moved = MCMC[spec.name](density, x, knobs, generator)
             x, evaluation = moved.x, moved.evaluation  # MCMC predictors leave inputs unscaled
             acceptance = None if moved.acceptance is None else float(moved.acceptance.mean())
+            step_size = spec.step_size
         model_input = scheduler.scale_model_input(x, t)
         if evaluation is None:
             evaluation = density(model_input)
@@ -251,7 +303,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
                 f"of {total}; likely causes: a sampler that overshoots on this composition "
                 f"({recipe.sampler.name!r}: try another sampler, or another number of steps), "
                 f"or a scale or weights so large that the composed prediction overflows")
-        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, **views)
+        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views)
 
 
 def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Control,

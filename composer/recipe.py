@@ -24,12 +24,13 @@ NEGATIONS = ("ratio", "bounded")
 REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
 SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS
+METROPOLIS_SAMPLERS = ("mala", "hmc")
+AUTO = "auto"          # a step size adapted during the run (MALA, HMC)
 # How pages, grids and messages name the samplers.
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
                   "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
                   "hmc": "HMC (Metropolis)"}
-METROPOLIS_SAMPLERS = ("mala", "hmc")
 # MCMC runs between steps of a variance-preserving reverse process.
 MCMC_PREDICTORS = ("ddpm", "ddim")
 
@@ -151,7 +152,8 @@ class SamplerSpec:
     - scheduler: for MCMC samplers, the reverse step taken between levels.
     - mcmc_steps: MCMC steps at each noise level.
     - step_size: MCMC step length as a fraction of the noise level sigma_t
-      (ULA/MALA proposal std, HMC leapfrog step).
+      (ULA/MALA proposal std, HMC leapfrog step), or "auto" (MALA and HMC): adapted
+      during the run toward a target acceptance (composer/engine.py, `adapt_step`).
     - leapfrog_steps, damping: HMC trajectory length and momentum persistence.
     - line_points: trapezoid points for the log-density difference on
       score-only models (Sjoberg et al. 2023).
@@ -159,7 +161,7 @@ class SamplerSpec:
     name: str = "ddim"
     scheduler: str = "ddpm"
     mcmc_steps: int | None = None
-    step_size: float | None = None
+    step_size: float | str | None = None
     leapfrog_steps: int | None = None
     damping: float | None = None
     line_points: int | None = None
@@ -172,6 +174,11 @@ class SamplerSpec:
             "leapfrog_steps": (1, 20, True), "damping": (0.0, 1.0, False),
             "line_points": (2, 33, True),
         }
+        if self.step_size == AUTO:
+            if self.name not in METROPOLIS_SAMPLERS:
+                raise RecipeError(f"{path}.step_size: 'auto' adapts the step to the Metropolis "
+                                  f"acceptance, so it needs mala or hmc; got {self.name!r}")
+            checks.pop("step_size")
         for name, (lo, hi, integer) in checks.items():
             value = getattr(self, name)
             if value is not None:

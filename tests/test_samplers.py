@@ -113,3 +113,39 @@ def test_score_line_integral_matches_the_exact_log_density_difference():
     g = _line_log_ratio(lambda x: gaussian(x, False), x0, gaussian(x0, False), x1, gaussian(x1, False), 2)
     torch.testing.assert_close(g, gaussian(x0).energy - gaussian(x1).energy, rtol=1e-4, atol=1e-4)
     assert math.isfinite(float(coarse.sum()))
+
+
+@pytest.mark.parametrize("name,target", [("mala", 0.57), ("hmc", 0.65)])
+def test_an_auto_step_reaches_its_target_acceptance_and_samples_stay_right(name, target):
+    """'auto' adapts the step toward the sampler's target acceptance; the samples are
+    still those of the model (here N((-1, 0), 0.5^2 I), exact at every level)."""
+    from composer.engine import sample
+    from composer.recipe import Concept, Recipe, SamplerSpec
+    from gaussians import GaussianModel
+    recipe = Recipe(model="gaussians", concepts=(Concept("left"),), operator="product", scale=1.0,
+                    sampler=SamplerSpec(name=name, step_size="auto", mcmc_steps=4, leapfrog_steps=3),
+                    steps=50, seed=0, num_samples=4000)
+    records = list(sample(recipe, GaussianModel()))
+    late = [r.acceptance for r in records[-25:]]
+    assert abs(sum(late) / len(late) - target) < 0.08, late          # within 0.08 of target
+    steps = [r.step_size for r in records]
+    assert min(steps) > 0 and max(steps) / min(steps) > 1.5            # it did adapt
+    x = records[-1].x_t.double()
+    assert torch.allclose(x.mean(0), torch.tensor([-1.0, 0.0], dtype=torch.float64), atol=0.05)
+    assert torch.allclose(x.std(0), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.05)
+    again = list(sample(recipe, GaussianModel()))                       # deterministic
+    assert torch.equal(again[-1].x_t, records[-1].x_t)
+
+
+def test_auto_needs_a_metropolis_sampler():
+    from composer.recipe import Recipe, RecipeError
+    for name in ("ula", "uhmc", "ddim"):
+        with pytest.raises(RecipeError, match="'auto' adapts the step"):
+            Recipe.from_dict({"model": "shapes", "concepts": [{"text": "red"}],
+                              "sampler": {"name": name, "step_size": "auto"}})
+    recipe = Recipe.from_dict({"model": "shapes", "concepts": [{"text": "red"}],
+                               "sampler": {"name": "hmc", "step_size": "auto"}})
+    assert Recipe.from_json(recipe.to_json()).sampler.step_size == "auto"
+    with pytest.raises(RecipeError, match="step_size"):
+        Recipe.from_dict({"model": "shapes", "concepts": [{"text": "red"}],
+                          "sampler": {"name": "hmc", "step_size": "fast"}})

@@ -14,7 +14,7 @@ import numpy as np
 
 from composer.facade import Cancelled, Composer, Frame
 from composer.media import MAX_PNG_BYTES, labelled_grid, sweep_cell
-from composer.recipe import (MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLER_LABELS, SAMPLERS, Recipe,
+from composer.recipe import (AUTO, MAX_CONCEPTS, NEGATIONS, OPERATORS, SAMPLER_LABELS, SAMPLERS, Recipe,
                              RecipeError, echo)
 from composer.sweep import MAX_CELLS
 from ui import state
@@ -324,6 +324,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             if recipe.negation == "bounded" and not info["has_energy"]:
                 said.append(f"{info['name']} has no energies, so the bounded NOT form was "
                             f"changed to 'ratio'")
+            default = info["defaults"].get("step_size")
+            default = default.get(recipe.sampler.name) if isinstance(default, dict) else default
+            if recipe.sampler.step_size == AUTO and default != AUTO:
+                said.append(f"the step size 'auto' is not {info['name']}'s default for this "
+                            f"sampler, so the box shows the default ({default})")
             return said
 
         def apply_recipe(recipe: Recipe, note: str, autorun: bool) -> list:

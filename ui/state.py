@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
+from composer.recipe import AUTO, MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
 from composer.sweep import CONCEPT_FIELD, SWEPT_LABELS, Sweep, field_label
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
@@ -233,7 +233,10 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
     return Settings(model=recipe.model, operator=recipe.operator, negation=recipe.negation,
                     scale=recipe.scale,
                     sampler=s.name, scheduler=s.scheduler, mcmc_steps=s.mcmc_steps,
-                    step_size=s.step_size, leapfrog_steps=s.leapfrog_steps, damping=s.damping,
+                    # "auto" is the shapes models' default for MALA and HMC; the number box
+                    # shows it as its placeholder ("default auto (mala, hmc)")
+                    step_size=None if s.step_size == AUTO else s.step_size,
+                    leapfrog_steps=s.leapfrog_steps, damping=s.damping,
                     line_points=s.line_points, steps=recipe.steps, seed=recipe.seed,
                     num_samples=recipe.num_samples)
 

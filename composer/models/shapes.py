@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
 from composer.pictures import grid, to_uint8
+from composer.recipe import AUTO
 from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots
 from composer.shapes.judge import judge
 from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser
@@ -98,9 +99,12 @@ class ShapesModel(ShapesFamily):
     """The learned network (composer/shapes/model.py), weights in assets/shapes/."""
     description = "learned network"
     has_energy = False
-    # step_size 0.1 keeps ULA/HMC moves well inside the reverse step's own noise. The
+    # ULA/U-HMC: step 0.1 keeps moves well inside the reverse step's own noise; MALA and
+    # HMC adapt theirs toward a target acceptance (at a fixed 0.1 they accepted 99-100%,
+    # so the Metropolis test never acted). The
     # scale is chosen per checkpoint by the judge: config.json's "sampling" overrides these.
-    defaults = {"scale": 5.0, "steps": 50, "mcmc_steps": 1, "step_size": 0.1,
+    defaults = {"scale": 5.0, "steps": 50, "mcmc_steps": 1,
+                "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
                 "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
 
     def __init__(self, folder: str | Path | None = None, device: torch.device | str = "cpu"):
