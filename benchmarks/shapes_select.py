@@ -63,17 +63,18 @@ def main() -> dict:
         base_config = dict(model.scheduler_config)
         for clip in args.clip.split(","):
             model.scheduler_config = {**base_config, "clip_sample": clip == "on"}
-            for scale, step_size in ((float(s), float(h) if h else None)
+            for scale, step_size in ((float(s), h if h in ("", "auto") else float(h))
                                      for s in args.scales.split(",")
                                      for h in (args.step_sizes.split(",") if args.step_sizes else [""])):
                 start = time.time()
                 step = model.meta["training"]["steps"] if hasattr(model, "meta") else None
                 row = {"folder": folder, "step": step, "clip": clip,
-                       "scale": scale, "sampler": args.sampler, "step_size": step_size}
+                       "scale": scale, "sampler": args.sampler, "step_size": step_size or None}
                 strict = captions = clean = 0.0
                 acceptance = []
                 for family, task in SELECTION:
-                    r = run_task(model, family, task, SamplerSpec(name=args.sampler, step_size=step_size),
+                    r = run_task(model, family, task,
+                                 SamplerSpec(name=args.sampler, step_size=step_size or None),
                                  args.n, model.defaults["steps"], scale, seed=args.seed,
                                  repeats=args.samples)
                     row[f"{family} {task}"] = round(r["accuracy"], 3)

@@ -47,7 +47,8 @@ class ShapesExactModel(ShapesFamily):
         Metropolis test needs their differences to well under one nat)."""
         if not 0.0 < alpha_bar < 1.0:
             raise ModelError(f"model: 'shapes-exact' needs 0 < alpha_bar < 1, got {alpha_bar}")
-        x0, log_density = denoise(self.world, x.to(self.device), float(alpha_bar), cond)
+        x0, log_density = denoise(self.world, x.to(self.device), float(alpha_bar), cond,
+                                  with_density=with_energy)
         eps = eps_from_x0(x.to(self.device, torch.float64), x0, float(alpha_bar)).to(x.dtype)
         return eps, (-log_density if with_energy else None)
 

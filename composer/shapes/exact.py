@@ -193,14 +193,14 @@ def _partition(world: World, cell_logits: torch.Tensor, match: torch.Tensor):
     return log_z, log_match - log_z[..., None], log_other - log_z[..., None]
 
 
-def denoise(world: World, x: torch.Tensor, alpha_bar: float | torch.Tensor, slots: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def denoise(world: World, x: torch.Tensor, alpha_bar: float | torch.Tensor, slots: torch.Tensor,
+            with_density: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The exact posterior mean and log density, for every caption row at once.
 
     x [B, C, H, W]; alpha_bar a number or one per sample [B]; slots [R, S, 4] long
     with S = 1 (one caption per row) or B (one per sample). Returns x0_hat
-    [R, B, C, H, W] and log p_t(x | caption) [R, B], both float64. The template
-    likelihoods are shared by every row.
+    [R, B, C, H, W] and log p_t(x | caption) [R, B] (None without `with_density`),
+    both float64. The template likelihoods are shared by every row.
     """
     abar = torch.as_tensor(alpha_bar, dtype=DTYPE, device=x.device).reshape(-1)
     if not bool(((abar > 0) & (abar < 1)).all()):
@@ -229,12 +229,15 @@ def denoise(world: World, x: torch.Tensor, alpha_bar: float | torch.Tensor, slot
     index = world.pixels.flatten().expand(*painted.shape[:-1], -1)
     x0 = bg[:, None] + torch.zeros(*painted.shape[:-1], flat.shape[-1], dtype=DTYPE,
                                    device=x.device).scatter_add(-1, index, painted)
+    x0 = x0.reshape(-1, batch, *world.image_shape)
+    if not with_density:
+        return x0, None
     log_z0, _, _ = _partition(world, torch.full_like(cell_logits[0], type_prior), match)
     dim = flat[0].numel()
     gaussian = (-((flat - root.view(-1, 1, 1) * bg[:, None]) ** 2).flatten(1).sum(1) / (2 * var)
                 - 0.5 * dim * (2 * math.pi * var).log())                         # [B]
     log_density = gaussian + log_z - log_z0
-    return x0.reshape(-1, batch, *world.image_shape), log_density.expand(-1, batch)
+    return x0, log_density.expand(-1, batch)
 
 
 def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, alpha_bar: float) -> torch.Tensor:

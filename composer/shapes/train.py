@@ -83,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def exact_targets(world, xt: torch.Tensor, a: torch.Tensor, slots: torch.Tensor):
     """E[x0 | x_t, caption] and the eps it implies, per sample (the caption's slots, -1
     where a kind is not named, are exactly what the exact model matches on)."""
-    x0, _ = denoise(world, xt, a.reshape(-1), slots[None])
+    x0, _ = denoise(world, xt, a.reshape(-1), slots[None], with_density=False)
     x0 = x0[0].to(xt.dtype)
     return x0, (xt - a.sqrt() * x0) / (1 - a).sqrt()
 
