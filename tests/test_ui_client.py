@@ -177,11 +177,14 @@ def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(clie
     job = client.submit(recipe_json(), "concepts[1].weight", "0.5, 1.5", "sampler.name",
                         "ddim, euler", api_name="/sweep")
     outputs = list(job)
-    status, image, files, page_status = zip(*job.outputs())
+    status, image, files, runs, page_status = zip(*job.outputs())
     assert "Sweep of 4 cells, 3,072 network evaluations: running" in status[0]
     assert [s for s in status if "of 4 done" in s][:1] == ["Sweep of 4 cells, 3,072 network "
                                                            "evaluations: 1 of 4 done."]
     assert status[-1].endswith("done.") and page_status[-1] == status[-1] and outputs
+    assert "(a sweep of this model may use 40,000,000)" in status[0]     # before any cell
+    table = [r for r in runs if isinstance(r, dict) and "data" in r][-1]["data"]
+    assert [row[3] for row in table[-4:]] == ["DDIM", "Euler", "DDIM", "Euler"]  # every cell
     grid_png, plan_json = value_of(files[-1])
     plan = Sweep.from_json(Image.open(grid_png).info[SWEEP_CHUNK])
     assert plan == Sweep.from_json(open(plan_json).read())

@@ -645,9 +645,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             rows, columns = plan.shape
             cost = H.composer.sweep_cost(plan)
             limit = H.composer.sweep_budget(plan.recipe.model)
-            head = (f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
-                    + (f" (a sweep may use {limit:,})" if limit is not None else ""))
-            yield {sweep_status: head + ": running…", sweep_files: gr.update(visible=False, value=None),
+            head = f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
+            budget = f" (a sweep of this model may use {limit:,})" if limit is not None else ""
+            yield {sweep_status: f"{head}: running…{budget}",
+                   sweep_files: gr.update(visible=False, value=None),
                    sweep_image: gr.update(visible=False, value=None)}
             cells, (row_labels, column_labels) = [], plan.labels()
             runs, before = list(runs or []), 0.0

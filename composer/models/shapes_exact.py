@@ -23,7 +23,7 @@ class ShapesExactModel(ShapesFamily):
     # The scale is chosen with the strict judge on a selection set
     # (benchmarks/shapes_select.py --folders shapes-exact); MALA and HMC adapt their
     # step toward their target acceptance ("auto", composer/engine.py).
-    defaults = {"scale": 1.0, "steps": 50, "mcmc_steps": 1,
+    defaults = {"scale": 2.0, "steps": 50, "mcmc_steps": 1,
                 "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
                 "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
 
