@@ -164,7 +164,7 @@ def test_rows_generate_share_and_restore(page, app_url):
     restored.locator("#sd-model input, #sd-model textarea").first.fill("/no/such/checkpoint")
     restored.click("#load-model")
     wait_text(restored, "#model-status", "Could not load model '/no/such/checkpoint'")
-    assert restored.locator("#model input").input_value() == "toy2d-energy"
+    assert restored.locator("#model input").input_value() == "toy2d-energy · 2D lab, learned energy network"
 
 
 def test_examples_png_import_and_model_switch(page, app_url, tmp_path):

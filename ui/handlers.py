@@ -201,7 +201,7 @@ def model_summary(info: dict) -> str:
     d = info["defaults"]
     defaults = ", ".join(f"{k} {default_text(v).removeprefix('default ')}" for k, v in d.items())
     what = f" ({info['description']})" if info.get("description") else ""
-    text = f"**{info['name']}**{what} loaded: {info['family']} family, {kind} model"
+    text = f"**{info['name']}** loaded{what}: {info['family']} family, {kind} model"
     if info["choices"]:
         text += f"; concepts: {', '.join(info['choices'])}"
     if info["vocabulary"]:
