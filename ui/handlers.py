@@ -388,7 +388,7 @@ class Handlers:
     """All server-side behaviour of the page, around one Composer."""
 
     def __init__(self, composer: Composer | None = None, fallback_model: str = "toy2d-energy",
-                 preferred_model: str = "shapes"):
+                 preferred_model: str = "shapes-exact"):
         self.composer = composer or Composer()
         self.preferred_model = preferred_model
         self.fallback_model = fallback_model
@@ -403,7 +403,8 @@ class Handlers:
 
     # --- models ----------------------------------------------------------------
     def default_model(self) -> str:
-        """'shapes' when its weights load, else the fast 2D model (decided once)."""
+        """The preferred model when it loads ('shapes-exact': it draws the default recipe best,
+        docs/shapes.md), else the fast 2D model (decided once)."""
         if self._default is None:
             for name in (self.preferred_model, self.fallback_model):
                 try:

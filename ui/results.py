@@ -8,12 +8,12 @@ import numpy as np
 from composer.recipe import SAMPLER_LABELS
 from ui.handlers import THUMB_SIDE, metrics_text, page_picture
 
-RUN_HEADERS = ["#", "model", "op.", "sampler", "steps", "seed", "n", "time s", "evals", "acc.",
-               "metrics"]
-# Shares of the pane, so the table fits it (at 1,400 px the pane is about 650 px; fixed
-# widths made it 1,224 px wide); each header fits on one line, and the metrics wrap in
-# the widest column.
-RUN_WIDTHS = ["4%", "14%", "8%", "9%", "6%", "6%", "5%", "7%", "9%", "6%", "26%"]
+RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
+               "evaluations", "acceptance", "metrics"]
+# Each header fits on one line and the metrics wrap in a column of their own; a table
+# wider than its pane scrolls sideways.
+RUN_WIDTHS = ["40px", "120px", "90px", "90px", "64px", "56px", "84px", "100px", "110px",
+              "110px", "360px"]
 
 
 def thumb_updates(slots, pictures, labels) -> dict:

@@ -14,8 +14,8 @@ from composer.models.base import ModelAdapter, ModelError
 
 # name -> (module, loader function); modules import lazily so startup stays fast.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    "shapes": ("composer.models.shapes", "load_score"),
     "shapes-exact": ("composer.models.shapes_exact", "load_exact"),
+    "shapes": ("composer.models.shapes", "load_score"),
     "toy2d-score": ("composer.models.toy2d", "load_score"),
     "toy2d-energy": ("composer.models.toy2d", "load_energy"),
 }

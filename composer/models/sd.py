@@ -45,7 +45,8 @@ ENV_DTYPE = "COMPOSER_SD_DTYPE"
 ENV_COMPILE = "COMPOSER_COMPILE"
 ENV_CHANNELS_LAST = "COMPOSER_CHANNELS_LAST"
 
-# SD 1.x latent channels 0-3 (rows) -> R, G, B (columns); DESIGN.md section 4.
+# SD 1.x latent channels 0-3 (rows) -> R, G, B (columns): the linear preview widely used
+# by SD front ends (docs/sd.md).
 LATENT_RGB = ((0.3512, 0.2297, 0.3227),
               (0.3250, 0.4974, 0.2350),
               (-0.2829, 0.1762, 0.2721),

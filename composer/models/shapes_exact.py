@@ -18,7 +18,7 @@ from composer.shapes.exact import denoise, eps_from_x0, shapes_world
 
 
 class ShapesExactModel(ShapesFamily):
-    description = "the world's exact score and energy"
+    description = "exact score, not learned"
     has_energy = True
     # The scale is chosen with the strict judge on a selection set
     # (benchmarks/shapes_select.py --folders shapes-exact); MALA and HMC adapt their
