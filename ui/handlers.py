@@ -117,12 +117,14 @@ def cancellable(fn):
         @functools.wraps(fn)
         async def stream(*args):
             cancel = threading.Event()
-            with visitor_slot():
+            with visitor_slot(), STOPPABLE.running(cancel):
                 items = fn(*args, cancel=cancel)
                 try:
                     while (item := await anyio.to_thread.run_sync(
                             next, items, _END, abandon_on_cancel=True)) is not _END:
                         yield item
+                except Cancelled:       # the page's Stop set the flag: end quietly, no error
+                    return
                 finally:
                     cancel.set()
                     with contextlib.suppress(ValueError):  # still running: it stops at the flag
@@ -141,6 +143,41 @@ def cancellable(fn):
             cancel.set()
     call.__signature__ = shown
     return call
+
+
+class Stoppable:
+    """The cancel flags of each session's running streams, so the page's Stop ends them
+    through the engine's own flag. Cancelling the Gradio event instead (`cancels=`)
+    left a red "Error" badge on the status line in 3 of 4 Stops."""
+
+    def __init__(self):
+        self._flags: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def running(self, cancel: threading.Event):
+        session = getattr(LocalContext.request.get(None), "session_hash", None)
+        with self._lock:
+            self._flags.setdefault(session, set()).add(cancel)
+        try:
+            yield
+        finally:
+            with self._lock:
+                flags = self._flags.get(session, set())
+                flags.discard(cancel)
+                if not flags:
+                    self._flags.pop(session, None)
+
+    def stop(self, session: str | None) -> int:
+        """Set the flags of a session's running streams; returns how many."""
+        with self._lock:
+            flags = list(self._flags.get(session, ())) if session is not None else []
+        for flag in flags:
+            flag.set()
+        return len(flags)
+
+
+STOPPABLE = Stoppable()
 
 
 @contextlib.contextmanager

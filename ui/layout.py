@@ -22,6 +22,7 @@ from ui.components import quiet_choices
 from ui.handlers import (
     GENERIC_ERROR,
     KEEP_SECONDS,
+    STOPPABLE,
     STREAMED_FRAMES,
     Handlers,
     Run,
@@ -559,8 +560,10 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     *[thumbs[slot] for slot in concept_images],
                     f"<div id='progress-text'>Frame {i + 1} / {len(items)} ({caption})</div>"]
 
-        def stopped(frames):
-            """Stop as a state: where the run stopped, its frames left to scrub."""
+        def stopped(frames, request: gr.Request):
+            """Stop as a state: where the run stopped, its frames left to scrub. The page's
+            running streams end at their next network evaluation (their cancel flags)."""
+            STOPPABLE.stop(getattr(request, "session_hash", None))
             if not frames or frames["done"]:      # no run of this page's to stop: keep "Done: …"
                 return gr.skip(), gr.skip(), gr.skip()
             # The run's thread may finish one more step before it sees the cancel; the
@@ -774,8 +777,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     runs_state],
             [sweep_status, sweep_image, sweep_files, runs_state, runs_table, status], api_name="sweep",
             concurrency_id=GPU_GROUP, concurrency_limit=RUN_CONCURRENCY, show_progress="minimal")
-        stop_btn.click(stopped, frames_state, [status, frame_slider, progress],
-                       cancels=[gen_event, compare_event, sweep_event, *auto_events], queue=False,
+        stop_btn.click(stopped, frames_state, [status, frame_slider, progress], queue=False,
                        api_visibility=PRIVATE)
         # A page runs one thing at a time: what starts a run cancels the page's others
         # (two runs compute at once server-wide, so an older one could finish last).
