@@ -43,6 +43,12 @@ class ShapesFamily(ModelAdapter):
     # The README's Budgets table gives the time it stands for on the 2-core CPU.
     max_evaluations = 100_000
     scheduler_config = dict(SCHEDULER_CONFIG)
+    # ULA/U-HMC: a step of 0.1 keeps moves well inside the reverse step's own noise; MALA
+    # and HMC adapt theirs toward a target acceptance (at a fixed 0.1 they accepted
+    # 96-100%, so the Metropolis test never acted).
+    mcmc_defaults = {"mcmc_steps": 1,
+                     "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
+                     "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
 
     def check_concept(self, text: str) -> None:
         try:
@@ -99,13 +105,8 @@ class ShapesModel(ShapesFamily):
     """The learned network (composer/shapes/model.py), weights in assets/shapes/."""
     description = "learned network"
     has_energy = False
-    # ULA/U-HMC: step 0.1 keeps moves well inside the reverse step's own noise; MALA and
-    # HMC adapt theirs toward a target acceptance (at a fixed 0.1 they accepted 99-100%,
-    # so the Metropolis test never acted). The
-    # scale is chosen per checkpoint by the judge: config.json's "sampling" overrides these.
-    defaults = {"scale": 5.0, "steps": 50, "mcmc_steps": 1,
-                "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
-                "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
+    # The scale is chosen per checkpoint by the judge: config.json's "sampling" overrides it.
+    defaults = {"scale": 5.0, "steps": 50, **ShapesFamily.mcmc_defaults}
 
     def __init__(self, folder: str | Path | None = None, device: torch.device | str = "cpu"):
         folder = Path(folder) if folder is not None else assets_dir()

@@ -12,7 +12,6 @@ import torch
 
 from composer.models.base import ModelError
 from composer.models.shapes import ShapesFamily
-from composer.recipe import AUTO
 from composer.shapes.data import caption_slots
 from composer.shapes.exact import denoise, eps_from_x0, shapes_world
 
@@ -21,11 +20,8 @@ class ShapesExactModel(ShapesFamily):
     description = "exact score, not learned"
     has_energy = True
     # The scale is chosen with the strict judge on a selection set
-    # (benchmarks/shapes_select.py --folders shapes-exact); MALA and HMC adapt their
-    # step toward their target acceptance ("auto", composer/engine.py).
-    defaults = {"scale": 2.0, "steps": 50, "mcmc_steps": 1,
-                "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
-                "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
+    # (benchmarks/shapes_select.py --folders shapes-exact).
+    defaults = {"scale": 2.0, "steps": 50, **ShapesFamily.mcmc_defaults}
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
