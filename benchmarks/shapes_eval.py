@@ -1,7 +1,7 @@
 """Composition accuracy of the shapes models under the strict judge: is it the model or the sampler?
 
-    python benchmarks/shapes_eval.py [--models shapes-exact,shapes,shapes:assets/shapes/previous]
-        [--n 32] [--samples 4] [--steps 50] [--families placed,free]
+    python benchmarks/shapes_eval.py [--models shapes-exact,shapes] [--n 32] [--samples 4]
+        [--n-mcmc 16] [--samples-mcmc 2] [--steps 50] [--families placed,free]
         [--tasks and1,and2,and3,not] [--samplers ddim,ula,uhmc,mala,hmc] [--scale S]
 
 Models: a built-in name, or "shapes:FOLDER" for learned weights in FOLDER (the
@@ -109,12 +109,14 @@ def update_doc(path: Path, text: str) -> None:
 
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="shapes-exact,shapes,shapes:assets/shapes/previous")
+    p.add_argument("--models", default="shapes-exact,shapes",
+                   help="the previous weights' rows (shapes:assets/shapes/previous) are kept "
+                        "from an earlier run unless named here")
     p.add_argument("--n", type=int, default=32, help="compositions per cell")
     p.add_argument("--samples", type=int, default=4, help="samples per composition")
-    p.add_argument("--n-mcmc", type=int, default=None, help="compositions per cell for MCMC "
-                   "samplers (default: --n); they cost 2-3x a reverse sampler")
-    p.add_argument("--samples-mcmc", type=int, default=None, help="default: --samples")
+    p.add_argument("--n-mcmc", type=int, default=16, help="compositions per cell for MCMC "
+                   "samplers; they cost 2-3x a reverse sampler")
+    p.add_argument("--samples-mcmc", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--scale", type=float, default=None, help="default: the model's")
     p.add_argument("--beta", type=float, default=1.0, help="NOT strength")
