@@ -185,3 +185,25 @@ def test_mixture_draws_each_caption_in_its_share():
     share = float(torch.cat(shares).mean())
     n = 128
     assert abs(share - 0.25) <= 4 * math.sqrt(0.25 * 0.75 / n), share
+
+
+def test_mixture_verdicts_take_either_caption_and_still_refuse_clutter():
+    """A mixture (OR) holds when one positive caption does; a scene with neither, or a
+    cluttered one, is not correct."""
+    model = load_model("shapes-exact", "cpu")
+    recipe = Recipe(model="shapes-exact", concepts=(Concept("red"), Concept("blue")),
+                    operator="mixture")
+    g = torch.Generator().manual_seed(5)
+    scenes = data.sample_scenes(64, g, min_objects=1, max_objects=1)
+    images = data.render(scenes)
+    colours = [list(data.COLOURS)[int(c)] for c in scenes.colour[:, 0]]
+    verdicts = model.verdicts(recipe, images)
+    for colour, verdict in zip(colours, verdicts):
+        assert verdict["correct"] == (colour in ("red", "blue")), (colour, verdict)
+    cluttered = images.clone()
+    cluttered[:, :, 0:2, 0:2] = 1.0                  # a 2x2 white fragment in every corner
+    cluttered[:, :, 30:32, 0:2] = 1.0
+    cluttered[:, :, 0:2, 30:32] = 1.0
+    assert not any(v["correct"] for v in model.verdicts(recipe, cluttered))
+    anded = dataclasses.replace(recipe, operator="and")
+    assert not any(v["correct"] for v in model.verdicts(anded, images))   # AND needs both
