@@ -1,6 +1,6 @@
 """What each built-in model's run budget stands for in time, on this machine.
 
-    python benchmarks/budget.py [--threads 0]
+    python -m benchmarks.budget [--threads 0]
 
 For each built-in model, times one run of its default example recipe through
 the facade, divides by that run's cost (engine.cost: network evaluations) to get
@@ -12,18 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from composer import engine
+from composer.facade import Composer
+from composer.recipe import Recipe
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from composer import engine  # noqa: E402
-from composer.facade import Composer  # noqa: E402
-from composer.recipe import Recipe  # noqa: E402
 
 EXAMPLES = {"shapes": "shapes_not.json", "toy2d-energy": "product.json"}
 

@@ -1,6 +1,6 @@
 """The app under a crowd, measured through gradio_client against the real app.
 
-    python benchmarks/load.py [--sessions 100] [--runs 3] [--parts latency,small,crowd,cancel,memory]
+    python -m benchmarks.load [--sessions 100] [--runs 3] [--parts latency,small,crowd,cancel,memory]
 
 Starts the app in a process of its own on toy2d-energy and measures, through
 gradio_client from this one, side by side in one run:
@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SMALL = {"model": "toy2d-energy", "operator": "product",
          "concepts": [{"text": "ring"}, {"text": "bar"}],

@@ -1,6 +1,6 @@
 """What the maps cost per step: the same run with maps off and on, side by side.
 
-    python benchmarks/maps.py [--repeats 5]
+    python -m benchmarks.maps [--repeats 5]
 
 For each case, times whole runs through the facade (frames drawn, as the app
 does), alternating off and on, and reports the median seconds per step of each
@@ -15,15 +15,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from composer.facade import Composer
+from composer.recipe import Recipe
 
-from composer.facade import Composer  # noqa: E402
-from composer.recipe import Recipe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "toy2d-energy product, DDIM": {

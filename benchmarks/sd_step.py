@@ -9,9 +9,9 @@ For N = 1, 2, 4, 8 concepts ("and", so N + 1 rows with the unconditional one):
 Prints JSON (with the ratios (a)/(b) and (c)/(a)) and a table. Weights are random:
 only speed is measured.
 
-    python benchmarks/sd_step.py                  # small UNet, CPU, fp32
-    python benchmarks/sd_step.py --full           # SD 1.5-sized UNet, fp16 on CUDA
-    python benchmarks/sd_step.py --out benchmarks/results/sd_step_cpu.json
+    python -m benchmarks.sd_step                  # small UNet, CPU, fp32
+    python -m benchmarks.sd_step --full           # SD 1.5-sized UNet, fp16 on CUDA
+    python -m benchmarks.sd_step --out benchmarks/results/sd_step_cpu.json
 """
 from __future__ import annotations
 
@@ -26,13 +26,10 @@ from types import SimpleNamespace
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-
-from composer.engine import composed_density          # noqa: E402
-from composer.models.sd import SDAdapter               # noqa: E402
-from composer.operators import make_rule               # noqa: E402
-from composer.recipe import Concept                    # noqa: E402
+from composer.engine import composed_density
+from composer.models.sd import SDAdapter
+from composer.operators import make_rule
+from composer.recipe import Concept
 
 # A small UNet whose CPU timings are dominated by compute, not Python overhead.
 SMALL = dict(sample_size=16, block_out_channels=(32, 64, 64), layers_per_block=1,
@@ -49,7 +46,7 @@ def build_adapter(config: dict, device: torch.device, dtype: torch.dtype) -> SDA
     random CLIP text encoder of the matching width (text encoding is not timed)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-    from tiny_sd import tiny_tokenizer
+    from composer.models.tiny_sd import tiny_tokenizer
 
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
@@ -160,7 +157,7 @@ def main(argv=None) -> dict:
     report = {
         "benchmark": "sd_step",
         "unet": "full (SD 1.5 config)" if args.full else "small",
-        "command": "python benchmarks/sd_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.sd_step " + " ".join(sys.argv[1:] if argv is None else argv),
         "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "unet_parameters": params,
         "latent_shape": list(model.sample_shape),

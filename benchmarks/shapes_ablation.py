@@ -1,6 +1,6 @@
 """Equal-wall-time training ablation of the shapes model's target, judged strictly.
 
-    python benchmarks/shapes_ablation.py [--minutes 8] [--runs noisy,exact,exact-finetune]
+    python -m benchmarks.shapes_ablation [--minutes 8] [--runs noisy,exact,exact-finetune]
         [--continue-minutes 55]
 
 Each arm trains for --minutes of wall time (same seed, batch, architecture,
@@ -21,22 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from composer.evaluation import run_task
+from composer.models.shapes import ShapesModel
+from composer.recipe import SamplerSpec
+from composer.shapes import train
+from composer.samplers import alphas_cumprod
+from composer.shapes.data import render, sample_scenes, sample_slots
+from composer.shapes.model import SCHEDULER_CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from composer.evaluation import run_task  # noqa: E402
-from composer.models.shapes import ShapesModel  # noqa: E402
-from composer.recipe import SamplerSpec  # noqa: E402
-from composer.shapes import train  # noqa: E402
-from composer.samplers import alphas_cumprod  # noqa: E402
-from composer.shapes.data import render, sample_scenes, sample_slots  # noqa: E402
-from composer.shapes.model import SCHEDULER_CONFIG  # noqa: E402
 
 ARCHITECTURE = ["--stem", "32", "--text-tokens"]
 PREVIOUS = "assets/shapes/training_state.pt"   # the weights shipped before the exact target

@@ -1,6 +1,6 @@
 """How typical is a recipe's seed? Judge one recipe over many seeds.
 
-    python benchmarks/shapes_default.py assets/recipes/shapes_two_objects.json [--seeds 20]
+    python -m benchmarks.shapes_default assets/recipes/shapes_two_objects.json [--seeds 20]
         [--model shapes-exact]
 
 Renders the recipe through the facade for seeds 0..N-1 and prints, per seed,
@@ -15,14 +15,12 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from composer.facade import Composer
+from composer.recipe import Recipe
 
-from composer.facade import Composer  # noqa: E402
-from composer.recipe import Recipe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> dict:

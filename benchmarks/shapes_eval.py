@@ -1,6 +1,6 @@
 """Composition accuracy of the shapes models under the strict judge: is it the model or the sampler?
 
-    python benchmarks/shapes_eval.py [--models shapes-exact,shapes] [--n 32] [--samples 4]
+    python -m benchmarks.shapes_eval [--models shapes-exact,shapes] [--n 32] [--samples 4]
         [--n-mcmc 16] [--samples-mcmc 2] [--steps 50] [--families placed,free]
         [--tasks and1,and2,and3,not] [--samplers ddim,ula,uhmc,mala,hmc] [--scale S]
 
@@ -27,16 +27,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from composer.evaluation import run_task
+from composer.models import load_model
+from composer.models.shapes import ShapesModel
+from composer.recipe import SamplerSpec
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from composer.evaluation import run_task  # noqa: E402
-from composer.models import load_model  # noqa: E402
-from composer.models.shapes import ShapesModel  # noqa: E402
-from composer.recipe import SamplerSpec  # noqa: E402
 
 KNOWN = ["shapes-exact", "shapes", "shapes:assets/shapes/previous"]
 
@@ -144,7 +143,7 @@ def main() -> dict:
     models = args.models.split(",")
     earlier = json.loads(out.read_text()) if out.exists() else {}
     results = [r for r in earlier.get("results", []) if r.get("model") in KNOWN and r["model"] not in models]
-    report = {"benchmark": "shapes_eval", "command": " ".join(["python"] + sys.argv),
+    report = {"benchmark": "shapes_eval", "command": "python -m benchmarks.shapes_eval " + " ".join(sys.argv[1:]),
               "args": vars(args), "results": results, "threads": torch.get_num_threads(),
               "models": {k: v for k, v in earlier.get("models", {}).items() if k not in models}}
     start = time.time()

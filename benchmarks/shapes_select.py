@@ -1,6 +1,6 @@
 """Pick the shapes checkpoint to ship, and its guidance scale, by the strict judge.
 
-    python benchmarks/shapes_select.py --folders runs/x/snapshots/step_12000,runs/x/export
+    python -m benchmarks.shapes_select --folders runs/x/snapshots/step_12000,runs/x/export
         [--scales 2,3,5,7.5] [--clip off,on] [--n 16] [--samples 2] [--sampler ddim]
 
 A folder may also be "shapes-exact" (the exact model: its defaults live in code).
@@ -19,15 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from composer.evaluation import run_task
+from composer.models import load_model
+from composer.models.shapes import ShapesModel
+from composer.recipe import SamplerSpec
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from composer.evaluation import run_task  # noqa: E402
-from composer.models import load_model  # noqa: E402
-from composer.models.shapes import ShapesModel  # noqa: E402
-from composer.recipe import SamplerSpec  # noqa: E402
 
 SELECTION = [(family, task) for family in ("placed", "free")
              for task in ("and1", "and2", "and3", "not")]
@@ -98,7 +97,7 @@ def main() -> dict:
         meta["sampling"] = {**meta.get("sampling", {}), "scale": best["scale"]}
         meta["scheduler"]["clip_sample"] = best["clip"] == "on"
         meta["selection"] = {k: best[k] for k in ("mean_strict", "mean_captions", "mean_clean")}
-        meta["selection"]["command"] = " ".join(["python"] + sys.argv)
+        meta["selection"]["command"] = "python -m benchmarks.shapes_select " + " ".join(sys.argv[1:])
         config_path.write_text(json.dumps(meta, indent=2) + "\n")
     return {"rows": rows, "best": best}
 

@@ -1,6 +1,6 @@
 """Speed of the shapes models: one image, 3 concepts, 50 DDIM steps, through the engine.
 
-    python benchmarks/shapes_speed.py [--repeats 5] [--threads 0] [--models shapes,shapes-exact]
+    python -m benchmarks.shapes_speed [--repeats 5] [--threads 0] [--models shapes,shapes-exact]
 
 Both models run in one invocation, alternating, so the ratio is measured under
 the same load. Prints JSON and writes benchmarks/results/shapes_speed.json.
@@ -15,18 +15,16 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from composer.engine import generate
+from composer.models import load_model
+from composer.recipe import Concept, Recipe, SamplerSpec
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from composer.engine import generate  # noqa: E402
-from composer.models import load_model  # noqa: E402
-from composer.recipe import Concept, Recipe, SamplerSpec  # noqa: E402
 
 
 def main() -> dict:

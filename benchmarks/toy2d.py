@@ -36,25 +36,22 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:           # also runnable as `python benchmarks/toy2d.py`
-    sys.path.insert(0, str(ROOT))
-
-from composer.engine import NonFiniteError, generate, sample  # noqa: E402
-from composer.maps import GRID, grid_points  # noqa: E402
-from composer.models import load_model  # noqa: E402
-from composer.recipe import Concept, Recipe, SamplerSpec  # noqa: E402
-from composer.media import labelled_grid  # noqa: E402
-from composer.toy2d.data import CONCEPTS, SETUPS as TARGETS  # noqa: E402
-from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, scatter_image,  # noqa: E402
+from composer.engine import NonFiniteError, generate, sample
+from composer.maps import GRID, grid_points
+from composer.models import load_model
+from composer.recipe import Concept, Recipe, SamplerSpec
+from composer.media import labelled_grid
+from composer.toy2d.data import CONCEPTS, SETUPS as TARGETS
+from composer.toy2d.lab import (BANDWIDTH, ground_truth, mmd2, scatter_image,
                                 setup_of, support_fraction)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SETUPS = ("product", "mixture", "negation")
 SAMPLERS = ("ddpm", "ddim", "ula", "uhmc", "mala", "hmc")

@@ -1,7 +1,7 @@
 """Stable Diffusion adapter on tiny random-weight pipelines saved to a folder.
 
-No weights are downloaded: tests/tiny_sd.py builds the pipeline, saves it with
-save_pretrained, and the adapter loads it back through the registry with
+No weights are downloaded: composer/models/tiny_sd.py builds the pipeline, saves
+it with save_pretrained, and the adapter loads it back through the registry with
 HF_HUB_OFFLINE=1, which exercises the real loading code.
 """
 from __future__ import annotations
@@ -12,20 +12,17 @@ import logging
 import math
 import os
 import shutil
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
 from composer.engine import generate, sample                      # noqa: E402
 from composer.models import ModelError, load_model                # noqa: E402
 from composer.models.sd import SDAdapter, load_sd                 # noqa: E402
+from composer.models.tiny_sd import save_tiny_sd                  # noqa: E402
 from composer.recipe import Concept, Recipe, SamplerSpec          # noqa: E402
-from tiny_sd import save_tiny_sd                                  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -416,7 +416,7 @@ def test_words_outside_the_vocabulary_are_listed_per_row():
 
 
 def test_stable_diffusion_folder_through_the_api(client, tmp_path):
-    from tests.tiny_sd import save_tiny_sd
+    from composer.models.tiny_sd import save_tiny_sd
 
     folder = save_tiny_sd(tmp_path / "tiny-sd")
     recipe = {"model": str(folder), "concepts": [{"text": "a cat"}, {"text": "a dog", "negate": True}],

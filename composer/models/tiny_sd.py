@@ -1,4 +1,7 @@
-"""A tiny random-weight Stable Diffusion pipeline, built offline.
+"""A tiny random-weight Stable Diffusion checkpoint, written to a folder, for
+the tests and sd_step's quick mode; nothing downloads.
+
+    python -m composer.models.tiny_sd FOLDER
 
 The components follow the small configs diffusers uses in its own pipeline
 tests: a two-level UNet with cross-attention, a small four-level VAE (so the

@@ -1,0 +1,1 @@
+"""Benchmark scripts that print JSON; run from the repository as `python -m benchmarks.<name>`."""
