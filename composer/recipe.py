@@ -1,16 +1,21 @@
 """The recipe: one versioned, JSON-serialisable description of a composition.
 
-Validation lives here and only here. Every error is a `RecipeError` whose
-message starts with the dotted path of the bad field and says what is allowed.
-Fields left as ``None`` take the model's defaults (see `Recipe.with_defaults`).
+The schema is a set of frozen pydantic (v2) dataclasses, and validation lives here
+and only here. Every scalar field is strict: a bool is not a number, a number is
+not a string, NaN and infinity are refused, and so are unknown fields. The one
+conversion is a whole float in an integer field (5.0 -> 5), which JSON Schema itself
+counts as an integer. Every error is a `RecipeError` whose message starts with the
+dotted path of the bad field and says what is allowed. Fields left as ``None`` take
+the model's defaults (see `Recipe.with_defaults`).
 """
-from __future__ import annotations
-
 import dataclasses
+import functools
 import json
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, Strict, StrictBool,
+                      StrictStr, TypeAdapter, ValidationError, ValidationInfo, field_validator)
+from pydantic.dataclasses import dataclass
 
 RECIPE_VERSION = 1
 MAX_CONCEPTS = 8
@@ -33,6 +38,15 @@ SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "hmc": "HMC (Metropolis)"}
 # MCMC runs between steps of a variance-preserving reverse process.
 MCMC_PREDICTORS = ("ddpm", "ddim")
+# Every numeric field's range; the fields and the error messages both read it.
+RANGES = {"weight": (0, 10), "beta": (0, 10), "scale": (0, 50), "steps": (1, 1000),
+          "seed": (0, 2**32 - 1), "num_samples": (1, 4096), "best_of": (1, 8),
+          "mcmc_steps": (0, 50), "step_size": (0, 2), "leapfrog_steps": (1, 20),
+          "damping": (0, 1), "line_points": (2, 33)}
+OPEN_BELOW = ("step_size",)        # a step of 0 would not move
+# Strictness is on each scalar type (Strict()): pydantic's model-wide strict=True would
+# also refuse the dicts and lists that the nested rows and sampler arrive as.
+CONFIG = ConfigDict(extra="forbid")
 
 
 class RecipeError(ValueError):
@@ -67,75 +81,80 @@ def parse_json(text: str | bytes, what: str) -> Any:
         raise RecipeError(f"{what}: not valid JSON ({str(err)[:80]})") from None
 
 
-def _number(path: str, value: Any, lo: float, hi: float, *, integer: bool = False,
-            open_lo: bool = False) -> float | int:
-    """The value as an int (a whole float such as 1.0 is accepted) or a float;
-    booleans are not numbers."""
-    kind = "an integer" if integer else "a finite number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecipeError(f"{path}: must be {kind}, got {echo(value)}")
-    if not math.isfinite(value) or (integer and isinstance(value, float) and not value.is_integer()):
-        raise RecipeError(f"{path}: must be {kind}, got {echo(value)}")
-    bracket = "(" if open_lo else "["
-    if value < lo or value > hi or (open_lo and value == lo):
-        raise RecipeError(f"{path}: must be in {bracket}{lo:g}, {hi:g}], got {echo(value)}")
-    return int(value) if integer else float(value)
+# --- field types ----------------------------------------------------------------
+
+def _whole_float_as_int(value: Any) -> Any:
+    """5.0 -> 5 (JSON Schema's integer; sweep ranges produce such floats); 2.5 stays and is refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _keep(obj: Any, name: str, value: Any) -> None:
-    """Store the checked form of a field on a frozen dataclass (1.0 -> 1 for ints)."""
-    object.__setattr__(obj, name, value)
+def _integer(name: str) -> Any:
+    low, high = RANGES[name]
+    return Annotated[int, Strict(), Field(ge=low, le=high), BeforeValidator(_whole_float_as_int)]
 
 
-def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise RecipeError(f"{path}: must be one of {', '.join(allowed)}; got {echo(value)}")
-    return value
+def _real(name: str) -> Any:
+    """A finite float in the field's range; an int is a fine float (2 -> 2.0)."""
+    low, high = RANGES[name]
+    below = {"gt": low} if name in OPEN_BELOW else {"ge": low}
+    return Annotated[float, Strict(), Field(le=high, allow_inf_nan=False, **below)]
 
 
-def _flag(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RecipeError(f"{path}: must be true or false, got {echo(value)}")
-    return value
+def _prompt(text: str) -> str:
+    if not text.strip():
+        raise ValueError("is empty; write a prompt or remove the row")
+    return text
 
 
-def _known_keys(path: str, data: Any, cls: type) -> dict:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path or 'recipe'}: must be an object, got {type(data).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in data if key not in names]
-    if unknown:
-        where = f"{path}." if path else ""
-        name = unknown[0] if isinstance(unknown[0], str) and unknown[0].isidentifier() else echo(unknown[0])
-        raise RecipeError(f"{where}{name[:ECHO_CHARS]}: unknown field; allowed fields are "
-                          f"{', '.join(names)}")
-    return data
+def _model_name(name: Any) -> Any:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"must name a model, got {echo(name)}")
+    return name
 
 
-@dataclass(frozen=True)
+def _readable_version(version: int) -> int:
+    if version != RECIPE_VERSION:
+        raise ValueError(f"this app reads version {RECIPE_VERSION}, got {echo(version)}")
+    return version
+
+
+def _sampler_by_name(value: Any) -> Any:
+    """`"sampler": "hmc"` is short for `{"name": "hmc"}`."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _raising_recipe_errors(where: str):
+    """Constructing (and `dataclasses.replace`) raises RecipeError, not pydantic's
+    ValidationError; `where` is the class's own path in a recipe."""
+    def decorate(cls):
+        validate = cls.__init__
+
+        @functools.wraps(validate)
+        def __init__(self, *args, **kwargs):
+            try:
+                validate(self, *args, **kwargs)
+            except ValidationError as err:
+                raise RecipeError(_message(err, where)) from None
+        cls.__init__ = __init__
+        return cls
+    return decorate
+
+
+# --- the schema -----------------------------------------------------------------
+
+@_raising_recipe_errors("concept")
+@dataclass(frozen=True, config=CONFIG)
 class Concept:
     """One row: a prompt that is ANDed with `weight`, or NOT-ed with `beta`.
 
     Muted rows stay in the recipe (so a shared link restores them) but take no
     part in the composition.
     """
-    text: str
-    weight: float = 1.0
-    negate: bool = False
-    beta: float = 1.0
-    muted: bool = False
-
-    def validate(self, path: str) -> None:
-        if not isinstance(self.text, str):
-            raise RecipeError(f"{path}.text: must be a string, got {echo(self.text)}")
-        if not self.text.strip():
-            raise RecipeError(f"{path}.text: is empty; write a prompt or remove the row")
-        if len(self.text) > MAX_TEXT_CHARS:
-            raise RecipeError(f"{path}.text: longer than {MAX_TEXT_CHARS} characters")
-        _keep(self, "weight", _number(f"{path}.weight", self.weight, 0.0, 10.0))
-        _flag(f"{path}.negate", self.negate)
-        _keep(self, "beta", _number(f"{path}.beta", self.beta, 0.0, 10.0))
-        _flag(f"{path}.muted", self.muted)
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_prompt)]
+    weight: _real("weight") = 1.0
+    negate: StrictBool = False
+    beta: _real("beta") = 1.0
+    muted: StrictBool = False
 
     @property
     def coefficient(self) -> float:
@@ -143,7 +162,8 @@ class Concept:
         return -self.beta if self.negate else self.weight
 
 
-@dataclass(frozen=True)
+@_raising_recipe_errors("sampler")
+@dataclass(frozen=True, config=CONFIG)
 class SamplerSpec:
     """A sampler and its knobs. `None` knobs take the model's defaults.
 
@@ -158,32 +178,22 @@ class SamplerSpec:
     - line_points: trapezoid points for the log-density difference on
       score-only models (Sjoberg et al. 2023).
     """
-    name: str = "ddim"
-    scheduler: str = "ddpm"
-    mcmc_steps: int | None = None
-    step_size: float | str | None = None
-    leapfrog_steps: int | None = None
-    damping: float | None = None
-    line_points: int | None = None
+    name: Literal[SAMPLERS] = "ddim"
+    scheduler: Literal[MCMC_PREDICTORS] = "ddpm"
+    mcmc_steps: _integer("mcmc_steps") | None = None
+    step_size: _real("step_size") | Literal["auto"] | None = None
+    leapfrog_steps: _integer("leapfrog_steps") | None = None
+    damping: _real("damping") | None = None
+    line_points: _integer("line_points") | None = None
 
-    def validate(self, path: str) -> None:
-        _choice(f"{path}.name", self.name, SAMPLERS)
-        _choice(f"{path}.scheduler", self.scheduler, MCMC_PREDICTORS)
-        checks = {
-            "mcmc_steps": (0, 50, True), "step_size": (0.0, 2.0, False),
-            "leapfrog_steps": (1, 20, True), "damping": (0.0, 1.0, False),
-            "line_points": (2, 33, True),
-        }
-        if self.step_size == AUTO:
-            if self.name not in METROPOLIS_SAMPLERS:
-                raise RecipeError(f"{path}.step_size: 'auto' adapts the step to the Metropolis "
-                                  f"acceptance, so it needs mala or hmc; got {self.name!r}")
-            checks.pop("step_size")
-        for name, (lo, hi, integer) in checks.items():
-            value = getattr(self, name)
-            if value is not None:
-                _keep(self, name, _number(f"{path}.{name}", value, lo, hi, integer=integer,
-                                          open_lo=(name == "step_size")))
+    @field_validator("step_size")
+    @classmethod
+    def _auto_needs_metropolis(cls, step_size: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("name")            # absent when the name itself was refused
+        if step_size == AUTO and name is not None and name not in METROPOLIS_SAMPLERS:
+            raise ValueError(f"'auto' adapts the step to the Metropolis acceptance, so it "
+                             f"needs mala or hmc; got {name!r}")
+        return step_size
 
     @property
     def is_mcmc(self) -> bool:
@@ -194,63 +204,59 @@ class SamplerSpec:
         return self.name in METROPOLIS_SAMPLERS
 
 
-@dataclass(frozen=True)
+@_raising_recipe_errors("")
+@dataclass(frozen=True, config=CONFIG)
 class Recipe:
-    model: str = "shapes"
-    concepts: tuple[Concept, ...] = ()
-    operator: str = "and"
-    negation: str = "ratio"
-    scale: float | None = None
-    sampler: SamplerSpec = field(default_factory=SamplerSpec)
-    steps: int | None = None
-    seed: int = 0
-    num_samples: int = 1
-    version: int = RECIPE_VERSION
+    """One composition: its rows, how they combine, the sampler and the run. `None`
+    fields take the model's defaults; docs/recipe.md describes every field."""
+    model: Annotated[StrictStr, Field(max_length=MAX_MODEL_CHARS), BeforeValidator(_model_name)] = "shapes"
+    # validate_default: an empty recipe must be refused for having nothing to compose
+    concepts: Annotated[tuple[Concept, ...], Field(max_length=MAX_CONCEPTS, validate_default=True)] = ()
+    operator: Literal[OPERATORS] = "and"
+    negation: Literal[NEGATIONS] = "ratio"
+    scale: _real("scale") | None = None
+    sampler: Annotated[SamplerSpec, BeforeValidator(
+        _sampler_by_name, json_schema_input_type=SamplerSpec | Literal[SAMPLERS])] = SamplerSpec()
+    steps: _integer("steps") | None = None
+    seed: _integer("seed") = 0
+    num_samples: _integer("num_samples") = 1
+    version: Annotated[int, Strict(), AfterValidator(_readable_version),
+                       BeforeValidator(_whole_float_as_int),
+                       Field(json_schema_extra={"const": RECIPE_VERSION})] = RECIPE_VERSION
+    # Draw this many candidates per sample and keep the one whose rows all hold by the
+    # model's own lift verdict (composer/lift.py); 1: off. Left out of to_dict when 1.
+    best_of: _integer("best_of") = 1
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        version = _number("version", self.version, 1, 2**31, integer=True)
-        if version != RECIPE_VERSION:
-            raise RecipeError(f"version: this app reads version {RECIPE_VERSION}, got {echo(version)}")
-        _keep(self, "version", version)
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise RecipeError(f"model: must name a model, got {echo(self.model)}")
-        if len(self.model) > MAX_MODEL_CHARS:
-            raise RecipeError(f"model: longer than {MAX_MODEL_CHARS} characters")
-        if not isinstance(self.concepts, tuple):
-            raise RecipeError("concepts: must be a list")
-        if len(self.concepts) > MAX_CONCEPTS:
-            raise RecipeError(f"concepts: at most {MAX_CONCEPTS} rows, got {len(self.concepts)}")
-        for i, concept in enumerate(self.concepts):
-            concept.validate(f"concepts[{i}]")
-        active = self.active_concepts
+    @field_validator("concepts")
+    @classmethod
+    def _something_to_compose(cls, concepts: tuple[Concept, ...]) -> tuple[Concept, ...]:
+        active = [c for c in concepts if not c.muted]
         if not active:
-            raise RecipeError("concepts: add at least one concept that is not muted")
+            raise ValueError("add at least one concept that is not muted")
         positives = [c for c in active if not c.negate]
         if not positives:
-            raise RecipeError("concepts: NOT needs at least one positive (AND) concept; "
-                              "negation alone has nothing to subtract from")
+            raise ValueError("NOT needs at least one positive (AND) concept; "
+                             "negation alone has nothing to subtract from")
         if all(c.weight == 0 for c in positives):
-            raise RecipeError("concepts: every AND weight is 0, so no concept takes part; "
-                              "raise a weight above 0 or mute the row")
-        _choice("operator", self.operator, OPERATORS)
-        if self.operator == "mixture" and any(c.negate for c in active):
-            raise RecipeError("operator: mixture takes no NOT rows; use 'product' or 'and' for negation")
-        _choice("negation", self.negation, NEGATIONS)
-        if self.negation != "ratio" and self.operator != "product":
-            raise RecipeError(f"negation: {self.negation!r} is a form of the product operator's NOT; "
-                              f"the {self.operator!r} operator takes negation 'ratio' (its own form)")
-        if self.scale is not None:
-            _keep(self, "scale", _number("scale", self.scale, 0.0, 50.0))
-        if not isinstance(self.sampler, SamplerSpec):
-            raise RecipeError("sampler: must be an object or a sampler name")
-        self.sampler.validate("sampler")
-        if self.steps is not None:
-            _keep(self, "steps", _number("steps", self.steps, 1, 1000, integer=True))
-        _keep(self, "seed", _number("seed", self.seed, 0, 2**32 - 1, integer=True))
-        _keep(self, "num_samples", _number("num_samples", self.num_samples, 1, 4096, integer=True))
+            raise ValueError("every AND weight is 0, so no concept takes part; "
+                             "raise a weight above 0 or mute the row")
+        return concepts
+
+    @field_validator("operator")
+    @classmethod
+    def _mixture_has_no_not(cls, operator: str, info: ValidationInfo) -> str:
+        if operator == "mixture" and any(c.negate and not c.muted for c in info.data.get("concepts", ())):
+            raise ValueError("mixture takes no NOT rows; use 'product' or 'and' for negation")
+        return operator
+
+    @field_validator("negation")
+    @classmethod
+    def _negation_of_product(cls, negation: str, info: ValidationInfo) -> str:
+        operator = info.data.get("operator")
+        if negation != "ratio" and operator not in (None, "product"):
+            raise ValueError(f"{negation!r} is a form of the product operator's NOT; the "
+                             f"{operator!r} operator takes negation 'ratio' (its own form)")
+        return negation
 
     @property
     def active_concepts(self) -> tuple[Concept, ...]:
@@ -271,6 +277,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["concepts"] = list(data["concepts"])
+        if self.best_of == 1:      # off: links and PNGs stay byte-identical to those made before it
+            del data["best_of"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -278,25 +286,85 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Recipe":
-        data = dict(_known_keys("", data, cls))
-        concepts = data.get("concepts", [])
-        if not isinstance(concepts, list):
-            raise RecipeError("concepts: must be a list")
-        rows = []
-        for i, row in enumerate(concepts):
-            row = _known_keys(f"concepts[{i}]", row, Concept)
-            if "text" not in row:
-                raise RecipeError(f"concepts[{i}].text: is missing")
-            rows.append(Concept(**row))
-        data["concepts"] = tuple(rows)
-        sampler = data.get("sampler", {})
-        if isinstance(sampler, str):
-            sampler = {"name": sampler}
-        data["sampler"] = SamplerSpec(**_known_keys("sampler", sampler, SamplerSpec))
-        return cls(**data)
+        try:
+            return RECIPE.validate_python(data)
+        except ValidationError as err:
+            raise RecipeError(_message(err, "")) from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Recipe":
         """Parse a recipe; every failure (size, encoding, syntax, nesting depth,
         huge numbers) is a RecipeError. A UTF-8 byte-order mark is allowed."""
         return cls.from_dict(parse_json(text, "recipe"))
+
+
+RECIPE = TypeAdapter(Recipe)
+
+
+def recipe_json_schema() -> dict:
+    """The recipe's JSON Schema (draft 2020-12); docs/recipe.md carries a copy."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **RECIPE.json_schema()}
+
+
+# --- pydantic's errors in the recipe's words --------------------------------------------
+
+OWNERS = {"": Recipe, "concept": Concept, "sampler": SamplerSpec}
+NESTED = {"concepts": Concept, "sampler": SamplerSpec}
+FIELD_NAMES = {f.name for cls in OWNERS.values() for f in dataclasses.fields(cls)}
+UNKNOWN_FIELD = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
+MUST_BE = {"int_type": "an integer", "float_type": "a finite number",
+           "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string"}
+OUT_OF_RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _path(where: str, loc: tuple) -> str:
+    """('concepts', 1, 'beta') -> 'concepts[1].beta'; pydantic's tags for the members
+    of a union ('constrained-float', ...) are left out."""
+    path = where
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in FIELD_NAMES:
+            path += f".{part}" if path else part
+    return path
+
+
+def _message(err: ValidationError, where: str) -> str:
+    """One line for the first problem: unknown fields first, then the version (a recipe
+    from another version fails for that reason), then in field order."""
+    error = min(err.errors(), key=lambda e: (e["type"] not in UNKNOWN_FIELD, e["loc"][:1] != ("version",)))
+    kind, loc, value, ctx = error["type"], error["loc"], error["input"], error.get("ctx", {})
+    owner = OWNERS[where]
+    if kind in UNKNOWN_FIELD:
+        for part in loc[:-1]:
+            owner = NESTED.get(part, owner)
+        name = loc[-1] if isinstance(loc[-1], str) and loc[-1].isidentifier() else echo(loc[-1])
+        parent = _path(where, loc[:-1])
+        return (f"{parent + '.' if parent else ''}{name[:ECHO_CHARS]}: unknown field; allowed fields "
+                f"are {', '.join(f.name for f in dataclasses.fields(owner))}")
+    names = [f.name for f in dataclasses.fields(owner)]
+    if loc and isinstance(loc[0], int) and loc[0] < len(names):
+        loc = (names[loc[0]],) + loc[1:]        # a positional argument: Concept("ring", 99.0)
+    path = _path(where, loc) or "recipe"
+    if kind in MUST_BE:
+        return f"{path}: must be {MUST_BE[kind]}, got {echo(value)}"
+    if kind in OUT_OF_RANGE:
+        name = next(part for part in reversed(loc) if part in RANGES)
+        low, high = RANGES[name]
+        return f"{path}: must be in {'(' if name in OPEN_BELOW else '['}{low:g}, {high:g}], got {echo(value)}"
+    if kind == "literal_error":
+        allowed = ctx["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{path}: must be one of {allowed}; got {echo(value)}"
+    if kind == "value_error":                   # raised by the validators above, in our words
+        return f"{path}: {ctx['error']}"
+    if kind == "too_long":
+        return f"{path}: at most {ctx['max_length']} rows, got {ctx['actual_length']}"
+    if kind == "string_too_long":
+        return f"{path}: longer than {ctx['max_length']} characters"
+    if kind == "dataclass_type":
+        return f"{path}: must be an object, got {type(value).__name__}"
+    if kind == "tuple_type":
+        return f"{path}: must be a list"
+    if kind == "missing":
+        return f"{path}: is missing"
+    return f"{path}: {error['msg']}"

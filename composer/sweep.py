@@ -16,7 +16,6 @@ own; the first axis runs down the rows of the grid, the second across.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -63,7 +62,9 @@ def field_label(field: str) -> str:
 
 
 def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
-    """The recipe with one swept field set; RecipeError if the result is invalid."""
+    """The recipe with one swept field set; RecipeError, naming the field by its path
+    in the recipe, if the result is invalid."""
+    data = recipe.to_dict()
     match = CONCEPT_FIELD.match(field)
     if match:
         index, name = int(match.group(1)), match.group(2)
@@ -74,15 +75,14 @@ def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
                          else ("an AND row", "its AND weight"))
             raise RecipeError(f"{field}: row {index + 1} is {kind}, so this would change "
                               f"nothing; sweep {use}")
-        concepts = list(recipe.concepts)
-        concepts[index] = dataclasses.replace(concepts[index], **{name: value})
-        return dataclasses.replace(recipe, concepts=tuple(concepts))
-    if field in TOP_FIELDS:
-        return dataclasses.replace(recipe, **{field: value})
-    if field in SAMPLER_FIELDS:
-        name = field.split(".", 1)[1]
-        return dataclasses.replace(recipe, sampler=dataclasses.replace(recipe.sampler, **{name: value}))
-    raise RecipeError(f"field: cannot sweep {echo(field)}; sweepable fields are {', '.join(FIELDS)}")
+        data["concepts"][index][name] = value
+    elif field in TOP_FIELDS:
+        data[field] = value
+    elif field in SAMPLER_FIELDS:
+        data["sampler"][field.split(".", 1)[1]] = value
+    else:
+        raise RecipeError(f"field: cannot sweep {echo(field)}; sweepable fields are {', '.join(FIELDS)}")
+    return Recipe.from_dict(data)
 
 
 @dataclass(frozen=True)

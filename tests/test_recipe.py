@@ -1,9 +1,14 @@
 """Recipe schema: round trips and clear errors that name the field."""
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from composer.recipe import MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = {
     "model": "toy2d-energy",
@@ -170,3 +175,87 @@ def test_echoed_values_are_cut_short():
     with pytest.raises(RecipeError) as err:
         Recipe.from_dict(with_changes(sampler__name="evil\n" * 1000))
     assert "\n" not in str(err.value) and len(str(err.value)) < 200
+
+
+# --- strict schema (pydantic), best_of, the published JSON Schema ----------------------
+
+@pytest.mark.parametrize("field", ["steps", "seed", "num_samples", "scale", "concepts__0__weight",
+                                   "concepts__2__beta", "sampler__mcmc_steps", "sampler__step_size",
+                                   "sampler__leapfrog_steps", "sampler__damping", "sampler__line_points"])
+@pytest.mark.parametrize("value", [True, "3", [3]])
+def test_numbers_are_not_booleans_strings_or_lists(field, value):
+    path = field.replace("__", ".").replace(".0.", "[0].").replace(".2.", "[2].")
+    with pytest.raises(RecipeError, match=rf"^{re.escape(path)}: must be (an integer|a finite number), got"):
+        Recipe.from_dict(with_changes(**{field: value}))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"concepts__0__negate": "true"}, r"concepts\[0\].negate: must be true or false"),
+    ({"concepts__0__text": 5}, r"concepts\[0\].text: must be a string, got 5"),
+    ({"sampler__bogus": 1}, "sampler.bogus: unknown field; allowed fields are name, scheduler"),
+    ({"concepts__1__weight": float("-inf")}, r"concepts\[1\].weight: must be a finite number, got -inf"),
+])
+def test_no_field_converts_its_value(changes, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict(with_changes(**changes))
+
+
+def test_best_of_is_off_by_default_and_left_out_of_the_json():
+    """Links and PNGs made before the field stay byte-identical; a set value round-trips."""
+    recipe = Recipe.from_dict(GOOD)
+    assert recipe.best_of == 1 and "best_of" not in recipe.to_json()
+    picky = Recipe.from_dict({**GOOD, "best_of": 4})
+    assert json.loads(picky.to_json())["best_of"] == 4
+    assert Recipe.from_json(picky.to_json()) == picky != recipe
+
+
+@pytest.mark.parametrize("value,message", [
+    (0, r"best_of: must be in \[1, 8\], got 0"), (9, r"best_of: must be in \[1, 8\], got 9"),
+    (2.5, "best_of: must be an integer, got 2.5"), (True, "best_of: must be an integer, got True"),
+])
+def test_best_of_is_refused_outside_1_to_8(value, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict({**GOOD, "best_of": value})
+
+
+def test_the_json_is_written_as_before():
+    assert Recipe.from_dict(GOOD).to_json(indent=None) == (
+        '{"model": "toy2d-energy", "concepts": [{"text": "ring", "weight": 1.0, "negate": false, '
+        '"beta": 1.0, "muted": false}, {"text": "bar", "weight": 2.0, "negate": false, "beta": 1.0, '
+        '"muted": false}, {"text": "small_box", "weight": 1.0, "negate": true, "beta": 0.5, '
+        '"muted": false}], "operator": "product", "negation": "ratio", "scale": null, "sampler": '
+        '{"name": "hmc", "scheduler": "ddpm", "mcmc_steps": 4, "step_size": 0.2, '
+        '"leapfrog_steps": null, "damping": null, "line_points": null}, "steps": 20, "seed": 7, '
+        '"num_samples": 100, "version": 1}')
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "assets" / "recipes").glob("*.json"))
+                         + sorted((ROOT / "tests" / "data").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_round_trips(path):
+    recipe = Recipe.from_json(path.read_text())
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+def test_constructors_and_replace_validate_with_recipe_errors():
+    """Every way of making a recipe validates it, and says so in a RecipeError."""
+    recipe = Recipe.from_dict(GOOD)
+    with pytest.raises(RecipeError, match=r"^steps: must be in \[1, 1000\], got 0"):
+        dataclasses.replace(recipe, steps=0)
+    with pytest.raises(RecipeError, match=r"^sampler.step_size: 'auto' .* needs mala or hmc; got 'ddim'"):
+        dataclasses.replace(recipe.sampler, name="ddim", step_size="auto")
+    with pytest.raises(RecipeError, match=r"text: is empty"):
+        Concept(" ")
+    with pytest.raises(RecipeError, match=r"concepts\[1\].beta: must be in \[0, 10\], got -2"):
+        Recipe(concepts=({"text": "ring"}, {"text": "bar", "negate": True, "beta": -2}))
+
+
+def test_docs_carry_the_generated_json_schema():
+    """docs/recipe.md's copy is exactly what scripts/recipe_schema.py prints."""
+    from composer.recipe import recipe_json_schema
+    docs = (ROOT / "docs" / "recipe.md").read_text()
+    copy = re.search(r"^## JSON Schema\n.*?^```json\n(.*?)^```$", docs, re.S | re.M)
+    assert copy, "docs/recipe.md has no '## JSON Schema' section with a json block"
+    generated = json.dumps(recipe_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    assert copy.group(1) == generated, "run: python scripts/recipe_schema.py, paste into docs/recipe.md"
+    assert recipe_json_schema()["properties"]["best_of"] == {
+        "default": 1, "maximum": 8, "minimum": 1, "title": "Best Of", "type": "integer"}

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import AUTO, MAX_CONCEPTS, Concept, Recipe, RecipeError, SamplerSpec, parse_json
+from composer.recipe import AUTO, MAX_CONCEPTS, Recipe, RecipeError, parse_json
 from composer.sweep import CONCEPT_FIELD, SWEPT_LABELS, Sweep, field_label
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
@@ -206,8 +206,9 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
         text = (row.get("text") or "").strip()
         if not text:
             raise RecipeError(f"Row {n}: the prompt is empty; write one or remove the row")
-        concepts.append(Concept(text=text, weight=row["weight"], negate=row["negate"],
-                                beta=row["beta"], muted=row["muted"]))
+        # plain dicts: the Recipe validates them and names a bad one by its row (concepts[i])
+        concepts.append(dict(text=text, weight=row["weight"], negate=row["negate"],
+                             beta=row["beta"], muted=row["muted"]))
     knobs = {k: (_as_int(k, getattr(settings, k)) if k in INTEGER_KNOBS
                  else (None if _blank(getattr(settings, k)) else getattr(settings, k)))
              for k in KNOBS}
@@ -218,8 +219,8 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
             operator=settings.operator,
             negation=settings.negation or "ratio",
             scale=None if _blank(settings.scale) else settings.scale,
-            sampler=SamplerSpec(name=settings.sampler, scheduler=settings.scheduler or "ddpm",
-                                **knobs),
+            sampler=dict(name=settings.sampler, scheduler=settings.scheduler or "ddpm",
+                         **knobs),
             steps=_as_int("steps", settings.steps),
             seed=_as_int("seed", settings.seed),
             num_samples=_as_int("num_samples", settings.num_samples),
