@@ -62,7 +62,7 @@ def held_out_loss(net: torch.nn.Module, prediction: str, n: int = 512, seed: int
         noise = torch.randn(x0.shape, generator=g)
         a = abar[t][:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        target = train.loss_target(prediction, noise, x0, a)
         losses.append(torch.mean((net(xt, t, slots) - target) ** 2).item())
     return sum(losses) / len(losses)
 

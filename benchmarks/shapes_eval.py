@@ -33,6 +33,7 @@ import torch
 from composer.evaluation import run_task
 from composer.models import load_model
 from composer.models.shapes import ShapesModel
+from composer.pictures import enlarge, grid
 from composer.recipe import SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,23 +77,19 @@ def save_gallery(path: Path, examples: list) -> None:
     (captions hold, scene not clean) or red (captions fail); the compositions and
     verdicts go to a .txt beside the picture."""
     from PIL import Image
-    cols, tile = 8, 32 * 4 + 4
-    rows = (len(examples) + cols - 1) // cols
-    grid = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
-    lines = []
+    tiles, lines = [], []
     for i, (image, comp, verdict) in enumerate(examples):
-        r, c = divmod(i, cols)
         frame = ((40, 170, 40) if verdict["correct"] else
                  (230, 160, 20) if verdict["captions_hold"] else (200, 40, 40))
-        grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = frame
-        grid[r * tile + 2:r * tile + 130, c * tile + 2:c * tile + 130] = np.kron(
-            image, np.ones((4, 4, 1), np.uint8))
+        tile = np.full((132, 132, 3), frame, np.uint8)      # a 2-pixel frame around the x4 image
+        tile[2:-2, 2:-2] = enlarge(image, 128)
+        tiles.append(tile)
         status = ("correct" if verdict["correct"] else
                   "captions hold, not a clean scene" if verdict["captions_hold"] else "wrong")
         lines.append(f"{i}: {comp}: {status} ({len(verdict['objects'])} objects, "
                      f"{verdict['stray']} stray px)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    Image.fromarray(grid(np.stack(tiles), columns=8, gutter=0)).save(path)
     path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
 
 

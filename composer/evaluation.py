@@ -30,9 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from composer.engine import sample
-from composer.models.base import ModelAdapter
+from composer.models import ModelAdapter, pictures_of
 from composer.recipe import Concept, Recipe, SamplerSpec
-from composer.pictures import to_uint8
 from composer.shapes.data import COLOURS, COLUMNS, ROWS, SHAPES
 from composer.shapes.judge import judge
 
@@ -108,9 +107,6 @@ class PerSample(ModelAdapter):
     def predict(self, x, t, alpha_bar, cond, with_energy=False):
         return self.base.predict_per_sample(x, t, alpha_bar, cond, with_energy)
 
-    def preview(self, x0):
-        return self.base.preview(x0)
-
 
 def run_task(model, family: str, task: str, sampler: SamplerSpec, n: int, steps: int,
              scale: float | None, seed: int = 0, chunk: int = 64, beta: float = 1.0,
@@ -119,6 +115,7 @@ def run_task(model, family: str, task: str, sampler: SamplerSpec, n: int, steps:
     compositions drawn `repeats` times each; the first `keep` images come back
     with their compositions and verdicts under "examples"."""
     compositions = [c for c in make_compositions(family, task, n, seed) for _ in range(repeats)]
+    pictures = pictures_of(model)
     total = len(compositions)
     correct = captions_hold = clean = 0
     acceptance, examples = [], []
@@ -135,7 +132,7 @@ def run_task(model, family: str, task: str, sampler: SamplerSpec, n: int, steps:
         for record in sample(recipe, PerSample(model, rows)):
             if record.acceptance is not None:
                 accepted.append(record.acceptance)
-        for image, comp in zip(to_uint8(record.x_t.clamp(-1, 1)), part):
+        for image, comp in zip(pictures.decode(record.x_t), part):
             verdict = judge(image, list(comp.positives), list(comp.negatives))
             correct += verdict["correct"]
             captions_hold += verdict["captions_hold"]

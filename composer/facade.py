@@ -18,10 +18,12 @@ from composer.models import (
     BUILTIN_MODELS,
     ModelAdapter,
     ModelError,
+    Pictures,
     default_device,
     load_model,
+    pictures_of,
+    scoring_of,
 )
-from composer.pictures import grid
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -156,20 +158,20 @@ class Composer:
         notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
         return filled, notes + tuple(model.recipe_notes(filled))
 
-    def stream(self, recipe: Recipe, decode_every: int = 0,
-               cancel: threading.Event | None = None, maps: bool = False) -> Iterator[Frame | Result]:
-        """Yield a Frame per step, then the Result. `decode_every` > 0 replaces the
-        cheap preview by a full decode every that many steps. Setting `cancel` stops
-        the run before its next network evaluation (raises Cancelled). `maps` adds
-        each frame's density or conflict map (composer.maps); samples are the same."""
+    def stream(self, recipe: Recipe, cancel: threading.Event | None = None,
+               maps: bool = False) -> Iterator[Frame | Result]:
+        """Yield a Frame per step, then the Result. Setting `cancel` stops the run
+        before its next network evaluation (raises Cancelled). `maps` adds each
+        frame's density or conflict map (composer.maps); samples are the same."""
         filled, notes = self.check(recipe, maps)
         model = self.model(recipe.model)
+        pictures, scoring = pictures_of(model), scoring_of(model)
         frames: list[Frame] = []
         control = engine.Control(cancel or threading.Event(), self._device.turn())
         record = None
         try:
             for record in engine.sample(filled, model, control, maps):
-                frame = self._frame(model, filled, record, decode_every)
+                frame = self._frame(pictures, filled, record)
                 frames.append(frame)
                 yield frame
         except torch.cuda.OutOfMemoryError:
@@ -178,8 +180,9 @@ class Composer:
         except engine.NonFiniteError as err:
             raise ComposerError(str(err)) from None
         final = record.x_t
-        yield Result(filled, tuple(model.result_images(filled, final)), model.points(final), tuple(frames),
-                     notes, model.metrics(filled, final), tuple(model.verdicts(filled, final) or ()))
+        yield Result(filled, tuple(pictures.result_images(filled, final)), pictures.points(final),
+                     tuple(frames), notes, scoring.metrics(filled, final),
+                     tuple(scoring.verdicts(filled, final) or ()))
 
     def render(self, recipe: Recipe, cancel: threading.Event | None = None,
                maps: bool = False) -> Result:
@@ -228,15 +231,13 @@ class Composer:
             yield SweepCell(position, labels, self.render(recipe, cancel))
 
     @staticmethod
-    def _frame(model: ModelAdapter, recipe: Recipe, record: engine.StepRecord,
-               decode_every: int) -> Frame:
-        full = decode_every > 0 and (record.index + 1) % decode_every == 0
-        preview = grid(np.stack(model.decode(record.x0))) if full else model.preview(record.x0)
+    def _frame(pictures: Pictures, recipe: Recipe, record: engine.StepRecord) -> Frame:
         picture, concept_maps = None, ()
         if record.density is not None:
-            picture, concept_maps = model.density_pictures(recipe, record.density, record.x_model)
+            picture, concept_maps = pictures.density_pictures(recipe, record.density, record.x_model)
         elif record.conflict is not None:
-            picture = model.conflict_picture(record.x0, record.conflict)
-        return Frame(record.index, record.total, record.t, preview, model.preview(record.x_t),
-                     tuple(model.preview(x0) for x0 in record.concept_x0), record.acceptance,
+            picture = pictures.conflict_picture(record.x0, record.conflict)
+        return Frame(record.index, record.total, record.t, pictures.preview(record.x0),
+                     pictures.preview(record.x_t),
+                     tuple(pictures.preview(x0) for x0 in record.concept_x0), record.acceptance,
                      picture, concept_maps)

@@ -21,7 +21,7 @@ LAYERS = [
                 "composer.toy2d.lab", "composer.shapes", "composer.toy2d")),
     ("adapters", ("composer.models",)),
     ("rule and samplers", ("composer.operators", "composer.samplers")),
-    ("engine", ("composer.engine", "composer.maps")),
+    ("engine", ("composer.engine", "composer.maps", "composer.lift")),
     ("facade", ("composer.facade", "composer.media", "composer.evaluation")),
     ("tools", ("composer.__main__", "composer.shapes.train", "composer.toy2d.train")),
     ("ui", ("ui",)),

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from composer.models import PICTURES, SCORING, Pictures, Scoring
 from composer.models.base import ModelAdapter
 
 GAUSSIANS = {  # name -> (mean, std)
@@ -21,7 +22,7 @@ GAUSSIANS = {  # name -> (mean, std)
 
 
 class GaussianModel(ModelAdapter):
-    family = "toy2d"
+    family = "gaussians"
     has_energy = True
     sample_shape = (2,)
     scheduler_config = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
@@ -51,8 +52,15 @@ class GaussianModel(ModelAdapter):
             energy.append((diff ** 2).sum(1) / (2 * var) + math.log(2 * math.pi * var))
         return torch.stack(eps), (torch.stack(energy) if with_energy else None)
 
+
+class GaussianPictures(Pictures):
+    """Blank previews (the tests look at the samples) and the samples as points."""
+
     def preview(self, x0):
         return np.zeros((8, 8, 3), np.uint8)
 
     def points(self, x0):
         return x0.numpy()
+
+
+PICTURES["gaussians"], SCORING["gaussians"] = GaussianPictures, Scoring()

@@ -149,3 +149,12 @@ def test_auto_needs_a_metropolis_sampler():
     with pytest.raises(RecipeError, match="step_size"):
         Recipe.from_dict({"model": "shapes", "concepts": [{"text": "red"}],
                           "sampler": {"name": "hmc", "step_size": "fast"}})
+
+
+def test_every_sampler_name_has_one_implementation_and_one_label():
+    """The recipe's names are the list; samplers.py implements each once, and each has
+    the label pages and grids show."""
+    from composer.recipe import MCMC_SAMPLERS, REVERSE_SAMPLERS, SAMPLER_LABELS, SAMPLERS
+    from composer.samplers import SCHEDULERS
+    assert tuple(SCHEDULERS) == REVERSE_SAMPLERS and tuple(MCMC) == MCMC_SAMPLERS
+    assert set(SAMPLER_LABELS) == set(SAMPLERS)

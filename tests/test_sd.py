@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from composer.engine import generate, sample                      # noqa: E402
-from composer.models import ModelError, load_model                # noqa: E402
+from composer.models import ModelError, load_model, pictures_of   # noqa: E402
 from composer.models.sd import SDAdapter, load_sd                 # noqa: E402
 from composer.models.tiny_sd import save_tiny_sd                  # noqa: E402
 from composer.recipe import Concept, Recipe, SamplerSpec          # noqa: E402
@@ -225,9 +225,9 @@ def test_long_prompt_warns_about_truncation(model):
 
 def test_preview_and_decode(model):
     x0 = torch.randn(3, *model.sample_shape)
-    picture = model.preview(x0)
+    picture = pictures_of(model).preview(x0)
     assert picture.dtype.name == "uint8" and picture.shape == (18, 18, 3)   # 2x2 of 8x8, 2-px gutters
-    images = model.decode(x0[:2])
+    images = pictures_of(model).decode(x0[:2])
     assert len(images) == 2 and all(i.shape == (64, 64, 3) and i.dtype.name == "uint8"
                                     for i in images)
 
@@ -282,7 +282,7 @@ def test_half_precision_network_keeps_an_fp32_state(folders, model):
     eps, _ = model.predict(x, torch.tensor(600), 0.4, cond)
     assert eps_half.dtype == torch.float32
     assert (eps_half - eps).abs().max() < 0.1 * eps.abs().max()
-    assert half.decode(x[:1])[0].shape == (64, 64, 3)
+    assert pictures_of(half).decode(x[:1])[0].shape == (64, 64, 3)
 
 
 def test_compile_switch_wraps_the_unet(folders, monkeypatch):
@@ -302,7 +302,7 @@ def test_the_conflict_map_streams_on_latents(folders, model):
                           maps=True))
     assert all(r.conflict is not None and r.conflict.shape == (1, 8, 8) for r in records)
     assert float(records[-1].conflict.min()) >= 0 and float(records[-1].conflict.max()) <= 1
-    picture = model.conflict_picture(records[-1].x0, records[-1].conflict)
+    picture = pictures_of(model).conflict_picture(records[-1].x0, records[-1].conflict)
     assert picture.shape == (8, 8, 3) and picture.dtype.name == "uint8"
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from composer.engine import generate, prepare
-from composer.models import load_model
+from composer.models import load_model, pictures_of, scoring_of
 from composer.models.base import ModelError
 from composer.models.shapes import ShapesModel
 from composer.recipe import Concept, Recipe, SamplerSpec
@@ -194,9 +194,9 @@ def test_few_step_composition_is_deterministic(model):
                     sampler=SamplerSpec(name="ddim"), steps=4, seed=7, num_samples=2)
     a, b = generate(recipe, model), generate(recipe, model)
     assert torch.equal(a.x_t, b.x_t)
-    images = model.decode(a.x_t)
+    images = pictures_of(model).decode(a.x_t)
     assert len(images) == 2 and images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
-    grid = model.preview(a.x0)
+    grid = pictures_of(model).preview(a.x0)
     assert grid.dtype == np.uint8 and grid.shape == (32, 66, 3)
     assert a.concept_x0.shape == (3, 2, 3, 32, 32)
 
@@ -276,14 +276,14 @@ def test_runs_are_judged_like_the_judge_judges_known_images(model):
     first = [data.object_words(scenes, b, 0) for b in range(4)]
     recipe = Recipe(model="shapes", concepts=(Concept("circle"),), num_samples=4)
     verdicts = [judge(image, ["circle"]) for image in to_uint8(x0)]
-    assert model.metrics(recipe, x0)["correct"] == sum(v["correct"] for v in verdicts) / 4
-    assert model.metrics(recipe, x0)["clean"] == 1.0
+    assert scoring_of(model).metrics(recipe, x0)["correct"] == sum(v["correct"] for v in verdicts) / 4
+    assert scoring_of(model).metrics(recipe, x0)["clean"] == 1.0
     same = Recipe(model="shapes", concepts=(Concept(first[0]["colour"]), Concept(first[0]["shape"])),
                   num_samples=1)
-    assert model.metrics(same, x0[:1]) == {"correct": 1.0, "rows_hold": 1.0, "clean": 1.0}
+    assert scoring_of(model).metrics(same, x0[:1]) == {"correct": 1.0, "rows_hold": 1.0, "clean": 1.0}
     negated = Recipe(model="shapes", concepts=(Concept(first[0]["shape"]),
                                                Concept(first[0]["colour"], negate=True)), num_samples=1)
-    assert model.metrics(negated, x0[:1])["correct"] == 0.0
+    assert scoring_of(model).metrics(negated, x0[:1])["correct"] == 0.0
 
 
 def test_a_run_carries_per_sample_verdicts_for_each_row():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from composer.engine import generate
-from composer.models import load_model
+from composer.models import load_model, scoring_of
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.pictures import to_uint8
 from composer.samplers import alphas_cumprod
@@ -197,13 +197,13 @@ def test_mixture_verdicts_take_either_caption_and_still_refuse_clutter():
     scenes = data.sample_scenes(64, g, min_objects=1, max_objects=1)
     images = data.render(scenes)
     colours = [list(data.COLOURS)[int(c)] for c in scenes.colour[:, 0]]
-    verdicts = model.verdicts(recipe, images)
+    verdicts = scoring_of(model).verdicts(recipe, images)
     for colour, verdict in zip(colours, verdicts):
         assert verdict["correct"] == (colour in ("red", "blue")), (colour, verdict)
     cluttered = images.clone()
     cluttered[:, :, 0:2, 0:2] = 1.0                  # a 2x2 white fragment in every corner
     cluttered[:, :, 30:32, 0:2] = 1.0
     cluttered[:, :, 0:2, 30:32] = 1.0
-    assert not any(v["correct"] for v in model.verdicts(recipe, cluttered))
+    assert not any(v["correct"] for v in scoring_of(model).verdicts(recipe, cluttered))
     anded = dataclasses.replace(recipe, operator="and")
-    assert not any(v["correct"] for v in model.verdicts(anded, images))   # AND needs both
+    assert not any(v["correct"] for v in scoring_of(model).verdicts(anded, images))   # AND needs both

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from composer.engine import generate
-from composer.models import ModelError, load_model
+from composer.models import ModelError, load_model, pictures_of
 from composer.models.toy2d import Toy2DModel
 from composer.recipe import Concept, Recipe, RecipeError, SamplerSpec
 from composer.toy2d.data import COMPONENTS, CONCEPTS, SETUPS
@@ -156,9 +156,9 @@ def test_shipped_recipe_renders(name, energy_model):
     record = generate(_short(name), energy_model)
     assert record.x_t.shape == (64, 2) and torch.isfinite(record.x_t).all()
     assert record.acceptance is not None and 0.0 <= record.acceptance <= 1.0
-    image = energy_model.preview(record.x0)
+    image = pictures_of(energy_model).preview(record.x0)
     assert image.dtype == np.uint8 and image.shape == (256, 256, 3)
-    assert energy_model.points(record.x_t).shape == (64, 2)
+    assert pictures_of(energy_model).points(record.x_t).shape == (64, 2)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ula", "hmc"])

@@ -1,4 +1,5 @@
-"""Model registry: a recipe's `model` string -> a loaded adapter.
+"""Model registry: a recipe's `model` string -> a loaded adapter, and an adapter's
+family -> its pictures and scoring (the <family>_outputs.py modules beside it).
 
 Built-in names map to loaders; anything that looks like a hub id
 ("org/name") or a local folder is a Stable Diffusion checkpoint.
@@ -11,6 +12,10 @@ import os
 import torch
 
 from composer.models.base import ModelAdapter, ModelError
+from composer.models.outputs import Pictures, Scoring
+from composer.models.sd_outputs import SDPictures
+from composer.models.shapes_outputs import ShapesPictures, ShapesScoring
+from composer.models.toy2d_outputs import Toy2DPictures, Toy2DScoring
 
 # name -> (module, loader function); modules import lazily so startup stays fast.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
@@ -42,5 +47,21 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-__all__ = ["BUILTIN_MODELS", "ModelAdapter", "ModelError", "load_model", "default_device",
-           "is_sd_reference"]
+# family -> how its samples are drawn, and scored (Scoring(): nothing to score against).
+PICTURES: dict[str, type[Pictures]] = {"toy2d": Toy2DPictures, "shapes": ShapesPictures,
+                                       "sd": SDPictures}
+SCORING: dict[str, Scoring] = {"toy2d": Toy2DScoring(), "shapes": ShapesScoring(), "sd": Scoring()}
+
+
+def pictures_of(model: ModelAdapter) -> Pictures:
+    """The pictures of this model's samples (previews, maps, final images)."""
+    return PICTURES[model.family](model)
+
+
+def scoring_of(model: ModelAdapter) -> Scoring:
+    """The scores of this model's final samples (metrics, per-row verdicts)."""
+    return SCORING[model.family]
+
+
+__all__ = ["BUILTIN_MODELS", "ModelAdapter", "ModelError", "Pictures", "Scoring", "load_model",
+           "default_device", "is_sd_reference", "pictures_of", "scoring_of"]

@@ -9,6 +9,9 @@ Conventions shared by all adapters:
   leading axis of len(texts), the rows in the order they were encoded.
 - Energies are in nats: U(x, t) = -log p_t(x) + const, so eps = sigma_t * grad_x U.
 - The empty text "" is the unconditional row.
+
+Pictures and scores of the samples are not the adapter's: each family's live beside
+it (outputs.py says where; `composer.models.pictures_of` / `scoring_of` find them).
 """
 from __future__ import annotations
 
@@ -16,10 +19,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any
 
-import numpy as np
 import torch
-
-from composer.pictures import grid
 
 
 def eps_from_v(v: torch.Tensor, x: torch.Tensor, alpha_bar: float) -> torch.Tensor:
@@ -57,11 +57,12 @@ class ModelAdapter(ABC):
             raise ModelError(f"unknown concept {text!r}; valid concepts are "
                              f"{', '.join(self.concept_choices)}")
 
-    def concept_warnings(self, text: str) -> list[str]:
+    # Most models have nothing to say: these two defaults ignore their input.
+    def concept_warnings(self, text: str) -> list[str]:  # noqa: ARG002
         """Things worth telling the user about a usable concept (e.g. truncation)."""
         return []
 
-    def recipe_notes(self, recipe: Any) -> list[str]:
+    def recipe_notes(self, recipe: Any) -> list[str]:  # noqa: ARG002
         """Things worth telling the user about a filled-in recipe before it runs
         (e.g. a metric that this run is too small for)."""
         return []
@@ -75,50 +76,3 @@ class ModelAdapter(ABC):
                 with_energy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """eps of shape [rows, B, *sample_shape], and energies [rows, B] in nats
         when `with_energy` (only if has_energy)."""
-
-    @abstractmethod
-    def preview(self, x0: torch.Tensor) -> np.ndarray:
-        """Cheap RGB uint8 picture [H, W, 3] of a batch of predicted clean samples."""
-
-    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray | None:
-        """Image models: each sample's cheap picture [B, H, W, 3] uint8, on the grid
-        the network works on (what a conflict map is drawn over)."""
-        return None
-
-    def conflict_picture(self, x0: torch.Tensor, conflict: torch.Tensor) -> np.ndarray | None:
-        """The samples with the conflict map [B, h, w] in [0, 1] laid over them in red
-        (None for a model that has no per-sample tiles to lay it over)."""
-        tiles = self.preview_tiles(x0)
-        if tiles is None:
-            return None
-        heat = torch.nn.functional.interpolate(conflict[:, None].float().cpu(),
-                                               size=tiles.shape[1:3], mode="bilinear")
-        alpha = 0.7 * heat[:, 0, :, :, None].numpy()
-        red = np.array([230, 30, 30], np.float32)
-        return grid((tiles * (1 - alpha) + red * alpha).round().astype(np.uint8))
-
-    def density_pictures(self, recipe: Any, density: torch.Tensor,
-                         x: torch.Tensor) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """2D models: the composed density (density[0], with the points x) and each
-        active concept's own (density[1:]) as heat maps over the plane."""
-        raise NotImplementedError
-
-    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
-        """Final RGB uint8 pictures, one per sample (toy2d: one scatter of all)."""
-        return [self.preview(x0)]
-
-    def result_images(self, recipe: Any, x0: torch.Tensor) -> list[np.ndarray]:
-        """Pictures of a finished run; the recipe lets a model draw its ground truth."""
-        return self.decode(x0)
-
-    def metrics(self, recipe: Any, x0: torch.Tensor) -> dict[str, float]:
-        """Scores of final samples against ground truth, where the model knows it."""
-        return {}
-
-    def verdicts(self, recipe: Any, x0: torch.Tensor) -> list[dict] | None:
-        """Per sample, whether each active row holds, where the model has a judge."""
-        return None
-
-    def points(self, x0: torch.Tensor) -> np.ndarray | None:
-        """Samples as plain numbers where that is the natural output (toy2d)."""
-        return None

@@ -10,7 +10,8 @@ id ("org/name") or local folder, and wraps it in an `SDAdapter`:
   eps = sqrt(abar) v + sqrt(1 - abar) x.
 - `encode` caches each prompt's CLIP embedding, so changing weights, operator,
   sampler or seed re-encodes nothing.
-- `preview` is the cheap linear latent -> RGB map; `decode` runs the VAE.
+- `vae_decode` turns latents into pixels with the checkpoint's VAE; the pictures
+  (sd_outputs.py: the cheap linear latent preview, the decoded images) use it.
 
 The sampler state stays in fp32; the networks run in fp16 on CUDA (bf16 with
 COMPOSER_SD_DTYPE=bf16) and fp32 on the CPU.
@@ -31,12 +32,10 @@ import os
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from composer.lru import LRU
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
-from composer.pictures import grid, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,6 @@ ENV_MAX_BATCH = "COMPOSER_SD_MAX_BATCH"
 ENV_DTYPE = "COMPOSER_SD_DTYPE"
 ENV_COMPILE = "COMPOSER_COMPILE"
 ENV_CHANNELS_LAST = "COMPOSER_CHANNELS_LAST"
-
-# SD 1.x latent channels 0-3 (rows) -> R, G, B (columns): the linear preview widely used
-# by SD front ends (docs/sd.md).
-LATENT_RGB = ((0.3512, 0.2297, 0.3227),
-              (0.3250, 0.4974, 0.2350),
-              (-0.2829, 0.1762, 0.2721),
-              (-0.2120, -0.2616, -0.7177))
 
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -96,7 +88,6 @@ class SDAdapter(ModelAdapter):
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (self.unet.config.in_channels, height, width)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2, "step_size": 0.1,
                          "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
         self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
@@ -212,33 +203,26 @@ class SDAdapter(ModelAdapter):
         per_row = _ROW_BYTES_PER_PIXEL_CHANNEL * h * w * width * itemsize
         return max(1, int(0.8 * free / per_row))
 
-    # ---- pictures -----------------------------------------------------------------
-    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray:
-        """Linear latent -> RGB of each sample, uint8 [B, h, w, 3] at latent size."""
-        weights = torch.tensor(LATENT_RGB, dtype=torch.float32)
-        rgb = torch.einsum("bchw,cr->bhwr", x0.detach().float().cpu()[:, :4], weights)
-        return to_uint8(rgb, channels_last=True)
-
-    def preview(self, x0: torch.Tensor) -> np.ndarray:
-        """The latent previews tiled in a grid, uint8 [H, W, 3]."""
-        return grid(self.preview_tiles(x0))
-
+    # ---- pixels -------------------------------------------------------------------
+    # Latents become pixels through the checkpoint's own VAE, loaded with the UNet on the
+    # same device and in the same dtype: part of the model, so it stays here; the pictures
+    # (sd_outputs.py) call it.
     @torch.no_grad()
-    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
-        """VAE decode, one uint8 RGB image per sample."""
+    def vae_decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Pixels [B, 3, H, W] in [-1, 1] (float32, on the CPU), one sample per VAE call."""
         images = []
         for i in range(x0.shape[0]):
             latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor
             try:
-                image = self.vae.decode(latent, return_dict=False)[0][0]
+                image = self.vae.decode(latent, return_dict=False)[0]
             except torch.OutOfMemoryError:
                 log.warning("VAE decode out of memory; retrying with tiled decoding")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 self.vae.enable_tiling()
-                image = self.vae.decode(latent, return_dict=False)[0][0]
-            images.append(to_uint8(image[None])[0])
-        return images
+                image = self.vae.decode(latent, return_dict=False)[0]
+            images.append(image.float().cpu())
+        return torch.cat(images)
 
 
 # One message for every name that does not load, so that the model box tells a visitor
@@ -322,5 +306,4 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
                      channels_last=None if not channels_last else channels_last in ("1", "true"))
 
 
-__all__ = ["SDAdapter", "SDCondition", "load_sd", "LATENT_RGB",
-           "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]
+__all__ = ["SDAdapter", "SDCondition", "load_sd", "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]

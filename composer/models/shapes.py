@@ -5,10 +5,8 @@ A concept is a caption naming one object by some of its attributes, e.g.
 composer/shapes/data.py for the vocabulary). Weights ship in assets/shapes/
 (MODEL_CARD.md there says how they were trained).
 
-Samples are [3, 32, 32] in [-1, 1]. `decode` returns one uint8 32x32 image per
-sample at native resolution (upscaling is left to the display); `preview` tiles
-the batch into one uint8 grid at native resolution with 2-pixel white gutters
-(composer/pictures.py, as every model's pictures).
+Samples are [3, 32, 32] in [-1, 1]; their pictures and the judge's scores live
+beside this module, in shapes_outputs.py (shared by `shapes-exact`).
 """
 from __future__ import annotations
 
@@ -16,15 +14,12 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
-from composer.pictures import grid, to_uint8
 from composer.recipe import AUTO
 from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots
-from composer.shapes.judge import judge
 from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
@@ -35,7 +30,8 @@ def assets_dir() -> Path:
 
 
 class ShapesFamily(ModelAdapter):
-    """What both shapes models share: captions, the judge and the pictures."""
+    """What both shapes models share: captions, sample shape, schedule and budgets
+    (their pictures and judge: shapes_outputs.py)."""
     family = "shapes"
     sample_shape = (3, 32, 32)
     vocabulary = VOCABULARY
@@ -55,50 +51,6 @@ class ShapesFamily(ModelAdapter):
             caption_slots(text)
         except VocabularyError as err:
             raise ModelError(str(err)) from None
-
-    # --- the judge ----------------------------------------------------------
-    def verdicts(self, recipe, x0: torch.Tensor) -> list[dict]:
-        """The analytic judge (composer/shapes/judge.py) on each final sample: per
-        active row whether it holds (an AND caption is matched by an object, a NOT
-        caption by none), whether the scene is clean, and "correct": a clean scene in
-        which every row holds, or for a mixture (OR) at least one positive row and
-        every NOT row."""
-        rows = [(n, c) for n, c in enumerate(recipe.concepts, 1) if not c.muted and c.coefficient != 0]
-        positives = [c.text for _, c in rows if not c.negate]
-        negatives = [c.text for _, c in rows if c.negate]
-        out = []
-        for image in self.decode(x0):
-            verdict = judge(image, positives, negatives)
-            held = iter(verdict["positives"])
-            absent = iter(not v for v in verdict["negatives"])
-            per_row = [{"row": n, "text": c.text, "negate": c.negate,
-                        "holds": next(absent) if c.negate else next(held)} for n, c in rows]
-            correct = verdict["correct"]
-            if recipe.operator == "mixture":
-                correct = verdict["clean"] and any(verdict["positives"]) and not any(verdict["negatives"])
-            out.append({"rows": per_row, "clean": verdict["clean"], "correct": correct})
-        return out
-
-    def metrics(self, recipe, x0: torch.Tensor) -> dict[str, float]:
-        """Shares of samples strictly correct, whose rows all hold (clutter
-        ignored; for a mixture, one positive row suffices), and that are clean scenes."""
-        verdicts = self.verdicts(recipe, x0)
-        needed = any if recipe.operator == "mixture" else all
-        rows_hold = [needed(r["holds"] for r in v["rows"] if not r["negate"])
-                     and all(r["holds"] for r in v["rows"] if r["negate"]) for v in verdicts]
-        return {"correct": sum(v["correct"] for v in verdicts) / len(verdicts),
-                "rows_hold": sum(rows_hold) / len(verdicts),
-                "clean": sum(v["clean"] for v in verdicts) / len(verdicts)}
-
-    # --- pictures -----------------------------------------------------------
-    def decode(self, x0: torch.Tensor) -> list[np.ndarray]:
-        return list(to_uint8(x0))
-
-    def preview_tiles(self, x0: torch.Tensor) -> np.ndarray:
-        return to_uint8(x0)
-
-    def preview(self, x0: torch.Tensor) -> np.ndarray:
-        return grid(self.preview_tiles(x0))
 
 
 class ShapesModel(ShapesFamily):

@@ -36,8 +36,10 @@ class ShapesExactModel(ShapesFamily):
     def predict(self, x, t, alpha_bar, cond, with_energy=False):
         return self.predict_per_sample(x, t, alpha_bar, cond[:, None], with_energy)
 
+    # The learned model's signature (evaluation.PerSample calls either); the exact model
+    # reads the noise level from alpha_bar alone, so t goes unused.
     @torch.no_grad()
-    def predict_per_sample(self, x, t, alpha_bar, cond, with_energy=False):
+    def predict_per_sample(self, x, t, alpha_bar, cond, with_energy=False):  # noqa: ARG002
         """cond: slots [rows, 1 or B, 4]. eps in the sample's dtype; energies
         U = -log p_t in float64 nats (at the lowest noise they reach 1e6, and a
         Metropolis test needs their differences to well under one nat)."""

@@ -7,7 +7,7 @@ Reduce-Reuse-Recycle components (`composer.toy2d`), trained by this project.
 
 Concepts are the component names; "" is the unconditional row (the marginal
 over all six), used by the "and" operator. Weights load offline from
-assets/toy2d/*.safetensors.
+assets/toy2d/*.safetensors. Scatters, density pictures and scores: toy2d_outputs.py.
 
 Defaults (`Toy2DModel.defaults`):
 - scale 1.0: the RRR setups compose unscaled densities;
@@ -33,13 +33,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from composer.models.base import ModelAdapter, ModelError
 from composer.toy2d.data import CONCEPTS
-from composer.toy2d.lab import (EXTENT, ground_truth, mmd2, scatter_image, setup_of,
-                                 support_fraction)
+from composer.toy2d.lab import EXTENT, setup_of
 from composer.toy2d.net import SCHEDULER_CONFIG, UNCONDITIONAL, load_net
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "toy2d"
@@ -104,46 +102,11 @@ class Toy2DModel(ModelAdapter):
         energy = energy.detach() / sigma if (with_energy and energy is not None) else None
         return eps, energy
 
-    def preview(self, x0: torch.Tensor) -> np.ndarray:
-        return scatter_image(self.points(x0))
-
-    def density_pictures(self, recipe, density: torch.Tensor,
-                         x: torch.Tensor) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """Each over its own support outlined: the recipe's target where it is one of
-        the RRR setups, each concept's component."""
-        maps = density.cpu().numpy()
-        composed = scatter_image(self.points(x), setup_of(recipe), density=maps[0])
-        return composed, tuple(scatter_image(None, c.text, density=m)
-                               for c, m in zip(recipe.active_concepts, maps[1:]))
-
-    def result_images(self, recipe, x0: torch.Tensor) -> list[np.ndarray]:
-        """The final scatter over the shaded support of the recipe's target, if known."""
-        return [scatter_image(self.points(x0), setup_of(recipe))]
-
-    def metrics(self, recipe, x0: torch.Tensor) -> dict[str, float]:
-        """For the three RRR setups, MMD (RBF, h = 0.1) against 1000 exact samples and
-        the fraction in the target's support; for every composition, the fraction of
-        samples in each active concept's own support ("in <concept>")."""
-        points = self.points(x0)
-        per_concept = {f"in {c.text}": support_fraction(points, c.text)
-                       for c in recipe.active_concepts}
-        truth = ground_truth(recipe, n=1000, seed=recipe.seed + 1)
-        if truth is None:
-            return per_concept
-        if len(points) < 2:      # MMD needs two samples; recipe_notes says so up front
-            return {"in_support": support_fraction(points, setup_of(recipe)), **per_concept}
-        value = mmd2(points, truth)
-        return {"mmd": max(value, 0.0) ** 0.5, "mmd2": value,
-                "in_support": support_fraction(points, setup_of(recipe)), **per_concept}
-
     def recipe_notes(self, recipe) -> list[str]:
         if recipe.num_samples < 2 and setup_of(recipe) is not None:
             return ["MMD against the ground truth needs at least 2 samples; "
                     "it is skipped for this run of 1"]
         return []
-
-    def points(self, x0: torch.Tensor) -> np.ndarray:
-        return x0.detach().reshape(-1, 2).cpu().numpy()
 
 
 def load_score(device: torch.device | str = "cpu") -> Toy2DModel:

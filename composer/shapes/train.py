@@ -88,6 +88,13 @@ def exact_targets(world, xt: torch.Tensor, a: torch.Tensor, slots: torch.Tensor)
     return x0, (xt - a.sqrt() * x0) / (1 - a).sqrt()
 
 
+def loss_target(prediction: str, noise: torch.Tensor, x0: torch.Tensor,
+                a: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output: eps, or v = sqrt(abar) eps - sqrt(1 - abar) x0
+    (the inverse of models/base.eps_from_v)."""
+    return noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
 def learning_rate(step: int, args) -> float:
     """Linear warmup, then cosine decay to 10% over --steps."""
     if step < args.warmup:
@@ -215,8 +222,7 @@ def main(argv=None) -> dict:
             group["lr"] = learning_rate(step, args)
         if args.target == "exact":
             x0, noise = exact_targets(world, xt, a, slots)
-        target = noise if args.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-        loss = torch.mean((model(xt, t, slots) - target) ** 2)
+        loss = torch.mean((model(xt, t, slots) - loss_target(args.prediction, noise, x0, a)) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
