@@ -1,10 +1,15 @@
 """Command line: render a recipe, or run a sweep into a labelled grid.
 
     python -m composer render RECIPE --out DIR [--model NAME] [--device DEV]
+                              [--best-of N] [--lift | --no-lift]
     python -m composer sweep SWEEP --out DIR [--device DEV]
 
 render writes image_NN.png (each carrying the recipe), recipe.json with every
-default filled in, and for toy2d samples.npy and scatter.png. sweep (see
+default filled in, and for toy2d samples.npy and scatter.png. --best-of N draws N
+candidates per sample and keeps the one whose rows all hold by the model's own lift
+(composer/lift.py; it is part of the recipe); --lift / --no-lift turn the lift
+verdicts, printed per sample and written to lift.json, on or off (default: the
+model's, off for Stable Diffusion). sweep (see
 composer/sweep.py) prints its cost, runs every cell, and writes grid.png (the
 labelled grid, carrying the sweep), sweep.json, cell_R_C.png per cell (carrying
 that cell's recipe) and cells.json (each cell's recipe and metrics). Any failure (a bad or
@@ -76,8 +81,10 @@ def render(args: argparse.Namespace) -> None:
     recipe = Recipe.from_json(read_bytes(args.recipe, "recipe"))
     if args.model:
         recipe = dataclasses.replace(recipe, model=args.model)
+    if args.best_of is not None:
+        recipe = dataclasses.replace(recipe, best_of=args.best_of)
     out = output_folder(args.out)
-    result = Composer(device(args.device)).render(recipe)
+    result = Composer(device(args.device)).render(recipe, lift=args.lift)
     with writing(args.out):
         (out / "recipe.json").write_text(result.recipe.to_json() + "\n")
         if result.points is not None:
@@ -86,10 +93,15 @@ def render(args: argparse.Namespace) -> None:
         else:
             for i, image in enumerate(result.images):
                 save_png(image, result.recipe, out / f"image_{i:02d}.png")
+        if result.lift:
+            (out / "lift.json").write_text(json.dumps(result.lift, indent=1) + "\n")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     for name, value in result.metrics.items():
         print(f"{name}: {value:.4f}")
+    if result.lift:
+        holding = sum(v["holds"] for v in result.lift)
+        print(f"by the model (lift): {holding} of {len(result.lift)} samples hold every row")
     print(f"wrote {out}")
 
 
@@ -142,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--out", required=True, help="output folder")
     render_cmd.add_argument("--model", help="override the recipe's model (name, hub id or folder)")
     render_cmd.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    render_cmd.add_argument("--best-of", type=int, metavar="N",
+                            help="N candidates per sample, the one the model's lift prefers kept")
+    render_cmd.add_argument("--lift", action=argparse.BooleanOptionalAction, default=None,
+                            help="judge the samples by the model's own lift (default: the model's)")
     sweep_cmd = commands.add_parser("sweep", help="run a sweep JSON file into a labelled grid")
     sweep_cmd.add_argument("sweep")
     sweep_cmd.add_argument("--out", required=True, help="output folder")

@@ -9,15 +9,17 @@ Each step i at timestep t:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
 
+from composer.lift import lift_cost
 from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import Rule, compose, make_rule
@@ -67,13 +69,28 @@ def evaluations_per_level(spec: SamplerSpec, has_energy: bool) -> int:
     return 1 + k * spec.leapfrog_steps
 
 
+def candidates(recipe: Recipe) -> Recipe:
+    """What a best-of-N recipe samples: N candidates per sample in one batch (sample i's
+    candidates at i*N .. i*N + N - 1, as composer.lift.best_of reads them)."""
+    if recipe.best_of == 1:
+        return recipe
+    return replace(recipe, num_samples=recipe.num_samples * recipe.best_of, best_of=1)
+
+
 def cost(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> int:
-    """Network rows a filled-in recipe costs: steps x calls per level x rows x samples,
-    plus, for a 2D model's density maps, every row at each grid point every step."""
+    """Network rows a filled-in recipe's sampling costs: steps x calls per level x rows x
+    samples (best_of candidates each), plus, for a 2D model's density maps, every row
+    at each grid point every step. The lift verdicts come on top (judging_cost)."""
     rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation).texts)
     grid = GRID * GRID if maps and model.plane is not None else 0
     return recipe.steps * rows * (evaluations_per_level(recipe.sampler, model.has_energy)
-                                  * recipe.num_samples + grid)
+                                  * candidates(recipe).num_samples + grid)
+
+
+def judging_cost(recipe: Recipe, judged: bool) -> int:
+    """Network rows the lift verdicts of a run cost: every candidate's, when the run is
+    judged (always when best_of > 1, which chooses by them)."""
+    return lift_cost(candidates(recipe)) if judged or recipe.best_of > 1 else 0
 
 
 def budget(model: ModelAdapter) -> int | None:
@@ -88,9 +105,9 @@ def budget(model: ModelAdapter) -> int | None:
     return int(model.max_evaluations * scale) if math.isfinite(scale) and scale > 0 else model.max_evaluations
 
 
-def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> Recipe:
+def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool = False) -> Recipe:
     """Fill the model's defaults and check what only the model can check (the cost
-    with the maps if they are asked for)."""
+    with the maps and the lift verdicts if they are asked for)."""
     recipe = recipe.with_defaults(model.defaults)
     for i, concept in enumerate(recipe.concepts):
         try:
@@ -110,12 +127,18 @@ def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> Recipe:
     if recipe.num_samples > model.max_samples:
         raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
                           f"got {recipe.num_samples}")
-    limit, needed = budget(model), cost(recipe, model, maps)
+    if recipe.num_samples * recipe.best_of > model.max_samples:
+        raise RecipeError(f"best_of: {recipe.model!r} draws at most {model.max_samples} samples "
+                          f"at once; {recipe.num_samples} samples x best of {recipe.best_of} "
+                          f"candidates is {recipe.num_samples * recipe.best_of}")
+    limit, needed = budget(model), cost(recipe, model, maps) + judging_cost(recipe, lift)
     if limit is not None and needed > limit:
         with_maps = ", plus the density maps' grid" if maps and model.plane is not None else ""
+        with_lift = ", plus the lift verdicts" if judging_cost(recipe, lift) else ""
         raise RecipeError(f"cost: this run needs {needed:,} network evaluations (steps x calls "
-                          f"per step x rows x samples{with_maps}); one run of {recipe.model!r} "
-                          f"may use {limit:,}. Use fewer steps, samples, concepts or MCMC steps")
+                          f"per step x rows x samples{with_maps}{with_lift}); one run of "
+                          f"{recipe.model!r} may use {limit:,}. Use fewer steps, samples, "
+                          f"concepts or MCMC steps")
     return recipe
 
 
@@ -130,6 +153,8 @@ def alpha_bar(scheduler, index: int, t) -> float:
 # "auto" step sizes (MALA, HMC): the acceptance each aims at (MALA's optimal rate for
 # high-dimensional targets is 0.574, Roberts & Rosenthal 1998; HMC's is about 0.65,
 # Beskos et al. 2013) and the Robbins-Monro gain on log h per unit of acceptance error.
+# On the 2D product, HMC targets of 0.65 to 0.8 land within about a point of each other
+# (docs/toy2d.md), so HMC keeps the high-dimensional rate the image models need.
 TARGET_ACCEPTANCE = {"mala": 0.57, "hmc": 0.65}
 AUTO_START = 0.1       # the step, as a fraction of sigma_t, that an "auto" run starts from
 AUTO_GAIN = 1.0
@@ -143,7 +168,14 @@ class AdaptiveStep:
     a fraction of sigma_t, so carrying h to the next level scales the move by the
     ratio of the sigmas. One h for the batch, not one per sample: the samplers move
     a batch with one step length in one call, and the batch mean is a steadier signal
-    than one sample's accept or reject. Deterministic for a seed, like the rest."""
+    than one sample's accept or reject. Deterministic for a seed, like the rest.
+
+    "auto" is every model's default for MALA and HMC. ULA and U-HMC have no acceptance
+    to steer by, and they do not borrow the step their Metropolis twin adapts: with no
+    test to reject the far field's steep gradients, that step (1.3-2.2 sigma_t on the
+    2D lab) made U-HMC diverge on every shipped 2D setup and ULA on the mixture and
+    the negation. They keep a fixed fraction of sigma_t per model, the largest that
+    stays finite on the model's examples (docs/recipe.md)."""
 
     def __init__(self, target: float, start: float = AUTO_START):
         self.target = target
@@ -239,6 +271,15 @@ class Control:
     cancel: threading.Event = field(default_factory=threading.Event)
     turn: Turn = field(default_factory=Turn)
 
+    @contextlib.contextmanager
+    def evaluation(self):
+        """Around each network evaluation: the run's turn on the device, and Cancelled
+        if the run was cancelled meanwhile."""
+        with self.turn:
+            if self.cancel.is_set():
+                raise Cancelled
+            yield
+
 
 def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool,
                      control: Control):
@@ -246,9 +287,7 @@ def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with
     sigma = math.sqrt(1.0 - abar)
 
     def density(x: torch.Tensor) -> Evaluation:
-        with control.turn:
-            if control.cancel.is_set():
-                raise Cancelled
+        with control.evaluation():
             eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
         composed, composed_energy = compose(rule, eps, energy)
         return Evaluation(composed, sigma, composed_energy, eps)
@@ -275,7 +314,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     x = x * scheduler.init_noise_sigma
     # Energies are needed for mixture, and make Metropolis tests exact.
     with_energy = model.has_energy and (rule.needs_energy or spec.is_metropolis)
-    adapt = AdaptiveStep(TARGET_ACCEPTANCE.get(spec.name, 0.0))
+    adapt = AdaptiveStep(TARGET_ACCEPTANCE[spec.name]) if spec.step_size == AUTO else None
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)

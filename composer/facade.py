@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 from composer import engine
+from composer.lift import best_of, lift_rows
+from composer.lift import lift as measure_lift
+from composer.lift import verdicts as lift_verdicts
 from composer.lru import LRU
 from composer.models import (
     BUILTIN_MODELS,
@@ -48,7 +51,8 @@ class Frame:
     preview: np.ndarray                 # predicted x0, RGB uint8 [H, W, 3]
     noisy: np.ndarray                   # the current x_t, same kind of picture
     concepts: tuple[np.ndarray, ...]    # each active concept's own predicted x0
-    acceptance: float | None
+    acceptance: float | None            # mean MH acceptance at this level (mala, hmc)
+    step_size: float | None = None      # MCMC step at this level, as a fraction of sigma_t
     # With maps: the composed density and x_t (2D) or the conflict map over the
     # preview (image models under "and"); 2D models also each concept's density.
     map: np.ndarray | None = None
@@ -64,6 +68,8 @@ class Result:
     notes: tuple[str, ...] = ()
     metrics: dict = field(default_factory=dict)
     verdicts: tuple[dict, ...] = ()     # per sample, each row's verdict (models with a judge)
+    # Per sample, each row's verdict by the model's own lift (composer.lift), when judged.
+    lift: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class ModelInfo:
     max_samples: int
     defaults: dict
     description: str = ""
+    lift_by_default: bool = True        # runs are judged by the model's lift unless asked not to
 
 
 def model_key(name: str) -> str:
@@ -146,55 +153,103 @@ class Composer:
     def info(self, name: str) -> ModelInfo:
         m = self.model(name)
         return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
-                         m.max_samples, dict(m.defaults), m.description)
+                         m.max_samples, dict(m.defaults), m.description, m.lift_by_default)
 
-    def check(self, recipe: Recipe, maps: bool = False) -> tuple[Recipe, tuple[str, ...]]:
+    def check(self, recipe: Recipe, maps: bool = False,
+              lift: bool | None = None) -> tuple[Recipe, tuple[str, ...]]:
         """The recipe with defaults filled, and notes for the user; raises ComposerError."""
         model = self.model(recipe.model)
         try:
-            filled = engine.prepare(recipe, model, maps)
+            filled = engine.prepare(recipe, model, maps, self.judged(recipe, lift, maps))
         except (RecipeError, ModelError) as err:
             raise ComposerError(str(err)) from None
         notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
         return filled, notes + tuple(model.recipe_notes(filled))
 
-    def stream(self, recipe: Recipe, cancel: threading.Event | None = None,
-               maps: bool = False) -> Iterator[Frame | Result]:
+    def judged(self, recipe: Recipe, lift: bool | None = None, maps: bool = False) -> bool:
+        """Whether a run of the recipe is judged by the model's lift: always when
+        best_of > 1 (the lift chooses the candidates), else as asked, else the model's
+        default, as long as the verdicts do not take the run over its budget."""
+        if recipe.best_of > 1 or lift is not None:
+            return recipe.best_of > 1 or lift
+        model = self.model(recipe.model)
+        limit = engine.budget(model)
+        if not model.lift_by_default or limit is None:
+            return model.lift_by_default
+        try:
+            filled = engine.prepare(recipe, model, maps)
+        except (RecipeError, ModelError):
+            return True                     # check() says what is wrong with the recipe
+        return engine.cost(filled, model, maps) + engine.judging_cost(filled, True) <= limit
+
+    def stream(self, recipe: Recipe, cancel: threading.Event | None = None, maps: bool = False,
+               lift: bool | None = None) -> Iterator[Frame | Result]:
         """Yield a Frame per step, then the Result. Setting `cancel` stops the run
         before its next network evaluation (raises Cancelled). `maps` adds each
-        frame's density or conflict map (composer.maps); samples are the same."""
-        filled, notes = self.check(recipe, maps)
+        frame's density or conflict map (composer.maps); samples are the same. `lift`
+        judges the samples by the model's own lift (None: the model's default); with
+        best_of > 1 the frames show every candidate and the Result keeps the chosen."""
+        judged = self.judged(recipe, lift, maps)
+        filled, notes = self.check(recipe, maps, judged)
         model = self.model(recipe.model)
+        if lift is None and model.lift_by_default and not judged:
+            notes += ("The model's lift verdicts were left out: they would take this run over "
+                      "its budget.",)
         pictures, scoring = pictures_of(model), scoring_of(model)
+        batch = engine.candidates(filled)
         frames: list[Frame] = []
         control = engine.Control(cancel or threading.Event(), self._device.turn())
         record = None
         try:
-            for record in engine.sample(filled, model, control, maps):
-                frame = self._frame(pictures, filled, record)
+            for record in engine.sample(batch, model, control, maps):
+                frame = self._frame(pictures, batch, record)
                 frames.append(frame)
                 yield frame
+            final, by_model = self._judge(model, filled, batch, record.x_t, control, judged)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise ComposerError("out of GPU memory: try fewer samples or fewer concepts") from None
         except engine.NonFiniteError as err:
             raise ComposerError(str(err)) from None
-        final = record.x_t
+        if filled.best_of > 1:
+            kept = sum(v["holds"] for v in by_model)
+            notes += (f"Best of {filled.best_of}: {kept} of {filled.num_samples} samples have a "
+                      f"candidate whose rows all hold by the model's lift; the others keep "
+                      f"their least-failing candidate.",)
         yield Result(filled, tuple(pictures.result_images(filled, final)), pictures.points(final),
                      tuple(frames), notes, scoring.metrics(filled, final),
-                     tuple(scoring.verdicts(filled, final) or ()))
+                     tuple(scoring.verdicts(filled, final) or ()), tuple(by_model))
 
-    def render(self, recipe: Recipe, cancel: threading.Event | None = None,
-               maps: bool = False) -> Result:
+    @staticmethod
+    def _judge(model: ModelAdapter, recipe: Recipe, batch: Recipe, final: torch.Tensor,
+               control: engine.Control, judged: bool) -> tuple[torch.Tensor, list[dict]]:
+        """The samples a run keeps (best of N: each sample's chosen candidate) and, when
+        judged, their lift verdicts; a recipe with no row to judge keeps each first."""
+        if not judged or not lift_rows(recipe):
+            return final[::recipe.best_of], []
+        verdict = measure_lift(model, batch, final, around=control.evaluation)
+        if recipe.best_of > 1:
+            keep = best_of(verdict.margins, verdict.holds, recipe.best_of)
+            final, verdict = final[keep], verdict.take(keep)
+        return final, lift_verdicts(verdict, recipe)
+
+    def render(self, recipe: Recipe, cancel: threading.Event | None = None, maps: bool = False,
+               lift: bool | None = None) -> Result:
         """Run to the end; return the Result."""
-        *_, result = self.stream(recipe, cancel=cancel, maps=maps)
+        *_, result = self.stream(recipe, cancel=cancel, maps=maps, lift=lift)
         return result
 
     def cost(self, recipe: Recipe, maps: bool = False) -> int:
         """Network evaluations one run of the recipe makes (defaults filled in), with
-        the density maps' if asked for."""
+        the density maps' if asked for; the lift verdicts' are `lift_cost`."""
         filled, _ = self.check(recipe, maps)
         return engine.cost(filled, self.model(recipe.model), maps)
+
+    def lift_cost(self, recipe: Recipe, lift: bool | None = None) -> int:
+        """Network evaluations of the run's lift verdicts (0 when it is not judged)."""
+        judged = self.judged(recipe, lift)
+        filled, _ = self.check(recipe, lift=judged)
+        return engine.judging_cost(filled, judged)
 
     def budget(self, name: str) -> int | None:
         """The most network evaluations one run of this model may make."""
@@ -237,7 +292,8 @@ class Composer:
             picture, concept_maps = pictures.density_pictures(recipe, record.density, record.x_model)
         elif record.conflict is not None:
             picture = pictures.conflict_picture(record.x0, record.conflict)
-        return Frame(record.index, record.total, record.t, pictures.preview(record.x0),
-                     pictures.preview(record.x_t),
-                     tuple(pictures.preview(x0) for x0 in record.concept_x0), record.acceptance,
-                     picture, concept_maps)
+        return Frame(index=record.index, total=record.total, t=record.t,
+                     preview=pictures.preview(record.x0), noisy=pictures.preview(record.x_t),
+                     concepts=tuple(pictures.preview(x0) for x0 in record.concept_x0),
+                     acceptance=record.acceptance, step_size=record.step_size, map=picture,
+                     concept_maps=concept_maps)

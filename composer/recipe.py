@@ -11,6 +11,7 @@ the model's defaults (see `Recipe.with_defaults`).
 import dataclasses
 import functools
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, Strict, StrictBool,
@@ -314,6 +315,8 @@ FIELD_NAMES = {f.name for cls in OWNERS.values() for f in dataclasses.fields(cls
 UNKNOWN_FIELD = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
 MUST_BE = {"int_type": "an integer", "float_type": "a finite number",
            "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string"}
+# A concept's field as messages and sweeps name it: 'concepts[1].beta' (0-based row).
+CONCEPT_PATH = re.compile(r"concepts\[(\d+)\]\.(\w+)")
 OUT_OF_RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 

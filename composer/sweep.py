@@ -22,13 +22,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from composer.recipe import SAMPLER_LABELS, Recipe, RecipeError, echo, parse_json
+from composer.recipe import CONCEPT_PATH, SAMPLER_LABELS, Recipe, RecipeError, echo, parse_json
 
 SWEEP_VERSION = 1
 MAX_AXES = 2
 MAX_CELLS = 25
 MAX_VALUES = 25
-CONCEPT_FIELD = re.compile(r"^concepts\[(\d+)\]\.(weight|beta)$")
 TOP_FIELDS = ("scale", "steps", "seed")
 SAMPLER_FIELDS = ("sampler.name", "sampler.step_size", "sampler.mcmc_steps")
 FIELDS = ("concepts[i].weight", "concepts[i].beta") + TOP_FIELDS + SAMPLER_FIELDS
@@ -52,9 +51,15 @@ SWEPT_LABELS = {"scale": "α (scale)", "sampler.name": "sampler", "sampler.step_
                 "sampler.mcmc_steps": "MCMC steps per level", "steps": "steps", "seed": "seed"}
 
 
+def concept_field(field: str) -> re.Match | None:
+    """'concepts[1].beta' -> its match (row, 'beta'): a row's AND weight or NOT β."""
+    match = CONCEPT_PATH.fullmatch(field)
+    return match if match and match.group(2) in ("weight", "beta") else None
+
+
 def field_label(field: str) -> str:
     """A sweepable field as the page names it: 'concepts[1].beta' -> 'Row 2 NOT β'."""
-    match = CONCEPT_FIELD.match(field)
+    match = concept_field(field)
     if match:
         kind = "NOT β" if match.group(2) == "beta" else "AND weight"
         return f"Row {int(match.group(1)) + 1} {kind}"
@@ -65,7 +70,7 @@ def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
     """The recipe with one swept field set; RecipeError, naming the field by its path
     in the recipe, if the result is invalid."""
     data = recipe.to_dict()
-    match = CONCEPT_FIELD.match(field)
+    match = concept_field(field)
     if match:
         index, name = int(match.group(1)), match.group(2)
         if index >= len(recipe.concepts):
@@ -164,7 +169,7 @@ def _axis(path: str, data: Any) -> Axis:
         raise RecipeError(f"{path}: must be {{'field': ..., 'values': [...]}} or "
                           f"{{'field': ..., 'range': {{'start', 'stop', 'num'}}}}")
     field = data.get("field")
-    if not isinstance(field, str) or not (CONCEPT_FIELD.match(field) or field in TOP_FIELDS
+    if not isinstance(field, str) or not (concept_field(field) or field in TOP_FIELDS
                                           or field in SAMPLER_FIELDS):
         raise RecipeError(f"{path}.field: cannot sweep {echo(field)}; sweepable fields are "
                           f"{', '.join(FIELDS)}")

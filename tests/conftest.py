@@ -52,6 +52,17 @@ def chromium():
         browser.close()
 
 
+@pytest.fixture
+def page(chromium):
+    """A desktop-sized page (tests/browser.py) with the browser tests' patience."""
+    from tests.browser import DESKTOP, TIMEOUT
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    yield page
+    context.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A browser test fails if the server printed a traceback while it ran: a renderer

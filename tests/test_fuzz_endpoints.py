@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ui.handlers import GENERIC_ERROR
+from ui.stack import GENERIC_ERROR
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 SMALL = {"model": "toy2d-energy", "concepts": [{"text": "ring"}], "steps": 2, "num_samples": 4,

@@ -11,7 +11,7 @@ from composer.__main__ import main
 from composer.facade import SWEEP_RUNS, Composer, ComposerError
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep
-from ui.handlers import flag
+from ui.words import flag
 
 
 @pytest.fixture(scope="module")

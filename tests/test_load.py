@@ -53,7 +53,7 @@ def test_a_session_keeps_its_frames_compressed():
     import numpy as np
 
     from composer.facade import Frame
-    from ui.handlers import kept_frame, unpacked
+    from ui.frames import kept_frame, unpacked
     rng = np.random.default_rng(0)
     scatter = np.full((256, 256, 3), 255, np.uint8)
     scatter[rng.integers(0, 256, 400), rng.integers(0, 256, 400)] = (31, 119, 180)
@@ -66,7 +66,7 @@ def test_a_session_keeps_its_frames_compressed():
 def test_all_sessions_frames_share_one_budget():
     """Past the budget the oldest finished run's frames go first; the newest run keeps
     its own, and a run still streaming is never cut (its frame k must stay step k)."""
-    from ui.handlers import KeptFrames, Run
+    from ui.frames import KeptFrames, Run
     frame = {"preview": b"x" * 100, "noisy": b"x" * 100, "concepts": [b"x" * 50],
              "map": None, "concept_maps": []}
     kept = KeptFrames(budget=1000)
@@ -97,7 +97,7 @@ def test_a_stopped_run_keeps_the_frames_it_had_when_stopped():
     """Stop fixes the frame count: the run's thread may finish one more step before it
     sees the cancel, and that frame used to make the label say "Frame 6 / 7" on a
     slider whose maximum was 6."""
-    from ui.handlers import KeptFrames, Run
+    from ui.frames import KeptFrames, Run
     frame = {"preview": b"x", "noisy": b"x", "concepts": [], "map": None, "concept_maps": []}
     kept, live = KeptFrames(budget=10_000), Run(frames=[], ended=False)
     for _ in range(6):
@@ -115,15 +115,15 @@ def test_a_picture_sent_twice_is_written_once(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from ui import handlers
-    monkeypatch.setattr(handlers, "PICTURES_DIR", tmp_path)
+    from ui import files
+    monkeypatch.setattr(files, "PICTURES_DIR", tmp_path)
     picture = np.zeros((8, 8, 3), np.uint8)
-    first = handlers.picture_file(picture)
+    first = files.picture_file(picture)
     inode, size = os.stat(first).st_ino, os.path.getsize(first)
     with open(first, "rb") as reading:            # a download in progress
-        again = handlers.picture_file(picture)
+        again = files.picture_file(picture)
         assert again == first and os.stat(again).st_ino == inode
         assert len(reading.read()) == size
-    other = handlers.picture_file(picture + 1)
+    other = files.picture_file(picture + 1)
     assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         {os.path.basename(first), os.path.basename(other)})

@@ -1,4 +1,4 @@
-"""The app through gradio_client, plus the plain-Python page state (ui.state).
+"""The app through gradio_client (the page state without a server: test_ui_state.py).
 
 The app runs the real toy2d-energy model with few steps and samples.
 """
@@ -8,14 +8,12 @@ import base64
 import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from composer.recipe import Recipe, RecipeError
-from ui import state
+from composer.recipe import Recipe
 
 # /generate outputs as gradio_client sees them (State outputs are hidden).
 GENERATE_OUTPUTS = ["preview", *[f"concept{k}" for k in range(1, 9)], "progress", "slider",
@@ -171,6 +169,27 @@ def test_render_api_returns_the_density_maps_on_request(client):
     assert (composed == (120, 60, 160)).all(1).any(), "no density drawn at its peak colour"
 
 
+def test_render_api_judges_by_the_models_lift_and_keeps_the_best_of_n(client):
+    """Verdicts by the model on request (null: the model's default, on for toy2d), and
+    best_of in the recipe: each sample the candidate whose rows hold."""
+    judged = client.predict(recipe_json(num_samples=8), 0, False, None, api_name="/render")
+    assert len(judged["lift"]) == 8
+    rows = judged["lift"][0]["rows"]
+    assert [(r["row"], r["text"]) for r in rows] == [(1, "ring"), (2, "bar")]
+    assert all(isinstance(r["lift"], float) for r in rows)
+    assert client.predict(recipe_json(num_samples=8), 0, False, "false", api_name="/render")["lift"] == []
+    best = client.predict(recipe_json(num_samples=8, best_of=3), 0, False, False, api_name="/render")
+    assert len(best["lift"]) == 8 and best["recipe"]["best_of"] == 3
+    assert np.asarray(best["points"]).shape == (8, 2)
+    assert sum(v["holds"] for v in best["lift"]) >= sum(v["holds"] for v in judged["lift"])
+    assert any(note.startswith("Best of 3") for note in best["notes"])
+
+
+def test_the_recipe_schema_is_served_with_the_api(client):
+    from composer.recipe import recipe_json_schema
+    assert client.predict(api_name="/recipe_schema") == json.loads(json.dumps(recipe_json_schema()))
+
+
 def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(client, tmp_path):
     from composer.media import SWEEP_CHUNK
     from composer.sweep import Sweep
@@ -250,169 +269,6 @@ def test_a_failed_compare_or_sweep_says_so_on_the_status_line(client):
     with pytest.raises(Exception, match="Sweep axis 2: give values"):
         job.result()
     assert "Sweep axis 2: give values" in job.outputs()[-1][-1]
-
-
-# --- page state without a server ------------------------------------------------------
-
-def test_saved_files_are_named_inside_their_folder(tmp_path, monkeypatch):
-    """A hub id or a folder as the model never becomes part of a path (a sweep of
-    'org/name' used to write into a missing subfolder, '/data/sd' beside the checkpoint)."""
-    from composer.recipe import Concept
-    from composer.sweep import Axis, Sweep
-    from ui import handlers
-    monkeypatch.setattr(handlers, "RUNS_DIR", tmp_path / "runs")
-    for model in ("org/name", "/data/sd", "toy2d-energy"):
-        plan = Sweep(Recipe(model=model, concepts=(Concept("ring"),)), (Axis("seed", (1, 2)),))
-        written = [Path(f) for f in handlers.Handlers.save_sweep(plan, np.zeros((4, 4, 3), np.uint8))]
-        assert all(f.parent.parent == tmp_path / "runs" and f.exists() for f in written), written
-        assert handlers.file_stem(plan.recipe, "sweep") == written[0].stem
-
-
-def test_a_sweep_axis_must_change_something():
-    """Only rows the recipe has, and each row's own slider: an AND weight on a NOT row
-    would leave every cell the same."""
-    recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},
-                                                    {"text": "bar", "negate": True}]))
-    assert state.build_sweep(recipe, [("concepts[1].beta", "0.5, 1")]).shape == (2, 1)
-    with pytest.raises(RecipeError, match="has 2 row.s.; there is no row 3"):
-        state.build_sweep(recipe, [("concepts[2].weight", "0.5, 1")])
-    with pytest.raises(RecipeError, match="row 2 is a NOT row, so this would change nothing; "
-                                          "sweep its NOT β"):
-        state.build_sweep(recipe, [("concepts[1].weight", "0.5, 1")])
-    with pytest.raises(RecipeError, match="row 1 is an AND row"):
-        state.build_sweep(recipe, [("seed", "1, 2"), ("concepts[0].beta", "1, 2")])
-
-
-def test_share_token_round_trip_and_bad_tokens():
-    recipe = Recipe.from_json(recipe_json(concepts=[{"text": "ring"},
-                                                    {"text": "bar", "negate": True, "beta": 2.5,
-                                                     "muted": True}]))
-    token = state.share_token(recipe)
-    assert "=" not in token and "+" not in token and "/" not in token
-    assert state.recipe_from_token(token) == recipe
-    assert state.share_url("http://h/app/?x=1", recipe) == f"http://h/app/?recipe={token}"
-    with pytest.raises(RecipeError):
-        state.recipe_from_token("%%%")
-    with pytest.raises(RecipeError):
-        state.recipe_from_token(base64.urlsafe_b64encode(b'{"concepts": 3}').decode())
-
-
-def test_row_actions_keep_ids_stable():
-    rows = [state.new_row("ring"), state.new_row("bar", weight=2.0)]
-    ids = [r["id"] for r in rows]
-    moved = state.row_action(rows, "down", ids[0])
-    assert [r["id"] for r in moved] == ids[::-1]
-    dup = state.row_action(moved, "duplicate", ids[1])
-    assert len(dup) == 3 and dup[1]["text"] == "bar" and dup[1]["id"] not in ids
-    muted = state.row_action(dup, "mute", ids[0])
-    assert muted[2]["muted"] and not rows[0]["muted"], "actions must not mutate their input"
-    assert [r["id"] for r in state.row_action(muted, "remove", ids[1])] == [dup[1]["id"], ids[0]]
-    assert len(state.row_action(rows, "add", default_text="x")) == 3
-
-
-def test_page_problems_are_listed_per_row():
-    rows = [state.new_row(""), state.new_row("a red blob"), state.new_row("ring")]
-    problems = state.row_problems(rows, vocabulary=["a", "red", "circle"])
-    assert problems[0].startswith("Row 1: the prompt is empty")
-    assert "'blob'" in problems[1] and "'ring'" in problems[2]
-    assert state.row_problems([state.new_row("disk")], choices=["ring", "bar"]) == [
-        "Row 1: 'disk' is not a concept of this model; choose one of ring, bar."]
-
-
-def test_settings_build_a_recipe_with_defaults_left_empty():
-    rows = [state.new_row("ring"), state.new_row("bar", negate=True, beta=3.0)]
-    with pytest.raises(RecipeError, match="Seed: is empty"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy", seed=None))
-    with pytest.raises(RecipeError, match="Seed: must be an integer, got 3.7"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy", seed=3.7))
-    with pytest.raises(RecipeError, match="Steps: not a number"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy"), ["Steps"])
-    with pytest.raises(RecipeError, match=r"Row 2 β: must be in \[0, 10\], got -2"):
-        state.build_recipe([rows[0], {**rows[1], "beta": -2.0}], state.Settings(model="toy2d-energy"))
-    settings = state.Settings(model="toy2d-energy", sampler="mala", step_size=0.2,
-                              mcmc_steps=3.0, steps=10.0, seed=7.0, num_samples=100.0)
-    recipe = state.build_recipe(rows, settings)
-    assert recipe.sampler.mcmc_steps == 3 and isinstance(recipe.sampler.mcmc_steps, int)
-    assert recipe.sampler.leapfrog_steps is None and recipe.scale is None
-    assert recipe.concepts[1].coefficient == -3.0
-    assert state.settings_from_recipe(recipe).step_size == 0.2
-    with pytest.raises(RecipeError, match=r"Step size \(× σ_t\): must be in \(0, 2\]"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy", step_size=5.0))
-
-
-def test_a_run_takes_the_rows_as_the_page_shows_them():
-    rows = [state.new_row("ring"), state.new_row("bar", negate=True, beta=3.0)]
-    shown = [{"text": "big_box", "weight": "-2", "negate": False},
-             {"text": "bar", "weight": "1.5", "negate": True}]
-    merged = state.as_shown(rows, shown)
-    assert (merged[0]["text"], merged[0]["weight"]) == ("big_box", -2.0)
-    assert (merged[1]["beta"], merged[1]["weight"]) == (1.5, rows[1]["weight"])
-    assert rows[0]["text"] == "ring"                      # the server's copy is not edited
-    with pytest.raises(RecipeError, match=r"Row 1 AND weight: must be in \[0, 10\], got -2"):
-        state.build_recipe(merged, state.Settings(model="toy2d-energy"))
-    toggling = [shown[0], {**shown[1], "negate": False}]  # NOT clicked, its reply not back
-    assert state.as_shown(rows, toggling)[1] == rows[1]
-    assert state.as_shown(rows, shown[:1]) == rows        # a row added or removed mid-flight
-    cleared = state.as_shown(rows, [{**shown[0], "weight": ""}, shown[1]])
-    with pytest.raises(RecipeError, match="Row 1 AND weight"):
-        state.build_recipe(cleared, state.Settings(model="toy2d-energy"))
-
-
-def test_unexpected_errors_are_masked_and_logged(caplog):
-    import gradio as gr
-
-    from ui.handlers import GENERIC_ERROR, guard
-
-    @guard
-    def broken():
-        raise RuntimeError("internal detail")
-
-    @guard
-    def streaming():
-        yield 1
-        raise KeyError("internal detail")
-
-    with pytest.raises(gr.Error) as info:
-        broken()
-    assert info.value.message == GENERIC_ERROR
-    with pytest.raises(gr.Error):
-        list(streaming())
-    assert "internal detail" in caplog.text
-
-
-def test_words_outside_the_vocabulary_are_listed_per_row():
-    from composer.facade import Composer, ComposerError
-    from composer.models import ModelError
-    from tests.gaussians import GaussianModel
-    from ui.handlers import Handlers, info_dict
-
-    class Worded(GaussianModel):
-        """Free-text captions over the Gaussians' names, like the shapes model."""
-        concept_choices = None
-        vocabulary = ("left", "right", "up")
-
-        def check_concept(self, text):
-            for word in text.split():
-                if word not in self.vocabulary:
-                    raise ModelError(f"unknown word {word!r}")
-
-        def encode(self, texts):
-            return tuple(t.split()[0] if t else t for t in texts)
-
-    composer = Composer("cpu")
-    composer._models["worded"] = Worded()
-    handlers = Handlers(composer)
-    info = info_dict(composer.info("worded"))
-    settings = state.Settings(model="worded", steps=2)
-    rows = [state.new_row("left"), state.new_row("up blob"), state.new_row("right zzz qq")]
-    with pytest.raises(ComposerError) as err:
-        handlers.recipe(rows, info, settings)
-    message = str(err.value)
-    assert "concepts[1]" not in message, "each problem once, rows numbered from 1"
-    assert "Row 2: unknown words 'blob'" in message and "Row 3: unknown words 'zzz', 'qq'" in message
-    assert handlers.recipe(rows[:1], info, settings).concepts[0].text == "left"
-    with pytest.raises(RecipeError, match="Row 2: the prompt is empty"):
-        handlers.recipe([rows[0], state.new_row(" ")], info, settings)
 
 
 def test_stable_diffusion_folder_through_the_api(client, tmp_path):

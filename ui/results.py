@@ -6,14 +6,16 @@ import gradio as gr
 import numpy as np
 
 from composer.recipe import SAMPLER_LABELS
-from ui.handlers import THUMB_SIDE, metrics_text, page_picture
+from ui.files import THUMB_SIDE, page_picture
+from ui.plots import levels_svg
+from ui.words import metrics_text
 
-RUN_HEADERS = ["#", "model", "operator", "sampler", "steps", "seed", "samples", "compute s",
-               "evaluations", "acceptance", "metrics"]
-# Each header fits on one line and the metrics wrap in a column of their own; a table
-# wider than its pane scrolls sideways.
-RUN_WIDTHS = ["40px", "120px", "90px", "90px", "64px", "56px", "84px", "100px", "110px",
-              "110px", "360px"]
+RUN_HEADERS = ["#", "model", "op", "sampler", "run", "compute", "levels", "result"]
+# Sized to fit the result column at 1400 px (653 px): long cells wrap, and the MCMC
+# levels are a picture (ui/plots.py). A phone scrolls the table sideways.
+RUN_WIDTHS = ["28px", "92px", "44px", "72px", "100px", "92px", "96px", "116px"]
+RUN_TYPES = ["number", "str", "str", "str", "str", "str", "html", "str"]
+PLOT_SIZE = (88, 30)
 
 
 def thumb_updates(slots, pictures, labels) -> dict:
@@ -24,20 +26,64 @@ def thumb_updates(slots, pictures, labels) -> dict:
     return {**updates, **{slot: gr.update(visible=False) for slot in slots[len(updates):]}}
 
 
-def run_row(number: int, result, seconds: float, evaluations: int, accept: list) -> list:
+def run_row(number: int, result, seconds: float, evaluations: int) -> list:
     r = result.recipe
     sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
-    return [number, r.model, r.operator, sampler, r.steps, r.seed, r.num_samples,
-            round(seconds, 2), evaluations, round(float(np.mean(accept)), 3) if accept else "",
-            verdict_summary(result) or metrics_text(result.metrics)]
+    samples = f"{r.num_samples} sample{'s' if r.num_samples != 1 else ''}"
+    plot = levels_svg([f.step_size for f in result.frames], [f.acceptance for f in result.frames],
+                      *PLOT_SIZE)
+    return [number, r.model, r.operator, sampler, f"{r.steps} steps · seed {r.seed} · {samples}",
+            f"{seconds:.2f} s · {evaluations:,} evals", plot,
+            result_summary(result)]
+
+
+def result_summary(result) -> str:
+    """The Runs table's last cell: the metrics against ground truth (2D), the judge's
+    and the model's verdicts."""
+    metrics = "" if "correct" in result.metrics else metrics_text(result.metrics)
+    return " · ".join(part for part in (metrics, verdict_summary(result)) if part)
 
 
 def verdict_summary(result) -> str:
-    """'3 of 4 correct' for models with a judge, else ''."""
-    if "correct" not in result.metrics:
+    """'3 of 4 correct (judge) · 4 of 4 by the model' for what judged the run, else ''."""
+    parts = []
+    if "correct" in result.metrics:
+        n = result.recipe.num_samples
+        parts.append(f"{round(result.metrics['correct'] * n)} of {n} correct (judge)")
+    if result.lift:
+        parts.append(f"{sum(v['holds'] for v in result.lift)} of {len(result.lift)} hold "
+                     f"by the model")
+    return " · ".join(parts)
+
+
+PER_SAMPLE_LINES = 16       # more samples (a 2D cloud): each row's share instead
+
+
+def lift_text(result) -> str:
+    """The model's own verdicts (lift), per sample and row, or per row for a cloud."""
+    if not result.lift:
         return ""
-    n = result.recipe.num_samples
-    return f"{round(result.metrics['correct'] * n)} of {n} correct (judge)"
+    n, holding = len(result.lift), sum(v["holds"] for v in result.lift)
+    parts = [f"**By the model (lift; its own opinion, not ground truth):** {holding} of {n} "
+             f"samples satisfy every row"]
+    if n <= PER_SAMPLE_LINES:
+        parts.extend(lift_line(k, v) for k, v in enumerate(result.lift, 1))
+    else:
+        for i, row in enumerate(result.lift[0]["rows"]):
+            share = sum(v["rows"][i]["holds"] for v in result.lift) / n
+            parts.append(f"Row {row['row']} {row_name(row)}: holds for {share:.0%} of the samples")
+    return "  \n".join(parts)
+
+
+def row_name(row: dict) -> str:
+    return f"{'NOT ' if row['negate'] else ''}{row['text']}"
+
+
+def lift_line(number: int, verdict: dict) -> str:
+    """'Sample 2: ✓ red circle (+0.84) · ✗ NOT blue (+0.12)': each row's lift."""
+    rows = " · ".join(f"{'✓' if r['holds'] else '✗'} {row_name(r)} ({r['lift']:+.3g})"
+                      for r in verdict["rows"])
+    return f"Sample {number}: {rows}"
 
 
 def verdict_line(number: int, verdict: dict) -> str:
@@ -62,6 +108,8 @@ def judge_text(result, accept: list) -> str:
         parts.extend(verdict_line(k, v) for k, v in enumerate(result.verdicts, 1))
     elif result.metrics:
         parts.append("**Metrics vs ground truth:** " + metrics_text(result.metrics))
+    if result.lift:
+        parts.append(lift_text(result))
     if accept:
         parts.append(f"**Mean acceptance:** {np.mean(accept):.1%} "
                      f"(first level {accept[0]:.0%}, last {accept[-1]:.0%})")

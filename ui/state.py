@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import AUTO, MAX_CONCEPTS, Recipe, RecipeError, parse_json
-from composer.sweep import CONCEPT_FIELD, SWEPT_LABELS, Sweep, field_label
+from composer.recipe import AUTO, CONCEPT_PATH, MAX_CONCEPTS, Recipe, RecipeError, parse_json
+from composer.sweep import SWEPT_LABELS, Sweep, concept_field, field_label
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
 INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
@@ -24,7 +24,7 @@ KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (×
                "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
                "line_points": "Line points (score-only Metropolis)"}
 # Recipe paths as the page labels them, so a message points at the box to fix.
-FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps",
+FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps", "best_of": "Best of",
                 "scale": "Global scale α", "operator": "Operator", "negation": "Negation form",
                 "sampler.name": "Sampler", "sampler.scheduler": "Reverse step between MCMC levels",
                 "concepts": "Concepts", "model": "Model",
@@ -97,6 +97,7 @@ class Settings:
     steps: float | None = None
     seed: float | None = 0
     num_samples: float | None = 1
+    best_of: float | None = 1
 
 
 
@@ -148,10 +149,10 @@ def unknown_words(text: str, vocabulary) -> list[str]:
 def plain(message: str) -> str:
     """A recipe error as the page says it: fields by their labels, rows 1-based
     ('concepts[0].weight: ...' -> 'Row 1 AND weight: ...')."""
-    row = re.match(r"concepts\[(\d+)\]\.(\w+): ", message)
-    if row:
+    row = CONCEPT_PATH.match(message)
+    if row and message[row.end():row.end() + 2] == ": ":
         label = ROW_FIELD_LABELS.get(row.group(2), row.group(2))
-        return f"Row {int(row.group(1)) + 1} {label}: " + message[row.end():]
+        return f"Row {int(row.group(1)) + 1} {label}: " + message[row.end() + 2:]
     field = re.match(r"([\w.]+): ", message)
     if field and field.group(1) in FIELD_LABELS:
         return f"{FIELD_LABELS[field.group(1)]}: " + message[field.end():]
@@ -224,6 +225,7 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
             steps=_as_int("steps", settings.steps),
             seed=_as_int("seed", settings.seed),
             num_samples=_as_int("num_samples", settings.num_samples),
+            best_of=1 if _blank(settings.best_of) else _as_int("best_of", settings.best_of),
         )
     except RecipeError as err:
         raise RecipeError(plain(str(err))) from None
@@ -239,7 +241,7 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
                     step_size=None if s.step_size == AUTO else s.step_size,
                     leapfrog_steps=s.leapfrog_steps, damping=s.damping,
                     line_points=s.line_points, steps=recipe.steps, seed=recipe.seed,
-                    num_samples=recipe.num_samples)
+                    num_samples=recipe.num_samples, best_of=recipe.best_of)
 
 
 # --- share links -----------------------------------------------------------------
@@ -326,7 +328,7 @@ def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
         text = (text or "").strip()
         if not text:
             raise RecipeError(f"Sweep axis {k}: give values, e.g. 0, 0.5, 1 or 0.5:2:4")
-        row = CONCEPT_FIELD.fullmatch(field)
+        row = concept_field(field)
         if row and int(row.group(1)) >= len(recipe.concepts):   # the picker lists 8 rows
             raise RecipeError(f"Sweep axis {k}: the recipe has {len(recipe.concepts)} "
                               f"row(s); there is no row {int(row.group(1)) + 1}")

@@ -44,6 +44,10 @@ class ModelAdapter(ABC):
     # Network rows (one sample through the network for one conditioning row) one
     # run may cost, sized for a CPU; None: no cap. See engine.cost and docs/recipe.md.
     max_evaluations: int | None = None
+    # Whether a run judges its samples by the model's own lift (composer.lift) unless
+    # asked otherwise: a few percent more evaluations on the small models; off where a
+    # network evaluation is expensive (Stable Diffusion).
+    lift_by_default: bool = True
     # 2D models: the half-width of the square their pictures show (density maps).
     plane: float | None = None
     # Recipe defaults: scale, steps, and the MCMC knobs of SamplerSpec.

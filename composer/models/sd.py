@@ -36,6 +36,7 @@ import torch
 
 from composer.lru import LRU
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
+from composer.recipe import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class SDAdapter(ModelAdapter):
     # Room for the defaults with HMC (K=2, L=3) at 4 samples x 4 rows x 30 steps (3,360);
     # sized for a GPU, since SD on a CPU is slow at any budget.
     max_evaluations = 6_000
+    lift_by_default = False          # 20 UNet rows per sample and row: asked for, not default
 
     def __init__(self, pipe, name: str, device: torch.device, dtype: torch.dtype,
                  max_batch: int | None = None, compile_unet: bool = False,
@@ -88,7 +90,10 @@ class SDAdapter(ModelAdapter):
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (self.unet.config.in_channels, height, width)
-        self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2, "step_size": 0.1,
+        # MALA and HMC adapt their step ("auto"); ULA and U-HMC have no acceptance to
+        # steer by and keep a fixed 0.1 of sigma_t (composer.engine.AdaptiveStep).
+        self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2,
+                         "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
                          "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
         self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
         self._cache = LRU(CACHE_SIZE)

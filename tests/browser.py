@@ -1,0 +1,84 @@
+"""What the browser tests share: the page at desktop size, viewports, and waiting
+for what a visitor would see (tests/test_ui_browser.py, tests/test_ui_visitor.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+PHONE_SCREENSHOT = ROOT / "docs" / "screenshot_phone.png"
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 820, "height": 1180}
+TIMEOUT = 90_000  # ms; the CPU is shared with model training in CI-like runs
+
+
+def choose(page, row: int, option: str) -> None:
+    """Pick a toy2d concept in a row's dropdown."""
+    box = page.locator(f"#concept-{row}-text input")
+    box.click()
+    options = box.get_attribute("aria-controls")
+    page.locator(f"#{options} li[aria-label='{option}']").click()
+    page.wait_for_function("([s, v]) => document.querySelector(s).value === v",
+                           arg=[f"#concept-{row}-text input", option])
+
+
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def type_unreadable(page, selector: str, text: str) -> None:
+    """Type key by key what the browser keeps on screen but cannot read as a number ("1e").
+    Under load the number box can re-render between keys and drop the text: type again."""
+    box = page.locator(selector)
+    for _ in range(5):
+        box.fill("")
+        box.press_sequentially(text, delay=100)
+        page.wait_for_timeout(500)
+        if box.evaluate("b => b.validity.badInput"):
+            return
+    raise AssertionError(f"{selector} would not hold {text!r}")
+
+
+def row_values(page, row: int) -> tuple[str, str, bool, str]:
+    return (page.locator(f"#concept-{row}-text input").input_value(),
+            page.locator(f"#concept-{row}-weight input[type=number]").input_value(),
+            page.locator(f"#concept-{row}-not input").is_checked(),
+            page.locator(f"#concept-{row}-mute").inner_text())
+
+
+def wait_text(page, selector: str, text: str) -> None:
+    page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+        arg=[selector, text], timeout=TIMEOUT)
+
+
+def wait_value(page, selector: str, value: str) -> None:
+    page.wait_for_function("([s, v]) => { const e = document.querySelector(s); "
+                           "return e && e.value === v; }", arg=[selector, value], timeout=TIMEOUT)
+
+
+def in_view(page, selector: str) -> bool:
+    """The element's box lies inside the window (and above the fixed action bar)."""
+    return page.evaluate("""(s) => {
+        const e = document.querySelector(s); if (!e) return false;
+        const r = e.getBoundingClientRect(), bar = document.getElementById('action-bar');
+        const inBar = bar && bar.contains(e);
+        const bottom = window.innerHeight - (inBar ? 0 : bar.offsetHeight);
+        return r.height > 0 && r.top >= 0 && r.bottom <= bottom + 1; }""", selector)
+
+
+def wait_streaming(page, step: int = 2) -> None:
+    """Until the new run has streamed `step` steps (not the last run's final counter)."""
+    page.wait_for_function(
+        """(n) => { const t = document.querySelector('#progress').innerText;
+                    const m = t.match(/Step (\\d+) \\//); return m && +m[1] >= n && !t.includes('done'); }""",
+        arg=step, timeout=TIMEOUT)
+
+
+def error_badges(page) -> int:
+    """Gradio's red error toasts and per-component 'Error' badges on the page."""
+    return page.evaluate("""() => [...document.querySelectorAll('.toast-body.error, .error')]
+        .filter(e => e.offsetParent !== null && /\bError\b/.test(e.innerText)).length""")

@@ -1,0 +1,222 @@
+"""The Generate tab: the run streamed frame by frame, each concept's own prediction,
+the Frame slider over the kept frames, Stop, and the run's files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from composer.facade import Frame
+from composer.lift import lift_cost_per_row
+from composer.recipe import MAX_CONCEPTS, Recipe
+from ui.files import STREAMED_FRAMES, final_picture, page_picture, save_outputs
+from ui.form import recipe_handler
+from ui.frames import KEEP_SECONDS, Run, chosen_view, kept_frame, timed, unpacked
+from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS, SHOWN_JS
+from ui.results import judge_text, run_row, runs_value, thumb_updates
+from ui.service import Service
+from ui.stack import STOPPABLE, streamed_run
+from ui.words import concept_label, flag, is_blank, progress_html
+
+
+@dataclass(frozen=True)
+class GenerateTab:
+    frames: gr.State             # the last run's kept frames (ui.frames.Run)
+    progress: gr.HTML
+    preview: gr.Image
+    show_xt: gr.Checkbox
+    show_map: gr.Checkbox
+    lift: gr.Checkbox            # judge the samples by the model's own lift (composer.lift)
+    frame_slider: gr.Slider
+    concept_images: tuple        # one gr.Image per possible row
+    metrics: gr.Markdown
+    gif: gr.File
+    png: gr.File
+
+    def cleared(self) -> dict:
+        """The result area emptied: a new model or recipe makes the old result stale."""
+        hidden = gr.update(visible=False, value=None)
+        return {self.preview: None, **{image: hidden for image in self.concept_images},
+                self.progress: "", self.frames: None, self.frame_slider: gr.update(visible=False),
+                self.metrics: "", self.gif: hidden, self.png: hidden}
+
+
+def build() -> GenerateTab:
+    frames = gr.State(None, time_to_live=KEEP_SECONDS)
+    progress = gr.HTML("", elem_id="progress")
+    preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview", format="png",
+                       interactive=False, height=380,
+                       alt_text="The composition's predicted clean sample")
+    with gr.Row():
+        show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead", elem_id="show-xt")
+        show_map = gr.Checkbox(False, label="Map: density p_t (2D) or conflict (images)",
+                               elem_id="show-map",
+                               info="Computed by the next run; on 2D models each row is also "
+                                    "evaluated on a 64×64 grid every step; free on image models")
+        lift = gr.Checkbox(True, label="Verdicts by the model (lift)", elem_id="lift",
+                           info=f"Does each sample satisfy each row, in the model's own opinion "
+                                f"(never ground truth)? {lift_cost_per_row()} network evaluations "
+                                f"per sample and row, plus the unconditional one")
+    frame_slider = gr.Slider(1, 2, value=1, step=1, label="Frame", elem_id="frame-slider",
+                             visible=False)
+    gr.Markdown("**Each concept's own prediction of x₀** (active rows, in order)",
+                elem_id="concept-title")
+    with gr.Row(elem_id="concept-images"):
+        concept_images = tuple(
+            gr.Image(label=f"Row {k + 1}", type="numpy", format="png", interactive=False,
+                     visible=False, height=170, min_width=120, elem_id=f"concept-image-{k + 1}",
+                     buttons=[])
+            for k in range(MAX_CONCEPTS))
+    metrics = gr.Markdown("", elem_id="metrics")
+    with gr.Row():
+        gif = gr.File(label="Animation (GIF)", elem_id="gif-file", interactive=False, visible=False)
+        png = gr.File(label="PNG with recipe", elem_id="png-file", interactive=False, visible=False)
+    return GenerateTab(frames=frames, progress=progress, preview=preview, show_xt=show_xt,
+                       show_map=show_map, lift=lift, frame_slider=frame_slider,
+                       concept_images=concept_images,
+                       metrics=metrics, gif=gif, png=png)
+
+
+def wire(page, service: Service):
+    """Connect the tab; returns (the Generate event, `then_run`: chains a run after an
+    event that may render at once)."""
+    tab, bar, form, runs_tab = page.generate, page.bar, page.form, page.runs
+
+    @streamed_run(bar.status)
+    def run(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool | None = None,
+            runs: list | None = None, replay: bool = False, cancel=None):
+        """Stream a run: preview, per-concept thumbnails and progress each step; `lift`
+        judges the samples by the model's own lift (None: the model's default). With
+        `replay`, a stored run of the same example recipe streams again."""
+        if is_blank(recipe_text):  # the page did not validate: change nothing
+            yield {tab.progress: gr.skip()}  # (yielding nothing would blank every output)
+            return
+        recipe = Recipe.from_json(recipe_text)
+        show_noisy, show_maps = flag(show_noisy, "show_noisy"), flag(show_maps, "show_maps")
+        lift = None if lift is None else flag(lift, "lift")
+        labels = [f"Row {n}: {concept_label(c)}"
+                  for n, c in enumerate(recipe.concepts, 1) if not c.muted]
+        frames: list[dict] = []
+        live = Run(labels=labels, frames=frames, total=None, done=False, ended=False)
+        # The last run's result goes before the first step, so nothing stale stays.
+        yield {tab.frames: live, tab.frame_slider: gr.update(visible=False),
+               tab.gif: gr.update(visible=False, value=None),
+               tab.png: gr.update(visible=False, value=None), tab.metrics: "",
+               tab.progress: progress_html(0, 1, " · starting")}
+        replay = replay and not show_maps           # stored runs have no maps
+        stored = service.stored_seconds(recipe, lift) if replay else None
+        compute, result = 0.0, None
+        try:
+            for item, compute in timed(service.stream(recipe, replay=replay, cancel=cancel,
+                                                      maps=show_maps, lift=lift)):
+                if not isinstance(item, Frame):
+                    result = item
+                    continue
+                service.kept.keep(live, kept_frame(item))
+                if live.get("stopped"):         # Stop said where the run ended: keep it so
+                    continue
+                live["total"] = item.total
+                stride = -(-item.total // STREAMED_FRAMES)
+                if (item.index + 1) % stride and item.index + 1 < item.total:
+                    continue
+                extra = "" if item.acceptance is None else f" · acceptance {item.acceptance:.0%}"
+                picture, thumbs = chosen_view(item.preview, item.noisy, item.map, item.concepts,
+                                              item.concept_maps, show_noisy, show_maps)
+                yield {tab.preview: page_picture(picture),
+                       **thumb_updates(tab.concept_images, thumbs, labels),
+                       tab.progress: progress_html(item.index + 1, item.total, extra),
+                       tab.frames: live}
+        finally:
+            live["ended"] = True                    # finished, failed or stopped
+        compute = compute if stored is None else stored
+        how = "" if stored is None else ", a stored run of this example replayed"
+        final = final_picture(result)
+        last = result.frames[-1]
+        service.kept.keep(live, kept_frame(last, final))
+        live["done"] = True
+        gif, png = save_outputs(result, [f.preview for f in result.frames])
+        accept = [f.acceptance for f in result.frames if f.acceptance is not None]
+        evaluations = service.composer.cost(result.recipe, maps=show_maps)
+        judging = service.composer.lift_cost(result.recipe, lift=bool(result.lift))
+        judged = f", + {judging:,} for the lift verdicts" if judging else ""
+        runs = (runs or []) + [run_row(len(runs or []) + 1, result, compute, evaluations)]
+        notes = "".join(f"\n- {n}" for n in result.notes)
+        yield {tab.preview: page_picture(last.map if show_maps and last.map is not None else final),
+               tab.frames: live,
+               tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
+                                           value=len(frames)),
+               tab.progress: progress_html(len(result.frames), len(result.frames),
+                                           f" · done in {compute:.1f} s"),
+               tab.metrics: judge_text(result, accept),
+               tab.gif: gr.update(value=gif, visible=True),
+               tab.png: gr.update(value=png, visible=True),
+               runs_tab.runs: runs, runs_tab.table: runs_value(runs),
+               bar.status: f"Done: {len(result.frames)} steps in {compute:.1f} s "
+                           f"({evaluations:,} network evaluations{judged}{how}).{notes}"}
+
+    async def replay(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool,
+                     runs: list | None = None):
+        async for update in run(recipe_text, show_noisy, show_maps, lift, runs, True):
+            yield update
+
+    scrubbed = [tab.preview, *tab.concept_images, tab.progress]
+
+    def scrub(index, frames, show_noisy, show_maps):
+        if frames and frames.get("released"):
+            return {tab.progress: "<div id='progress-text'>This run's frames were released to "
+                                  "save the server's memory; run it again to scrub it.</div>"}
+        items = list(frames["frames"]) if frames else []   # may be released meanwhile
+        if not items:
+            return {tab.progress: gr.skip()}      # (an empty dict is read as one value)
+        i = int(min(max(index or 1, 1), len(items))) - 1
+        item = items[i]
+        caption = "final" if frames["done"] and i == len(items) - 1 else f"step {i + 1}"
+        picture, pictures = chosen_view(item["preview"], item["noisy"], item["map"],
+                                        item["concepts"], item["concept_maps"], show_noisy,
+                                        show_maps)
+        return {tab.preview: page_picture(unpacked(picture)),
+                **thumb_updates(tab.concept_images, [unpacked(c) for c in pictures],
+                                frames["labels"]),
+                tab.progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
+                              f"({caption})</div>"}
+
+    def stopped(frames, request: gr.Request):
+        """Stop as a state: where the run stopped, its frames left to scrub. The page's
+        running streams end at their next network evaluation (their cancel flags)."""
+        STOPPABLE.stop(getattr(request, "session_hash", None))
+        if not frames or frames["done"]:      # no run of this page's to stop: keep "Done: …"
+            return {bar.status: gr.skip()}
+        # The run's thread may finish one more step before it sees the cancel; the
+        # frames end here, so the slider, its label and the scrubber agree.
+        count, total = service.kept.stop(frames), frames["total"]
+        if not count:
+            return {bar.status: "Stopped before the first step.",
+                    tab.frame_slider: gr.update(visible=False),
+                    tab.progress: progress_html(0, 1, " · stopped")}
+        return {bar.status: f"Stopped at step {count} / {total}. Move the Frame slider to look back.",
+                tab.frame_slider: gr.update(visible=True, minimum=1, maximum=count, value=count),
+                tab.progress: f"<div id='progress-text'>Stopped at step {count} / {total}</div>"}
+
+    outputs = [tab.preview, *tab.concept_images, tab.progress, tab.frames, tab.frame_slider,
+               tab.metrics, tab.gif, tab.png, runs_tab.runs, runs_tab.table, bar.status]
+
+    def then_run(event, api_name=None):
+        """Generate computes; what opens by itself (a page, a switch, an example)
+        may replay a stored run of the same example."""
+        fn, visibility = ((run, {"api_name": api_name}) if api_name
+                          else (replay, {"api_visibility": PRIVATE}))
+        return event.then(None, form.share_token, form.share_link, js=SHARE_JS).then(
+            fn, [form.recipe_json, tab.show_xt, tab.show_map, tab.lift, runs_tab.runs], outputs,
+            show_progress="minimal", **RUN_QUEUE, **visibility)
+
+    bar.generate.click(None, js=REVEAL_JS)
+    generated = then_run(bar.generate.click(
+        recipe_handler(form, bar.status, service), form.page_inputs(),
+        [form.recipe_json, bar.status, form.share_token], js=SHOWN_JS, concurrency_limit=None,
+        api_visibility=PRIVATE), api_name="generate")
+    for control in (tab.frame_slider, tab.show_xt, tab.show_map):
+        control.change(scrub, [tab.frame_slider, tab.frames, tab.show_xt, tab.show_map], scrubbed,
+                       queue=False, api_visibility=PRIVATE)
+    bar.stop.click(stopped, tab.frames, [bar.status, tab.frame_slider, tab.progress], queue=False,
+                   api_visibility=PRIVATE)
+    return generated, then_run
