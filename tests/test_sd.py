@@ -321,3 +321,22 @@ def test_a_visitor_cannot_tell_which_folders_exist(tmp_path, monkeypatch):
         messages.add(str(err.value).replace(repr(name), "NAME"))
     assert len(messages) == 1, messages
     assert "not a model folder" in messages.pop()
+
+
+def test_verdicts_by_the_model_on_stable_diffusion_when_asked(folders):
+    """The lift path end to end on a tiny random SD: off by default (20 UNet rows per
+    sample and row), on request one verdict per sample and row, deterministic; best of
+    2 judges and keeps one candidate per sample."""
+    from composer.facade import Composer
+    composer = Composer("cpu")
+    two_rows = recipe(folders["epsilon"], texts=("a red cube", Concept("a blue ball", negate=True)),
+                      num_samples=2, seed=1)
+    assert composer.render(two_rows).lift == ()
+    judged = composer.render(two_rows, lift=True)
+    assert len(judged.lift) == 2 and [r["row"] for r in judged.lift[0]["rows"]] == [1, 2]
+    assert all(math.isfinite(r["lift"]) for v in judged.lift for r in v["rows"])
+    assert composer.render(two_rows, lift=True).lift == judged.lift
+    best = composer.render(dataclasses.replace(two_rows, best_of=2))
+    assert len(best.images) == 2 and len(best.lift) == 2
+    from composer.lift import lift_cost_per_row
+    assert composer.lift_cost(two_rows, lift=True) == lift_cost_per_row() * 3 * 2   # rows + ""
