@@ -88,7 +88,7 @@ class Lift:
         """[B] bool: every row holds."""
         return self.holds.all(dim=1)
 
-    def take(self, keep: torch.Tensor) -> "Lift":
+    def take(self, keep: torch.Tensor) -> Lift:
         """The lifts of the samples `keep` (indices), e.g. those best_of chose."""
         return replace(self, values=self.values[keep], holds=self.holds[keep])
 
