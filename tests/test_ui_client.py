@@ -170,9 +170,10 @@ def test_render_api_returns_the_density_maps_on_request(client):
 
 
 def test_render_api_judges_by_the_models_lift_and_keeps_the_best_of_n(client):
-    """Verdicts by the model on request (null: the model's default, on for toy2d), and
-    best_of in the recipe: each sample the candidate whose rows hold."""
-    judged = client.predict(recipe_json(num_samples=8), 0, False, None, api_name="/render")
+    """Verdicts by the model on request (null: the model's default, off on the 2D lab),
+    and best_of in the recipe: each sample the candidate whose rows hold."""
+    assert client.predict(recipe_json(num_samples=8), 0, False, None, api_name="/render")["lift"] == []
+    judged = client.predict(recipe_json(num_samples=8), 0, False, True, api_name="/render")
     assert len(judged["lift"]) == 8
     rows = judged["lift"][0]["rows"]
     assert [(r["row"], r["text"]) for r in rows] == [(1, "ring"), (2, "bar")]

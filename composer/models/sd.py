@@ -69,7 +69,7 @@ class SDAdapter(ModelAdapter):
     # Room for the defaults with HMC (K=2, L=3) at 4 samples x 4 rows x 30 steps (3,360);
     # sized for a GPU, since SD on a CPU is slow at any budget.
     max_evaluations = 6_000
-    lift_by_default = False          # 20 UNet rows per sample and row: asked for, not default
+    lift_by_default = False          # 40 UNet rows per sample and row: asked for, not default
 
     def __init__(self, pipe, name: str, device: torch.device, dtype: torch.dtype,
                  max_batch: int | None = None, compile_unet: bool = False,
