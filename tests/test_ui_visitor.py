@@ -41,8 +41,9 @@ def test_a_visitor_lands_on_a_result_and_sees_the_run(chromium, app_url, viewpor
     assert in_view(page, "#generate") and in_view(page, "#stop")
     page.click("#generate")
     wait_streaming(page)
-    # The cost is said before the run ends: steps x calls per step x rows x samples.
-    assert "4,200,000 network evaluations; this model allows 10,000,000" in page.inner_text("#status")
+    # The cost is said before the run ends: steps x calls per step x rows x samples
+    # (100 x (1 + 6 HMC trajectories x 2 leapfrog steps) x 2 x 3000).
+    assert "7,800,000 network evaluations; this model allows 10,000,000" in page.inner_text("#status")
     assert in_view(page, "#generate") and in_view(page, "#stop")
     assert in_view(page, "#preview img") and in_view(page, "#progress")
     page.click("#stop")
