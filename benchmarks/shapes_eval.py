@@ -3,6 +3,7 @@
     python -m benchmarks.shapes_eval [--models shapes-exact,shapes] [--n 32] [--samples 4]
         [--n-mcmc 16] [--samples-mcmc 2] [--steps 50] [--families placed,free]
         [--tasks and1,and2,and3,not] [--samplers ddim,ula,uhmc,mala,hmc] [--scale S]
+        [--step-size H|auto]
 
 Models: a built-in name, or "shapes:FOLDER" for learned weights in FOLDER (the
 weights shipped before the exact target live in assets/shapes/previous). The
@@ -34,7 +35,7 @@ from composer.evaluation import run_task
 from composer.models import load_model
 from composer.models.shapes import ShapesModel
 from composer.pictures import enlarge, grid
-from composer.recipe import SamplerSpec
+from composer.recipe import AUTO, SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +104,11 @@ def update_doc(path: Path, text: str) -> None:
         path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
+def step_size(text: str) -> float | str:
+    """--step-size: a number, or "auto" (MALA and HMC adapt it during the run)."""
+    return AUTO if text == AUTO else float(text)
+
+
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shapes-exact,shapes",
@@ -119,7 +125,8 @@ def main() -> dict:
     p.add_argument("--clip-sample", choices=("model", "on", "off"), default="model",
                    help="clip predicted x0 to [-1, 1] in DDIM/DDPM steps (default: the model's config)")
     p.add_argument("--mcmc-steps", type=int, default=None)
-    p.add_argument("--step-size", type=float, default=None)
+    p.add_argument("--step-size", type=step_size, default=None,
+                   help="a fraction of sigma_t, or 'auto' (mala, hmc); default: the model's")
     p.add_argument("--leapfrog-steps", type=int, default=None)
     p.add_argument("--families", default="placed,free")
     p.add_argument("--tasks", default="and1,and2,and3,not")

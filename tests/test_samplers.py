@@ -1,4 +1,5 @@
 """MCMC samplers against targets with exact scores and energies."""
+import dataclasses
 import math
 
 import pytest
@@ -116,16 +117,19 @@ def test_score_line_integral_matches_the_exact_log_density_difference():
 
 
 @pytest.mark.parametrize("name,target", [("mala", 0.57), ("hmc", 0.65)])
-def test_an_auto_step_reaches_its_target_acceptance_and_samples_stay_right(name, target):
+@pytest.mark.parametrize("energy", [True, False])
+def test_an_auto_step_reaches_its_target_acceptance_and_samples_stay_right(name, target, energy):
     """'auto' adapts the step toward the sampler's target acceptance; the samples are
-    still those of the model (here N((-1, 0), 0.5^2 I), exact at every level)."""
-    from composer.engine import sample
+    still those of the model (here N((-1, 0), 0.5^2 I), exact at every level), with
+    exact energies or, as on score-only models, log-density differences from scores."""
+    from composer.engine import TARGET_ACCEPTANCE, sample
     from composer.recipe import Concept, Recipe, SamplerSpec
     from gaussians import GaussianModel
     recipe = Recipe(model="gaussians", concepts=(Concept("left"),), operator="product", scale=1.0,
                     sampler=SamplerSpec(name=name, step_size="auto", mcmc_steps=4, leapfrog_steps=3),
                     steps=50, seed=0, num_samples=4000)
-    records = list(sample(recipe, GaussianModel()))
+    assert TARGET_ACCEPTANCE[name] == target
+    records = list(sample(recipe, GaussianModel(energy)))
     late = [r.acceptance for r in records[-25:]]
     assert abs(sum(late) / len(late) - target) < 0.08, late          # within 0.08 of target
     steps = [r.step_size for r in records]
@@ -133,8 +137,26 @@ def test_an_auto_step_reaches_its_target_acceptance_and_samples_stay_right(name,
     x = records[-1].x_t.double()
     assert torch.allclose(x.mean(0), torch.tensor([-1.0, 0.0], dtype=torch.float64), atol=0.05)
     assert torch.allclose(x.std(0), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.05)
-    again = list(sample(recipe, GaussianModel()))                       # deterministic
+    again = list(sample(recipe, GaussianModel(energy)))                 # deterministic
     assert torch.equal(again[-1].x_t, records[-1].x_t)
+    assert [r.step_size for r in again] == steps
+    other_seed = list(sample(dataclasses.replace(recipe, seed=1), GaussianModel(energy)))
+    assert not torch.equal(other_seed[-1].x_t, records[-1].x_t)
+
+
+def test_every_built_in_model_adapts_the_metropolis_step_and_fixes_the_unadjusted_one(tmp_path):
+    """'auto' is the default step of MALA and HMC on every model; ULA and U-HMC, with no
+    acceptance to steer by, keep a fixed fraction of sigma_t (engine.AdaptiveStep)."""
+    from composer.models import load_model
+    from composer.models.shapes import ShapesFamily
+    from composer.models.tiny_sd import save_tiny_sd
+    from composer.models.toy2d import Toy2DModel
+    from composer.recipe import AUTO
+    sd = load_model(save_tiny_sd(tmp_path / "tiny-sd"), "cpu")     # SD sets its defaults on load
+    for defaults in (Toy2DModel.defaults, ShapesFamily.mcmc_defaults, sd.defaults):
+        steps = defaults["step_size"]
+        assert steps["mala"] == steps["hmc"] == AUTO
+        assert all(0 < steps[name] <= 2 for name in ("ula", "uhmc"))
 
 
 def test_auto_needs_a_metropolis_sampler():
