@@ -236,7 +236,7 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
     return Settings(model=recipe.model, operator=recipe.operator, negation=recipe.negation,
                     scale=recipe.scale,
                     sampler=s.name, scheduler=s.scheduler, mcmc_steps=s.mcmc_steps,
-                    # "auto" is the shapes models' default for MALA and HMC; the number box
+                    # "auto" is every model's default for MALA and HMC; the number box
                     # shows it as its placeholder ("default auto (mala, hmc)")
                     step_size=None if s.step_size == AUTO else s.step_size,
                     leapfrog_steps=s.leapfrog_steps, damping=s.damping,
