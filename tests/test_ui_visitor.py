@@ -218,3 +218,8 @@ def test_a_sweep_streams_its_grid_and_offers_it_to_download(page, app_url):
     assert page.locator("#sweep-files").inner_text().count(".png") == 1
     page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "sweep.png"))
     assert error_badges(page) == 0
+    # Each cell is a run in the Runs tab, after the landing run (the table sent once per
+    # stream: sent per cell, Gradio applied the second as an empty table).
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "#runs", "toy2d-energy")
+    assert page.inner_text("#runs").count("toy2d-energy") == 4

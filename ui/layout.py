@@ -51,6 +51,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         opened = form.wire(page, service, then_run)
         compared = tab_compare.wire(page, service)
         swept = tab_sweep.wire(page, service)
+        tab_runs.wire(page)
         # A page runs one thing at a time: what starts a run cancels the page's others
         # (runs compute at once server-wide, so an older one could finish last).
         f = the_form

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ui.results import RUN_HEADERS, RUN_TYPES, RUN_WIDTHS
+from ui.page import PRIVATE
+from ui.results import RUN_HEADERS, RUN_TYPES, RUN_WIDTHS, runs_value
 
 
 @dataclass(frozen=True)
@@ -19,3 +20,11 @@ def build() -> RunsTab:
                    table=gr.Dataframe(headers=RUN_HEADERS, elem_id="runs", interactive=False,
                                       wrap=True, column_widths=RUN_WIDTHS,
                                       datatype=RUN_TYPES))
+
+
+def wire(page) -> None:
+    """The table follows the page's runs, so a sweep stopped halfway still lists its
+    finished cells. (A stream that sends the table twice sends the second as a diff,
+    which Gradio's table applied as an empty one: streams send it once, at the end.)"""
+    page.runs.runs.change(runs_value, page.runs.runs, page.runs.table, queue=False,
+                          api_visibility=PRIVATE)

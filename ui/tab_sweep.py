@@ -86,9 +86,10 @@ def wire(page, service: Service):
             before = seconds
             yield {tab.image: gr.update(value=picture_file(picture), visible=True),
                    tab.status: f"{head}: {len(cells)} of {rows * columns} done.",
-                   runs_tab.runs: runs, runs_tab.table: runs_value(runs)}
+                   runs_tab.runs: runs}
         yield {tab.files: gr.update(value=save_sweep(plan, picture), visible=True),
-               tab.status: f"{head}: done.", bar.status: f"{head}: done."}
+               tab.status: f"{head}: done.", bar.status: f"{head}: done.",
+               runs_tab.table: runs_value(runs)}
 
     axes = [widget for pair in zip(tab.fields, tab.values) for widget in pair]
     return tab.button.click(
