@@ -41,6 +41,7 @@ from composer.engine import cost, generate
 from composer.evaluation import PerSample, run_task
 from composer.lift import DRAWS, LEVEL_FRACTIONS, best_of, lift, lift_cost
 from composer.models import load_model
+from composer.pictures import from_uint8
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.toy2d.data import COMPONENTS, CONCEPTS, RING_STD, ring_centres
 
@@ -56,7 +57,7 @@ def shapes_cell(model, name: str, family: str, task: str, n: int, candidates: in
     run = run_task(model, family, task, SamplerSpec(name="ddim"), n, model.defaults["steps"],
                    None, seed=seed, keep=n * candidates, repeats=candidates)
     images, compositions, verdicts = zip(*run["examples"])
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = from_uint8(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float())
     positives, negatives = len(compositions[0].positives), len(compositions[0].negatives)
     concepts = tuple(Concept(f"c{i}") for i in range(positives)) + tuple(
         Concept(f"c{positives + j}", negate=True) for j in range(negatives))

@@ -15,6 +15,11 @@ def to_uint8(images: torch.Tensor | np.ndarray, channels_last: bool = False) -> 
     return x if channels_last else x.transpose(0, 2, 3, 1)
 
 
+def from_uint8(values):
+    """uint8 colour values (a tensor or an array) -> floats in [-1, 1]: to_uint8's inverse."""
+    return values / 127.5 - 1.0
+
+
 def grid(images: np.ndarray, columns: int | None = None, gutter: int = 2) -> np.ndarray:
     """Tile [N, H, W, 3] uint8 images into one picture, nearly square, with white
     gutters between them so the samples read as separate pictures."""

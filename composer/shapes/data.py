@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from composer.pictures import from_uint8
+
 SIZE = 32
 COLOURS = {  # name -> RGB 0-255, saturated and far apart, on a black background
     "red": (225, 35, 35),
@@ -45,7 +47,7 @@ CELL = SIZE / 3
 # exact model). Reach (3.75) + offset (0.75) leaves >= 1.5 px between neighbours.
 OFFSETS = tuple(0.25 * i for i in range(-3, 4))
 HALVES = (3.0, 3.25, 3.5, 3.75)
-PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 127.5 - 1.0  # [6, 3] in [-1, 1]
+PALETTE = from_uint8(torch.tensor(list(COLOURS.values()), dtype=torch.float32))  # [6, 3] in [-1, 1]
 
 
 class VocabularyError(ValueError):
@@ -120,7 +122,7 @@ def render(scenes: Scenes) -> torch.Tensor:
     """Images [B, 3, SIZE, SIZE] in [-1, 1]. Objects never overlap (distinct cells)."""
     masks = object_masks(scenes).float()                      # [B, K, H, W]
     colours = PALETTE[scenes.colour]                          # [B, K, 3]
-    background = torch.tensor(BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
+    background = from_uint8(torch.tensor(BACKGROUND, dtype=torch.float32))
     fg = torch.einsum("bkhw,bkc->bchw", masks, colours - background)
     return background[None, :, None, None] + fg
 
