@@ -82,10 +82,9 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
     gr.Markdown("### Concepts")
 
     # Rows re-render when the rows change; a model switch changes them too. One render
-    # at a time (a render takes milliseconds): rows added quickly on a busy server made
-    # two overlap, which raced inside Gradio ("dictionary changed size during
-    # iteration"). Under load the race was still seen once with a run streaming beside
-    # the render, so Gradio has another writer; not fixed here.
+    # at a time (a render takes milliseconds): two overlapping raced inside Gradio
+    # ("dictionary changed size during iteration"; the rows' own listeners, ui/rows.py,
+    # avoid the other writer seen).
     @gr.render(inputs=[rows, info], triggers=[rows.change], concurrency_limit=1,
                concurrency_id="rows")
     def render_rows(row_list, model_info):

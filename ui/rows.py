@@ -60,12 +60,15 @@ def concept_row(n: int, row: dict, count: int, choices, rows_state) -> None:
         return gr.update(value=r["beta"] if r["negate"] else r["weight"],
                          label=weight_label(n, r["negate"]))
 
-    text.change(set_text, [text, rows_state], None, queue=False)
+    # .input, not .change: a re-render sets these boxes' values, and a change event of
+    # a box being replaced raced the render inside Gradio (its preprocessing re-adds the
+    # box to the session while the render walks it: "dictionary changed size").
+    text.input(set_text, [text, rows_state], None, queue=False)
     if not choices:  # Enter in a prompt runs Generate, once the text has reached the server
         text.submit(set_text, [text, rows_state], None, queue=False).then(
             None, js=CLICK_GENERATE_JS)
     # Unprocessed: Gradio would clamp or reject an out-of-range value before we see it.
-    weight.change(set_weight, [weight, rows_state], None, queue=False, preprocess=False)
+    weight.input(set_weight, [weight, rows_state], None, queue=False, preprocess=False)
     negate.input(set_negate, [negate, rows_state], weight, queue=False)
     for action, button in buttons.items():
         button.click(lambda rows, action=action, rid=rid: state.row_action(rows, action, rid),
