@@ -152,7 +152,7 @@ class Service:
 
     def cost_line(self, recipe: Recipe) -> str:
         """'Running… 1,200 network evaluations; this model allows 1,000,000 per run.'
-        (with the lift verdicts as the model does them by default)"""
+        (the sampling's; the lift verdicts' are said when the run is done)"""
         cost, limit = self.composer.cost(recipe), self.composer.budget(recipe.model)
         allowed = "" if limit is None else f"; this model allows {limit:,} per run"
         return f"Running… {cost:,} network evaluations{allowed}."
