@@ -47,7 +47,7 @@ def build() -> GenerateTab:
     preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview", format="png",
                        interactive=False, height=380,
                        alt_text="The composition's predicted clean sample")
-    with gr.Row():
+    with gr.Row(elem_id="view-options"):
         show_xt = gr.Checkbox(False, label="Show x_t (noisy state) instead", elem_id="show-xt")
         show_map = gr.Checkbox(False, label="Map: density p_t (2D) or conflict (images)",
                                elem_id="show-map",
