@@ -5,7 +5,12 @@ recipe -> model adapter -> composition rule -> sampler -> records.
 Each step i at timestep t:
   1. (MCMC samplers) K MCMC steps targeting the composed p_t (RRR Sec. 4);
   2. one composed model evaluation -> eps*, x0 = (x - sigma_t eps*) / sqrt(abar_t);
-  3. one reverse-diffusion step of the diffusers scheduler, t -> t_prev.
+  3. one reverse-diffusion step of the diffusers scheduler, t -> t_prev;
+  4. (VP reverse samplers) each row's log-density tracked over the step
+     (composer/tracking.py), which the SuperDiff operators weigh the rows by;
+  5. (smc) each particle's Feynman-Kac weight, and systematic resampling within each
+     sample's K particles when their effective sample size falls below
+     ESS_THRESHOLD * K; at the end each sample keeps one particle, drawn by weight.
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ import torch
 from composer.lift import lift_cost
 from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
-from composer.operators import Rule, compose, make_rule
-from composer.recipe import AUTO, Recipe, RecipeError, SamplerSpec
-from composer.samplers import MCMC, Evaluation, MCMCKnobs, make_scheduler, reverse_step
+from composer.operators import OPERATORS, Rule, SuperDiffAnd, compose, fk_log_weight, make_rule
+from composer.recipe import AUTO, MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
+from composer.samplers import (MCMC, Evaluation, MCMCKnobs, effective_sample_size, make_scheduler,
+                               pick_by_weight, reverse_step, systematic_resample)
+from composer.tracking import initial_log_density, ito_change, step_beta
 
 
 class NonFiniteError(RecipeError):
@@ -51,6 +58,11 @@ class StepRecord:
     density: torch.Tensor | None = None
     x_model: torch.Tensor | None = None
     conflict: torch.Tensor | None = None
+    # Each concept's Ito-tracked log q_t(x_t | c_i) for every sample in the batch [n, B]
+    # (VP reverse samplers: ddpm, ddim, smc; None under MCMC and sigma-space schedulers).
+    log_density: torch.Tensor | None = None
+    ess: float | None = None         # smc: mean effective sample size / K after this step
+    resampled: int = 0               # smc: samples whose particles were resampled here
 
 
 BUDGET_SCALE_ENV = "COMPOSER_BUDGET_SCALE"
@@ -77,14 +89,31 @@ def candidates(recipe: Recipe) -> Recipe:
     return replace(recipe, num_samples=recipe.num_samples * recipe.best_of, best_of=1)
 
 
+def rule_of(recipe: Recipe) -> Rule:
+    return make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation,
+                     recipe.temperature)
+
+
+def particles(spec: SamplerSpec) -> int:
+    """Particles per sample: smc's K, else 1."""
+    return spec.particles if spec.name == SMC else 1
+
+
+def tracks_density(spec: SamplerSpec) -> bool:
+    """Whether the rows' log-densities are tracked: on variance-preserving reverse steps
+    (the Ito estimator's setting), not across MCMC moves."""
+    return not spec.is_mcmc and spec.reverse in MCMC_PREDICTORS
+
+
 def cost(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> int:
     """Network rows a filled-in recipe's sampling costs: steps x calls per level x rows x
-    samples (best_of candidates each), plus, for a 2D model's density maps, every row
-    at each grid point every step. The lift verdicts come on top (judging_cost)."""
-    rows = len(make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation).texts)
+    samples (best_of candidates each, smc's K particles each), plus, for a 2D model's
+    density maps, every row at each grid point every step. The lift verdicts come on
+    top (judging_cost)."""
+    rows = len(rule_of(recipe).texts)
     grid = GRID * GRID if maps and model.plane is not None else 0
-    return recipe.steps * rows * (evaluations_per_level(recipe.sampler, model.has_energy)
-                                  * candidates(recipe).num_samples + grid)
+    batch = candidates(recipe).num_samples * particles(recipe.sampler)
+    return recipe.steps * rows * (evaluations_per_level(recipe.sampler, model.has_energy) * batch + grid)
 
 
 def judging_cost(recipe: Recipe, judged: bool) -> int:
@@ -114,9 +143,20 @@ def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool 
             model.check_concept(concept.text)
         except ModelError as err:
             raise RecipeError(f"concepts[{i}].text: {err}") from None
-    if recipe.operator == "mixture" and not model.has_energy:
-        raise RecipeError(f"operator: mixture needs an energy-parameterised model; "
-                          f"{recipe.model!r} only has scores")
+    operator, spec = OPERATORS[recipe.operator], recipe.sampler
+    if operator.needs_energy and not model.has_energy:
+        raise RecipeError(f"operator: {operator.name} needs an energy-parameterised model; "
+                          f"{recipe.model!r} only has scores (superdiff_or is the OR for "
+                          f"score-only models)")
+    if operator.tracks_density and not tracks_density(spec):
+        raise RecipeError(f"operator: {operator.name} weighs the rows by log-densities tracked "
+                          f"along variance-preserving reverse steps; use the sampler ddpm, ddim "
+                          f"or smc, got {spec.name!r}")
+    if spec.name == SMC and not rule_of(recipe).linear:
+        raise RecipeError(f"sampler: smc weighs particles toward the product of the rows, "
+                          f"prod q_i^c_i; operator {operator.name!r} (negation "
+                          f"{recipe.negation!r}) is not such a product: use 'and' or 'product' "
+                          f"with negation 'ratio'")
     if recipe.negation == "bounded" and not model.has_energy:
         raise RecipeError(f"negation: the bounded form needs an energy-parameterised model; "
                           f"{recipe.model!r} only has scores (use negation 'ratio')")
@@ -131,6 +171,12 @@ def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool 
         raise RecipeError(f"best_of: {recipe.model!r} draws at most {model.max_samples} samples "
                           f"at once; {recipe.num_samples} samples x best of {recipe.best_of} "
                           f"candidates is {recipe.num_samples * recipe.best_of}")
+    drawn = recipe.num_samples * recipe.best_of * particles(spec)
+    if drawn > model.max_samples:
+        raise RecipeError(f"sampler.particles: {recipe.model!r} moves at most "
+                          f"{model.max_samples} samples at once; {recipe.num_samples} samples x "
+                          f"best of {recipe.best_of} x {particles(spec)} particles is {drawn}: "
+                          f"lower the samples or the particles")
     limit, needed = budget(model), cost(recipe, model, maps) + judging_cost(recipe, lift)
     if limit is not None and needed > limit:
         with_maps = ", plus the density maps' grid" if maps and model.plane is not None else ""
@@ -282,16 +328,62 @@ class Control:
 
 
 def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool,
-                     control: Control):
-    """The composed model at one noise level, as the samplers see it."""
+                     control: Control, log_density: torch.Tensor | None = None):
+    """The composed model at one noise level, as the samplers see it (the SuperDiff
+    operators also read the rows' tracked log-densities at the batch's points)."""
     sigma = math.sqrt(1.0 - abar)
 
     def density(x: torch.Tensor) -> Evaluation:
         with control.evaluation():
             eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
-        composed, composed_energy = compose(rule, eps, energy)
+        composed, composed_energy = compose(rule, eps, energy, log_density)
         return Evaluation(composed, sigma, composed_energy, eps)
     return density
+
+
+def alpha_bar_after(scheduler, index: int) -> float:
+    """abar at the level the index-th step lands on (1, or DDIM's final abar, after the last)."""
+    if index + 1 < len(scheduler.timesteps):
+        return alpha_bar(scheduler, index + 1, scheduler.timesteps[index + 1])
+    final = getattr(scheduler, "final_alpha_cumprod", None)
+    return 1.0 if final is None else float(final)
+
+
+ESS_THRESHOLD = 0.5    # resample a sample's particles when their ESS falls below K / 2
+SMC_WINDOW = 0.01
+
+
+class Particles:
+    """smc's log-weights, K particles per sample (sample i's at i*K .. i*K + K - 1)."""
+
+    def __init__(self, samples: int, k: int, device: torch.device):
+        self.k = k
+        self.log_weights = torch.zeros(samples, k, dtype=torch.float64, device=device)
+
+    def reweigh(self, increment: torch.Tensor) -> None:
+        self.log_weights = self.log_weights + increment.reshape(self.log_weights.shape)
+
+    @property
+    def ess(self) -> float:
+        return float(effective_sample_size(self.log_weights).mean()) / self.k
+
+    def resample(self, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Batch indices that resample the samples whose ESS < ESS_THRESHOLD * K (the
+        others keep their particles), and how many samples were resampled; the weights
+        of resampled samples start again from equal."""
+        low = effective_sample_size(self.log_weights) < ESS_THRESHOLD * self.k
+        within = systematic_resample(self.log_weights, generator)
+        keep = torch.arange(self.k, device=within.device).expand_as(within)
+        within = torch.where(low[:, None], within, keep)
+        self.log_weights = torch.where(low[:, None], torch.zeros_like(self.log_weights),
+                                       self.log_weights)
+        offsets = self.k * torch.arange(within.shape[0], device=within.device)[:, None]
+        return (within + offsets).reshape(-1), int(low.sum())
+
+    def pick(self, generator: torch.Generator) -> torch.Tensor:
+        """One batch index per sample, drawn by weight."""
+        return pick_by_weight(self.log_weights, generator) + self.k * torch.arange(
+            self.log_weights.shape[0], device=self.log_weights.device)
 
 
 @torch.no_grad()
@@ -304,21 +396,28 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     recipe = prepare(recipe, model, maps)
     control = control or Control()
     spec = recipe.sampler
-    rule = make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation)
+    rule = rule_of(recipe)
     cond = model.encode(rule.texts)
-    scheduler = make_scheduler(spec.scheduler if spec.is_mcmc else spec.name, model.scheduler_config)
+    scheduler = make_scheduler(spec.reverse, model.scheduler_config)
     scheduler.set_timesteps(recipe.steps, device=model.device)
     generator = torch.Generator(model.device).manual_seed(recipe.seed)
-    shape = (recipe.num_samples, *model.sample_shape)
+    shape = (recipe.num_samples * particles(spec), *model.sample_shape)
     x = torch.randn(shape, generator=generator, device=model.device, dtype=model.dtype)
     x = x * scheduler.init_noise_sigma
+    swarm = None
+    if spec.name == SMC:
+        swarm = Particles(recipe.num_samples, spec.particles, x.device)
+        # The weights correct toward prod_i q_i^{c_i} from its own start: each q_i is
+        # N(0, I) at the first level, so their product is N(0, I / sum_i c_i).
+        x = x / math.sqrt(float(rule.coefficients.sum()))
+    log_q = initial_log_density(x, len(rule.texts)) if tracks_density(spec) else None
     # Energies are needed for mixture, and make Metropolis tests exact.
     with_energy = model.has_energy and (rule.needs_energy or spec.is_metropolis)
     adapt = AdaptiveStep(TARGET_ACCEPTANCE[spec.name]) if spec.step_size == AUTO else None
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
-        density = composed_density(model, rule, cond, t, abar, with_energy, control)
+        density = composed_density(model, rule, cond, t, abar, with_energy, control, log_q)
         acceptance = evaluation = step_size = None
         if spec.is_mcmc and spec.mcmc_steps > 0 and spec.step_size == AUTO:
             x, evaluation, acceptance, step_size = adapt.level(density, x, spec, abar, generator)
@@ -332,17 +431,61 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         model_input = scheduler.scale_model_input(x, t)
         if evaluation is None:
             evaluation = density(model_input)
+        sigma, beta = math.sqrt(1.0 - abar), step_beta(abar, alpha_bar_after(scheduler, index))
+        if isinstance(rule.operator, SuperDiffAnd):
+            x_prev, evaluation = _equal_change_step(rule, scheduler, evaluation, t, x, generator, beta)
+        else:
+            x_prev = reverse_step(scheduler, evaluation.eps, t, x, generator)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.rows[rule.concept_rows], abar)
         views = _maps(model, rule, cond, t, abar, control, evaluation, model_input) if maps else {}
-        x = reverse_step(scheduler, evaluation.eps, t, x, generator)
+        if log_q is not None:
+            log_q = log_q + ito_change(model_input, x_prev, evaluation.rows, sigma, beta)
+        x, ess, resampled = x_prev, None, 0
+        if swarm is not None and abar >= SMC_WINDOW:
+            swarm.reweigh(fk_log_weight(rule, evaluation.rows, evaluation.eps, sigma, beta))
+        if swarm is not None:
+            ess = swarm.ess
+            if index + 1 < total:
+                order, resampled = swarm.resample(generator)
+                x, log_q = x[order], log_q[:, order]
+            else:                          # the end: each sample keeps one particle
+                keep = swarm.pick(generator)
+                x, x0, concept_x0, log_q = x[keep], x0[keep], concept_x0[:, keep], log_q[:, keep]
         if not torch.isfinite(x).all():
             raise NonFiniteError(
                 f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "
                 f"of {total}; likely causes: a sampler that overshoots on this composition "
                 f"({recipe.sampler.name!r}: try another sampler, or another number of steps), "
                 f"or a scale or weights so large that the composed prediction overflows")
-        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views)
+        tracked = None if log_q is None else log_q[rule.concept_rows]
+        yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views,
+                         log_density=tracked, ess=ess, resampled=resampled)
+
+
+def _equal_change_step(rule: Rule, scheduler, evaluation: Evaluation, t, x: torch.Tensor,
+                       generator: torch.Generator, beta: float) -> tuple[torch.Tensor, Evaluation]:
+    """SuperDiff's AND step: the step each concept row alone would take, with the same
+    noise (the generator replayed), gives each row's log-density change as a linear
+    function of kappa (the step is affine in eps, and sum kappa = 1); kappa makes the
+    changes equal (operators.SuperDiffAnd), and the step is taken with that kappa."""
+    rows = evaluation.rows
+    concepts = rows[rule.concept_rows]
+    guided = (concepts if rule.unconditional is None else
+              rows[rule.unconditional][None] + rule.scale * (concepts - rows[rule.unconditional][None]))
+    state = generator.get_state()
+
+    def step(eps: torch.Tensor) -> torch.Tensor:
+        generator.set_state(state)
+        return reverse_step(scheduler, eps, t, x, generator)
+    moved = torch.stack([step(eps) for eps in guided]) - x[None]           # [M, B, ...]
+    score = -concepts.double().flatten(2) / evaluation.sigma               # [M, B, d]
+    changes = torch.einsum("ibd,jbd->ijb", score, moved.double().flatten(2))
+    flat = x.double().flatten(1)
+    base = -0.5 * beta * (flat.shape[1] + (score * flat[None]).sum(-1) + score.pow(2).sum(-1))
+    kappa = SuperDiffAnd.equal_change_weights(changes, base)
+    eps = torch.einsum("jb,jb...->b...", kappa.to(guided.dtype), guided)
+    return step(eps), replace(evaluation, eps=eps)
 
 
 def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Control,

@@ -18,33 +18,38 @@ from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, Strict
                       StrictStr, TypeAdapter, ValidationError, ValidationInfo, field_validator)
 from pydantic.dataclasses import dataclass
 
+from composer.operators import OPERATORS as OPERATOR_REGISTRY
+
 RECIPE_VERSION = 1
 MAX_CONCEPTS = 8
 MAX_TEXT_CHARS = 400
 MAX_MODEL_CHARS = 400
 MAX_RECIPE_BYTES = 64 * 1024       # a full recipe is about 1 kB
 ECHO_CHARS = 40                    # how much of a bad value an error message repeats
-OPERATORS = ("and", "product", "mixture")
+OPERATORS = tuple(OPERATOR_REGISTRY)      # composer/operators.py says what each does
 # How the product operator applies NOT: RRR's unbounded ratio, or squashed (operators.py).
 NEGATIONS = ("ratio", "bounded")
 REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
-SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS
+# Sequential Monte Carlo: K particles per sample, Feynman-Kac weights (composer/engine.py).
+SMC = "smc"
+SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS + (SMC,)
+SMC_PARTICLES = 4      # K when the recipe leaves it out
 METROPOLIS_SAMPLERS = ("mala", "hmc")
 AUTO = "auto"          # a step size adapted during the run (MALA, HMC)
 # How pages, grids and messages name the samplers.
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
                   "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
-                  "hmc": "HMC (Metropolis)"}
-# MCMC runs between steps of a variance-preserving reverse process.
+                  "hmc": "HMC (Metropolis)", "smc": "SMC (Feynman-Kac particles)"}
+# MCMC (and SMC) runs between steps of a variance-preserving reverse process.
 MCMC_PREDICTORS = ("ddpm", "ddim")
 # Every numeric field's range; the fields and the error messages both read it.
 RANGES = {"weight": (0, 10), "beta": (0, 10), "scale": (0, 50), "steps": (1, 1000),
           "seed": (0, 2**32 - 1), "num_samples": (1, 4096), "best_of": (1, 8),
           "mcmc_steps": (0, 50), "step_size": (0, 2), "leapfrog_steps": (1, 20),
-          "damping": (0, 1), "line_points": (2, 33)}
-OPEN_BELOW = ("step_size",)        # a step of 0 would not move
+          "damping": (0, 1), "line_points": (2, 33), "particles": (1, 16), "temperature": (0, 10)}
+OPEN_BELOW = ("step_size", "temperature")        # a step of 0 would not move; T = 0 ignores q
 # Strictness is on each scalar type (Strict()): pydantic's model-wide strict=True would
 # also refuse the dicts and lists that the nested rows and sampler arrive as.
 CONFIG = ConfigDict(extra="forbid")
@@ -178,6 +183,7 @@ class SamplerSpec:
     - leapfrog_steps, damping: HMC trajectory length and momentum persistence.
     - line_points: trapezoid points for the log-density difference on
       score-only models (Sjoberg et al. 2023).
+    - particles: smc's K, particles per sample (left out of to_dict when None).
     """
     name: Literal[SAMPLERS] = "ddim"
     scheduler: Literal[MCMC_PREDICTORS] = "ddpm"
@@ -186,6 +192,15 @@ class SamplerSpec:
     leapfrog_steps: _integer("leapfrog_steps") | None = None
     damping: _real("damping") | None = None
     line_points: _integer("line_points") | None = None
+    particles: _integer("particles") | None = None
+
+    @field_validator("particles")
+    @classmethod
+    def _particles_of_smc(cls, particles: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("name")
+        if particles is not None and name is not None and name != SMC:
+            raise ValueError(f"particles are the smc sampler's; {name!r} takes none")
+        return particles
 
     @field_validator("step_size")
     @classmethod
@@ -203,6 +218,11 @@ class SamplerSpec:
     @property
     def is_metropolis(self) -> bool:
         return self.name in METROPOLIS_SAMPLERS
+
+    @property
+    def reverse(self) -> str:
+        """The scheduler of the reverse steps: its own name, or `scheduler` for MCMC and SMC."""
+        return self.scheduler if self.is_mcmc or self.name == SMC else self.name
 
 
 @_raising_recipe_errors("")
@@ -227,6 +247,8 @@ class Recipe:
     # Draw this many candidates per sample and keep the one whose rows all hold by the
     # model's own lift verdict (composer/lift.py); 1: off. Left out of to_dict when 1.
     best_of: _integer("best_of") = 1
+    # SuperDiff OR's temperature T (composer/operators.py). Left out of to_dict when 1.
+    temperature: _real("temperature") = 1.0
 
     @field_validator("concepts")
     @classmethod
@@ -245,10 +267,20 @@ class Recipe:
 
     @field_validator("operator")
     @classmethod
-    def _mixture_has_no_not(cls, operator: str, info: ValidationInfo) -> str:
-        if operator == "mixture" and any(c.negate and not c.muted for c in info.data.get("concepts", ())):
-            raise ValueError("mixture takes no NOT rows; use 'product' or 'and' for negation")
+    def _operator_takes_the_rows(cls, operator: str, info: ValidationInfo) -> str:
+        if (not OPERATOR_REGISTRY[operator].takes_not
+                and any(c.negate and not c.muted for c in info.data.get("concepts", ()))):
+            raise ValueError(f"{operator} takes no NOT rows; use 'product' or 'and' for negation")
         return operator
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_of_or(cls, temperature: float, info: ValidationInfo) -> float:
+        operator = info.data.get("operator")
+        if temperature != 1.0 and operator is not None and operator != "superdiff_or":
+            raise ValueError(f"the temperature weighs superdiff_or's tracked densities; "
+                             f"{operator!r} takes none (leave it at 1)")
+        return temperature
 
     @field_validator("negation")
     @classmethod
@@ -272,14 +304,22 @@ class Recipe:
         knobs = {k: pick(defaults[k]) for k in ("mcmc_steps", "step_size", "leapfrog_steps",
                                                 "damping", "line_points")
                  if getattr(self.sampler, k) is None}
+        if self.sampler.name == SMC and self.sampler.particles is None:
+            knobs["particles"] = defaults.get("particles", SMC_PARTICLES)
         top = {k: defaults[k] for k in ("scale", "steps") if getattr(self, k) is None}
         return dataclasses.replace(self, sampler=dataclasses.replace(self.sampler, **knobs), **top)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["concepts"] = list(data["concepts"])
-        if self.best_of == 1:      # off: links and PNGs stay byte-identical to those made before it
+        # Fields at their "off" value are left out: links and PNGs stay byte-identical
+        # to those made before the fields existed.
+        if self.best_of == 1:
             del data["best_of"]
+        if self.temperature == 1.0:
+            del data["temperature"]
+        if self.sampler.particles is None:
+            del data["sampler"]["particles"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -221,3 +221,33 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
 
 
 MCMC = {"ula": ula, "uhmc": uhmc, "mala": mala, "hmc": hmc}
+
+
+# --- particles (the smc sampler) ---------------------------------------------------
+
+def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
+    """[G]: Kish's ESS (sum w)^2 / sum w^2 of each group's K particles [G, K]."""
+    w = torch.softmax(log_weights.double(), dim=1)
+    return 1.0 / w.pow(2).sum(1)
+
+
+def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[G, K] indices within each group: systematic resampling (one uniform per group,
+    K evenly spaced points through the cumulative weights; Kitagawa 1996), as FKC's
+    code resamples."""
+    groups, k = log_weights.shape
+    cumulative = torch.softmax(log_weights.double(), dim=1).cumsum(1)
+    cumulative[:, -1] = 1.0                             # no point falls past the end by rounding
+    start = torch.rand(groups, 1, generator=generator, device=generator.device,
+                       dtype=torch.float64).to(cumulative.device)
+    points = (start + torch.arange(k, dtype=torch.float64, device=cumulative.device)) / k
+    return torch.searchsorted(cumulative, points).clamp(max=k - 1)
+
+
+def pick_by_weight(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[G] one particle index per group, drawn with probability its normalised weight."""
+    uniform = torch.rand(log_weights.shape[0], 1, generator=generator, device=generator.device,
+                         dtype=torch.float64).to(log_weights.device)
+    cumulative = torch.softmax(log_weights.double(), dim=1).cumsum(1)
+    cumulative[:, -1] = 1.0
+    return torch.searchsorted(cumulative, uniform)[:, 0].clamp(max=log_weights.shape[1] - 1)
