@@ -33,6 +33,7 @@ import torch
 
 from composer.facade import Composer, ComposerError
 from composer.media import SWEEP_CHUNK, labelled_grid, png_bytes, save_png, sweep_cell
+from composer.operators import OPERATORS
 from composer.recipe import MAX_RECIPE_BYTES, Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -101,7 +102,8 @@ def render(args: argparse.Namespace) -> None:
         print(f"{name}: {value:.4f}")
     if result.lift:
         holding = sum(v["holds"] for v in result.lift)
-        print(f"by the model (lift): {holding} of {len(result.lift)} samples hold every row")
+        words = OPERATORS[result.recipe.operator].verdict_words()
+        print(f"by the model (lift): {holding} of {len(result.lift)} samples {words}")
     print(f"wrote {out}")
 
 

@@ -27,6 +27,7 @@ from composer.models import (
     pictures_of,
     scoring_of,
 )
+from composer.operators import OPERATORS
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -57,6 +58,12 @@ class Frame:
     # preview (image models under "and"); 2D models also each concept's density.
     map: np.ndarray | None = None
     concept_maps: tuple[np.ndarray, ...] = ()
+    # Each active concept's tracked log q_t(x_t | c_i) (engine.StepRecord), minus the
+    # concepts' mean, averaged over the samples: which concept the samples lean to, in
+    # nats (empty where nothing is tracked).
+    log_density: tuple[float, ...] = ()
+    ess: float | None = None            # smc: mean effective sample size / K
+    resampled: int = 0                  # smc: samples resampled at this step
 
 
 @dataclass(frozen=True)
@@ -213,8 +220,9 @@ class Composer:
             raise ComposerError(str(err)) from None
         if filled.best_of > 1:
             kept = sum(v["holds"] for v in by_model)
+            words = OPERATORS[filled.operator].verdict_words()
             notes += (f"Best of {filled.best_of}: {kept} of {filled.num_samples} samples have a "
-                      f"candidate whose rows all hold by the model's lift; the others keep "
+                      f"candidate that, by the model's lift, {words}s; the others keep "
                       f"their least-failing candidate.",)
         yield Result(filled, tuple(pictures.result_images(filled, final)), pictures.points(final),
                      tuple(frames), notes, scoring.metrics(filled, final),
@@ -229,7 +237,7 @@ class Composer:
             return final[::recipe.best_of], []
         verdict = measure_lift(model, batch, final, around=control.evaluation)
         if recipe.best_of > 1:
-            keep = best_of(verdict.margins, verdict.holds, recipe.best_of)
+            keep = best_of(verdict, recipe.best_of)
             final, verdict = final[keep], verdict.take(keep)
         return final, lift_verdicts(verdict, recipe)
 
@@ -296,4 +304,12 @@ class Composer:
                      preview=pictures.preview(record.x0), noisy=pictures.preview(record.x_t),
                      concepts=tuple(pictures.preview(x0) for x0 in record.concept_x0),
                      acceptance=record.acceptance, step_size=record.step_size, map=picture,
-                     concept_maps=concept_maps)
+                     concept_maps=concept_maps, log_density=_leaning(record.log_density),
+                     ess=record.ess, resampled=record.resampled)
+
+
+def _leaning(log_density: torch.Tensor | None) -> tuple[float, ...]:
+    if log_density is None:
+        return ()
+    centred = log_density - log_density.mean(0, keepdim=True)
+    return tuple(float(v) for v in centred.mean(1))

@@ -43,12 +43,12 @@ How a caller uses it (`recipe` filled by engine.prepare; x0 as the engine return
     result.evaluations                             # what it cost
 
 Values are means over levels and draws, in units of |eps|^2 (not nats). `holds`
-is per row; `best_of` and `Lift.all_hold` read a composition as the AND of its rows,
-so for a mixture (OR), where one positive row suffices, a caller combines the rows
-itself.
+is per row; `Lift.satisfied` reads them as the recipe's operator does (every row for
+AND and product; one positive row and every NOT row for an OR, operators.py), and so
+do the verdicts' "holds" and `best_of`.
 
 Best of n: run the recipe with n x num_samples samples (candidate j of output i at
-index i * n + j), then keep x0[best_of(result.margins, result.holds, n)].
+index i * n + j), then keep x0[best_of(result, n)].
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from composer.models.base import ModelAdapter
+from composer.operators import OPERATORS
 from composer.recipe import Concept, Recipe
 from composer.samplers import alphas_cumprod
 
@@ -76,6 +77,7 @@ class Lift:
     texts: tuple[str, ...]
     negated: tuple[bool, ...]
     evaluations: int                # network rows it cost
+    any_row: bool = False           # an OR: one positive row suffices (operators.Operator)
 
     @property
     def margins(self) -> torch.Tensor:
@@ -84,9 +86,25 @@ class Lift:
         return self.values * sign
 
     @property
-    def all_hold(self) -> torch.Tensor:
-        """[B] bool: every row holds."""
-        return self.holds.all(dim=1)
+    def satisfied(self) -> torch.Tensor:
+        """[B] bool: the sample satisfies the composition (every row; for an OR, one
+        positive row and every NOT row)."""
+        positive = ~torch.tensor(self.negated, dtype=torch.bool)
+        wanted = (self.holds | ~positive).all(1)
+        if self.any_row:
+            wanted = (self.holds & positive).any(1)
+        return wanted & (self.holds | positive).all(1)
+
+    @property
+    def score(self) -> torch.Tensor:
+        """[B]: by how much the composition holds (positive) or fails: the smallest
+        margin; for an OR the best positive row's margin, capped by every NOT row's."""
+        positive = ~torch.tensor(self.negated, dtype=torch.bool)
+        inf = torch.tensor(math.inf, dtype=self.values.dtype)
+        nots = torch.where(positive, inf, self.margins).min(1).values
+        if self.any_row:
+            return torch.minimum(torch.where(positive, self.margins, -inf).max(1).values, nots)
+        return torch.minimum(torch.where(positive, self.margins, inf).min(1).values, nots)
 
     def take(self, keep: torch.Tensor) -> Lift:
         """The lifts of the samples `keep` (indices), e.g. those best_of chose."""
@@ -122,13 +140,14 @@ def lift_cost_per_row() -> int:
 
 def verdicts(result: Lift, recipe: Recipe) -> list[dict]:
     """Per sample, {"rows": [{"row" (1-based, as the page numbers it), "text", "negate",
-    "lift", "holds"}], "holds": every row holds}: the Result's and the API's form."""
+    "lift", "holds"}], "holds": the sample satisfies the composition as its operator
+    reads the rows (`Lift.satisfied`)}: the Result's and the API's form."""
     numbers = [n for n, c in enumerate(recipe.concepts, 1) if not c.muted and c.coefficient != 0]
     return [{"rows": [{"row": numbers[i], "text": result.texts[i], "negate": result.negated[i],
                        "lift": float(values[i]), "holds": bool(holds[i])}
                       for i in range(len(numbers))],
-             "holds": bool(holds.all())}
-            for values, holds in zip(result.values, result.holds)]
+             "holds": bool(satisfied)}
+            for values, holds, satisfied in zip(result.values, result.holds, result.satisfied)]
 
 
 def lift(model: ModelAdapter, recipe: Recipe, x0: torch.Tensor,
@@ -141,7 +160,8 @@ def lift(model: ModelAdapter, recipe: Recipe, x0: torch.Tensor,
     values = lift_of_texts(model, texts, x0, recipe.seed, max_rows, around)
     negated = tuple(c.negate for c in rows)
     holds = torch.where(torch.tensor(negated), values <= 0, values > 0)
-    return Lift(values, holds, texts, negated, evaluations=lift_cost(recipe, x0.shape[0]))
+    return Lift(values, holds, texts, negated, evaluations=lift_cost(recipe, x0.shape[0]),
+                any_row=OPERATORS[recipe.operator].any_row)
 
 
 def lift_of_texts(model: ModelAdapter, texts: tuple[str, ...], x0: torch.Tensor, seed: int,
@@ -185,22 +205,22 @@ def _loss_gap(eps: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return gap.flatten(2).sum(-1)
 
 
-def best_of(margins: torch.Tensor, holds: torch.Tensor, n: int) -> torch.Tensor:
+def best_of(result: Lift, n: int) -> torch.Tensor:
     """Indices of the chosen candidates, one per output sample.
 
-    margins, holds: [B, rows] (`Lift.margins`, `Lift.holds`) for B = outputs x n
-    candidates, candidate j of output i at index i * n + j. Per output: among the
-    candidates whose every row holds, the one with the largest smallest margin; if
-    none does, the one with the largest smallest margin (the least-failing)."""
+    `result` judges B = outputs x n candidates, candidate j of output i at index
+    i * n + j. Per output: among the candidates that satisfy the composition
+    (`Lift.satisfied`), the one that does so by the largest margin (`Lift.score`); if
+    none does, the one with the largest score (the least-failing)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: must be a whole number of candidates >= 1, got {n!r}")
-    if margins.shape != holds.shape or margins.dim() != 2 or margins.shape[1] == 0:
-        raise ValueError(f"margins, holds: must both be [B, rows] with rows >= 1, got "
-                         f"{list(margins.shape)} and {list(holds.shape)}")
-    if margins.shape[0] == 0 or margins.shape[0] % n:
-        raise ValueError(f"n: {margins.shape[0]} candidates do not split into groups of {n}")
-    smallest = margins.min(dim=1).values.reshape(-1, n)
-    every = holds.all(dim=1).reshape(-1, n)
-    among_holding = torch.where(every, smallest, torch.full_like(smallest, -math.inf))
-    pick = torch.where(every.any(dim=1), among_holding.argmax(dim=1), smallest.argmax(dim=1))
+    if result.values.dim() != 2 or result.values.shape[1] == 0:
+        raise ValueError(f"result: must judge [B, rows] with rows >= 1, got "
+                         f"{list(result.values.shape)}")
+    if result.values.shape[0] == 0 or result.values.shape[0] % n:
+        raise ValueError(f"n: {result.values.shape[0]} candidates do not split into groups of {n}")
+    score = result.score.reshape(-1, n)
+    every = result.satisfied.reshape(-1, n)
+    among_holding = torch.where(every, score, torch.full_like(score, -math.inf))
+    pick = torch.where(every.any(dim=1), among_holding.argmax(dim=1), score.argmax(dim=1))
     return pick + n * torch.arange(len(pick))

@@ -59,9 +59,9 @@ def test_best_of_keeps_each_samples_best_candidate(composer):
     filled = engine.candidates(chosen.recipe)
     candidates = torch.as_tensor(pool.points, dtype=torch.float32)
     judged = lift(composer.model("gaussians"), filled, candidates)
-    keep = best_of(judged.margins, judged.holds, n)
+    keep = best_of(judged, n)
     assert np.allclose(chosen.points, pool.points[keep.numpy()])
-    assert np.mean([v["holds"] for v in chosen.lift]) >= judged.all_hold.float().mean().item()
+    assert np.mean([v["holds"] for v in chosen.lift]) >= judged.satisfied.float().mean().item()
     again = composer.render(dataclasses.replace(RECIPE, best_of=n))
     assert np.array_equal(again.points, chosen.points)            # deterministic
 

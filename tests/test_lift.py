@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from composer.engine import generate
-from composer.lift import DRAWS, LEVEL_FRACTIONS, best_of, lift, lift_cost, lift_of_texts, timesteps
+from composer.lift import (DRAWS, LEVEL_FRACTIONS, Lift, best_of, lift, lift_cost, lift_of_texts,
+                           timesteps, verdicts)
 from composer.models import load_model
 from composer.recipe import Concept, Recipe
 from composer.shapes import data
@@ -138,34 +139,66 @@ def test_tiny_stable_diffusion_runs_the_lift_on_latents(tiny_sd):
     assert torch.equal(result.values, lift(tiny_sd, recipe, latents).values)
 
 
+def judged(margins, holds=None, negated=(False, True), any_row=False) -> Lift:
+    """A Lift with these margins (lift for AND rows, -lift for NOT rows)."""
+    sign = torch.tensor([-1.0 if n else 1.0 for n in negated], dtype=torch.float64)
+    margins = torch.as_tensor(margins, dtype=torch.float64)
+    return Lift(margins * sign, margins > 0 if holds is None else holds,
+                tuple(f"row{i}" for i in range(len(negated))), negated, 0, any_row)
+
+
 def test_best_of_takes_the_holding_candidate_with_the_widest_margin():
     # Two outputs of four candidates; rows: an AND row, then a NOT row (margin = -lift).
-    margins = torch.tensor([[-0.1, 5.0], [0.2, 0.3], [1.0, 0.5], [-3.0, 9.0],
-                            [-0.5, 1.0], [-0.1, 2.0], [-2.0, 3.0], [1.0, -0.3]])
-    holds = margins > 0
-    assert best_of(margins, holds, 4).tolist() == [2, 5]     # holds with 0.5; least-failing -0.1
-    assert best_of(margins, holds, 1).tolist() == list(range(8))
+    margins = [[-0.1, 5.0], [0.2, 0.3], [1.0, 0.5], [-3.0, 9.0],
+               [-0.5, 1.0], [-0.1, 2.0], [-2.0, 3.0], [1.0, -0.3]]
+    assert best_of(judged(margins), 4).tolist() == [2, 5]     # holds with 0.5; least-failing -0.1
+    assert best_of(judged(margins), 1).tolist() == list(range(8))
 
 
 def test_best_of_prefers_a_holding_candidate_on_a_tied_margin():
     # Both smallest margins are 0: a NOT row at lift 0 holds, an AND row at lift 0 does not.
-    margins = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     holds = torch.tensor([[False, True], [True, True]])
-    assert best_of(margins, holds, 2).tolist() == [1]
+    assert best_of(judged([[0.0, 1.0], [1.0, 0.0]], holds), 2).tolist() == [1]
+
+
+def test_an_or_is_satisfied_by_one_positive_row_and_chosen_by_it():
+    """Two positive rows: under AND a candidate needs both, under OR either one (the
+    mixture's verdict was read as AND: 0 of 8 held on a correct OR result)."""
+    margins = [[2.0, -1.0], [0.3, 0.2], [-0.5, -0.1], [-3.0, 4.0]]
+    both = judged(margins, negated=(False, False))
+    either = judged(margins, negated=(False, False), any_row=True)
+    assert both.satisfied.tolist() == [False, True, False, False]
+    assert either.satisfied.tolist() == [True, True, False, True]
+    assert best_of(both, 4).tolist() == [1]
+    assert best_of(either, 4).tolist() == [3]                 # the widest winning row: 4.0
+    # A NOT row still has to hold under OR.
+    with_not = judged([[2.0, 1.0, -0.5], [0.1, 0.1, 0.2]], negated=(False, False, True),
+                      any_row=True)
+    assert with_not.satisfied.tolist() == [False, True]
+
+
+def test_lift_verdicts_follow_the_operator():
+    candidates = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])       # one in "left", one in "right"
+    rows = (Concept("left"), Concept("right"))
+    for operator, expected in (("product", [False, False]), ("mixture", [True, True]),
+                               ("superdiff_or", [True, True]), ("superdiff_and", [False, False])):
+        recipe = Recipe(model="gaussians", concepts=rows, operator=operator)
+        result = lift(GaussianModel(), recipe, candidates)
+        assert [v["holds"] for v in verdicts(result, recipe)] == expected, operator
 
 
 def test_best_of_on_real_lifts_keeps_the_point_in_the_concept():
     candidates = torch.tensor([[2.5, 2.5], [1.0, 0.0], [-1.0, 0.0], [0.0, -1.5]])
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("right", negate=True)))
     result = lift(GaussianModel(), recipe, candidates)
-    assert best_of(result.margins, result.holds, 4).tolist() == [2]
+    assert best_of(result, 4).tolist() == [2]
 
 
 def test_best_of_names_bad_groups():
     margins = torch.zeros(6, 2)
     with pytest.raises(ValueError, match="n: 6 candidates do not split into groups of 4"):
-        best_of(margins, margins > 0, 4)
+        best_of(judged(margins), 4)
     with pytest.raises(ValueError, match="n: must be a whole number of candidates >= 1, got 0"):
-        best_of(margins, margins > 0, 0)
-    with pytest.raises(ValueError, match=r"margins, holds: .*got \[6, 2\] and \[6\]"):
-        best_of(margins, torch.ones(6, dtype=torch.bool), 2)
+        best_of(judged(margins), 0)
+    with pytest.raises(ValueError, match=r"result: must judge \[B, rows\] with rows >= 1, got \[6, 0\]"):
+        best_of(judged(torch.zeros(6, 0), negated=()), 2)

@@ -340,3 +340,22 @@ def test_verdicts_by_the_model_on_stable_diffusion_when_asked(folders):
     assert len(best.images) == 2 and len(best.lift) == 2
     from composer.lift import lift_cost_per_row
     assert composer.lift_cost(two_rows, lift=True) == lift_cost_per_row() * 3 * 2   # rows + ""
+
+
+@pytest.mark.parametrize("operator, sampler", [("superdiff_or", "ddpm"), ("superdiff_and", "ddim"),
+                                               ("and", "smc")])
+def test_the_2025_methods_run_on_latents(folders, operator, sampler):
+    """OR on a score-only Stable Diffusion (SuperDiff's tracked densities), SuperDiff's
+    AND and SMC particles, end to end through the facade: one batched UNet call per step
+    (K particles in it), each concept's tracked log-density in every record."""
+    from composer.facade import Composer
+    composer = Composer("cpu")
+    two = recipe(folders["epsilon"], texts=("a red cube", "a blue ball"), operator=operator,
+                 sampler=SamplerSpec(sampler, particles=2 if sampler == "smc" else None),
+                 num_samples=2, seed=1, scale=3.0)
+    model = composer.model(two.model)
+    before = model.unet_calls
+    result = composer.render(two)
+    assert model.unet_calls - before == 3 and len(result.images) == 2
+    assert all(len(f.log_density) == 2 for f in result.frames)
+    assert composer.render(two).images[0].tobytes() == result.images[0].tobytes()

@@ -165,14 +165,16 @@ def _with_seed(recipe, seed):
     return dataclasses.replace(recipe, seed=seed)
 
 
-def test_mixture_draws_each_caption_in_its_share():
-    """RRR's OR on images: with weights 1 and 3, samples of the mixture belong to
-    "red circle" with probability pi_1 = 1/4. The exact model tells, at the lowest
-    noise level, each sample's responsibility pi_1 p_1(x) / p*(x), whose mean under
-    the mixture is exactly pi_1."""
+@pytest.mark.parametrize("operator", ["mixture", "superdiff_or"])
+def test_mixture_draws_each_caption_in_its_share(operator):
+    """OR on images, by RRR's mixture (exact energies) and by SuperDiff (densities
+    tracked from the scores alone): with weights 1 and 3, samples belong to "red circle"
+    with probability pi_1 = 1/4. The exact model tells, at the lowest noise level, each
+    sample's responsibility pi_1 p_1(x) / p*(x), whose mean under the mixture is exactly
+    pi_1."""
     model = load_model("shapes-exact", "cpu")
     recipe = Recipe(model="shapes-exact", concepts=(Concept("red circle"), Concept("blue square", weight=3.0)),
-                    operator="mixture", scale=1.0, sampler=SamplerSpec(name="ddpm"), steps=50,
+                    operator=operator, scale=1.0, sampler=SamplerSpec(name="ddpm"), steps=50,
                     num_samples=16)
     lowest = float(model_alphas()[0])
     cond = model.encode(("red circle", "blue square"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from composer.operators import OPERATORS
 from composer.recipe import SAMPLER_LABELS
 from ui.files import THUMB_SIDE, page_picture
 from ui.plots import levels_svg
@@ -65,7 +66,7 @@ def lift_text(result) -> str:
         return ""
     n, holding = len(result.lift), sum(v["holds"] for v in result.lift)
     parts = [f"**By the model (lift; its own opinion, not ground truth):** {holding} of {n} "
-             f"samples satisfy every row"]
+             f"samples {OPERATORS[result.recipe.operator].verdict_words()}"]
     if n <= PER_SAMPLE_LINES:
         parts.extend(lift_line(k, v) for k, v in enumerate(result.lift, 1))
     else:
@@ -102,7 +103,8 @@ def judge_text(result, accept: list) -> str:
     if "correct" in result.metrics:  # an image model with a judge (shapes)
         n = result.recipe.num_samples
         count = {k: round(v * n) for k, v in result.metrics.items()}
-        parts.append(f"**Judge:** {count['correct']} of {n} samples satisfy every row in a clean "
+        parts.append(f"**Judge:** {count['correct']} of {n} samples "
+                     f"{OPERATORS[result.recipe.operator].verdict_words()} in a clean "
                      f"scene ({count['rows_hold']} of {n} if clutter is ignored; "
                      f"{count['clean']} of {n} clean)")
         parts.extend(verdict_line(k, v) for k, v in enumerate(result.verdicts, 1))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from composer.models.outputs import Pictures, Scoring
+from composer.operators import OPERATORS
 from composer.pictures import grid, to_uint8
 from composer.shapes.judge import judge
 
@@ -31,31 +32,31 @@ class ShapesScoring(Scoring):
     def verdicts(self, recipe, x0: torch.Tensor) -> list[dict]:
         """The analytic judge on each final sample: per active row whether it holds
         (an AND caption is matched by an object, a NOT caption by none), whether the
-        scene is clean, and "correct": a clean scene in which every row holds, or for
-        a mixture (OR) at least one positive row and every NOT row."""
+        scene is clean, and "correct": a clean scene that satisfies the composition as
+        its operator reads the rows (every row; for an OR, one positive and every NOT)."""
         rows = [(n, c) for n, c in enumerate(recipe.concepts, 1) if not c.muted and c.coefficient != 0]
         positives = [c.text for _, c in rows if not c.negate]
         negatives = [c.text for _, c in rows if c.negate]
-        out = []
+        operator, out = OPERATORS[recipe.operator], []
         for image in to_uint8(x0):
             verdict = judge(image, positives, negatives)
             held = iter(verdict["positives"])
             absent = iter(not v for v in verdict["negatives"])
             per_row = [{"row": n, "text": c.text, "negate": c.negate,
                         "holds": next(absent) if c.negate else next(held)} for n, c in rows]
-            correct = verdict["correct"]
-            if recipe.operator == "mixture":
-                correct = verdict["clean"] and any(verdict["positives"]) and not any(verdict["negatives"])
-            out.append({"rows": per_row, "clean": verdict["clean"], "correct": correct})
+            holds = operator.satisfied(verdict["positives"], [not v for v in verdict["negatives"]])
+            out.append({"rows": per_row, "clean": verdict["clean"],
+                        "correct": verdict["clean"] and holds})
         return out
 
     def metrics(self, recipe, x0: torch.Tensor) -> dict[str, float]:
         """Shares of samples strictly correct, whose rows all hold (clutter
         ignored; for a mixture, one positive row suffices), and that are clean scenes."""
         verdicts = self.verdicts(recipe, x0)
-        needed = any if recipe.operator == "mixture" else all
-        rows_hold = [needed(r["holds"] for r in v["rows"] if not r["negate"])
-                     and all(r["holds"] for r in v["rows"] if r["negate"]) for v in verdicts]
+        operator = OPERATORS[recipe.operator]
+        rows_hold = [operator.satisfied([r["holds"] for r in v["rows"] if not r["negate"]],
+                                        [r["holds"] for r in v["rows"] if r["negate"]])
+                     for v in verdicts]
         return {"correct": sum(v["correct"] for v in verdicts) / len(verdicts),
                 "rows_hold": sum(rows_hold) / len(verdicts),
                 "clean": sum(v["clean"] for v in verdicts) / len(verdicts)}
