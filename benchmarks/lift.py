@@ -27,6 +27,7 @@ Prints one JSON line per cell, then markdown tables; --out also writes the JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -63,18 +64,17 @@ def shapes_cell(model, name: str, family: str, task: str, n: int, candidates: in
         Concept(f"c{positives + j}", negate=True) for j in range(negatives))
     recipe = Recipe(model=name, concepts=concepts, seed=seed, scale=model.defaults["scale"],
                     sampler=SamplerSpec(name="ddim"), steps=model.defaults["steps"])
-    holds, margins = [], []
+    parts = []
     for lo in range(0, len(x), CHUNK):
         rows = [c.positives + c.negatives for c in compositions[lo:lo + CHUNK]]
-        result = lift(PerSample(model, rows), recipe, x[lo:lo + CHUNK],
-                      max_rows=(len(concepts) + 1) * CHUNK)
-        holds.append(result.holds)
-        margins.append(result.margins)
-    holds, margins = torch.cat(holds), torch.cat(margins)
-    says = holds.all(dim=1)
+        parts.append(lift(PerSample(model, rows), recipe, x[lo:lo + CHUNK],
+                          max_rows=(len(concepts) + 1) * CHUNK))
+    result = dataclasses.replace(parts[0], values=torch.cat([p.values for p in parts]),
+                                 holds=torch.cat([p.holds for p in parts]))
+    says = result.satisfied
     judge = torch.tensor([v["correct"] for v in verdicts])
     captions = torch.tensor([v["captions_hold"] for v in verdicts])
-    picked = best_of(margins, holds, candidates)
+    picked = best_of(result, candidates)
     per_group = judge.reshape(-1, candidates)
     # The rule without its margin: the first candidate that holds (else the first).
     first = says.reshape(-1, candidates).float().argmax(dim=1) + candidates * torch.arange(len(per_group))

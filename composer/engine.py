@@ -350,7 +350,9 @@ def alpha_bar_after(scheduler, index: int) -> float:
 
 
 ESS_THRESHOLD = 0.5    # resample a sample's particles when their ESS falls below K / 2
-SMC_WINDOW = 0.01
+# smc weighs and resamples at the levels with abar_t >= SMC_WINDOW (0: all of them). On
+# the 2D product, windows from 0 to 0.3 land within a point of each other (docs/methods.md).
+SMC_WINDOW = 0.0
 
 
 class Particles:
