@@ -171,12 +171,8 @@ def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool 
         raise RecipeError(f"best_of: {recipe.model!r} draws at most {model.max_samples} samples "
                           f"at once; {recipe.num_samples} samples x best of {recipe.best_of} "
                           f"candidates is {recipe.num_samples * recipe.best_of}")
-    drawn = recipe.num_samples * recipe.best_of * particles(spec)
-    if drawn > model.max_samples:
-        raise RecipeError(f"sampler.particles: {recipe.model!r} moves at most "
-                          f"{model.max_samples} samples at once; {recipe.num_samples} samples x "
-                          f"best of {recipe.best_of} x {particles(spec)} particles is {drawn}: "
-                          f"lower the samples or the particles")
+    # smc's particles are held to the budget, not to max_samples: the adapters chunk a
+    # large batch under their memory budget, and the result has num_samples samples.
     limit, needed = budget(model), cost(recipe, model, maps) + judging_cost(recipe, lift)
     if limit is not None and needed > limit:
         with_maps = ", plus the density maps' grid" if maps and model.plane is not None else ""

@@ -81,7 +81,7 @@ class Rule:
 class Operator:
     """One way of combining rows. Subclasses set the facts and write `rule` and `combine`."""
     name = ""
-    label = ""                    # the menu's words
+    label = ""                    # the menu's words (ui/form.py says what each is)
     needs_energy = False          # only energy-parameterised models can run it
     takes_not = True              # NOT rows mean something under it
     any_row = False               # a sample satisfies it when one positive row holds (OR)
@@ -118,7 +118,7 @@ def _active(concepts: Sequence) -> tuple[tuple[str, ...], torch.Tensor]:
 
 
 class LiuAnd(Operator):
-    name, label = "and", "AND (Composable Diffusion: summed guidance)"
+    name, label = "and", "AND (sum)"
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         texts, signed = _active(concepts)
@@ -128,7 +128,7 @@ class LiuAnd(Operator):
 
 
 class Product(Operator):
-    name, label = "product", "product (Reduce, Reuse, Recycle: product of experts)"
+    name, label = "product", "product"
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         texts, signed = _active(concepts)
@@ -164,7 +164,7 @@ def _log_weights(concepts: Sequence) -> tuple[tuple[str, ...], torch.Tensor]:
 
 
 class Mixture(Operator):
-    name, label = "mixture", "mixture, OR (Reduce, Reuse, Recycle: energies)"
+    name, label = "mixture", "OR (mixture)"
     needs_energy, takes_not, any_row, linear = True, False, True, False
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
@@ -200,7 +200,7 @@ def _superdiff_rule(operator: Operator, concepts, scale: float, temperature: flo
 
 
 class SuperDiffOr(Operator):
-    name, label = "superdiff_or", "OR (SuperDiff: tracked densities, any model)"
+    name, label = "superdiff_or", "OR (SuperDiff)"
     takes_not, any_row, tracks_density, linear = False, True, True, False
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
@@ -220,7 +220,7 @@ class SuperDiffOr(Operator):
 
 
 class SuperDiffAnd(Operator):
-    name, label = "superdiff_and", "AND (SuperDiff: equal density changes, any model)"
+    name, label = "superdiff_and", "AND (SuperDiff)"
     takes_not, tracks_density, linear = False, True, False
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):

@@ -158,8 +158,8 @@ def test_systematic_resampling_keeps_heavy_particles_in_proportion():
 def test_smc_moves_a_product_of_gaussians_toward_the_exact_product(gaussians, monkeypatch):
     """Reverse diffusion on summed scores does not sample the product of experts: it
     draws N(-0.61, 0.10) on the first axis where the product is N(-0.66, 0.166). SMC's
-    weights pull both the mean and the variance toward the exact product, K = 16 more
-    than K = 8; with the weight's sign flipped they push the variance down."""
+    weights pull the variance toward the exact product and the mean closer with more
+    particles; with the weight's sign flipped they push the variance down."""
     gaussians.scheduler_config = LINEAR
     (m1, s1), (m2, s2) = GAUSSIANS["left"], GAUSSIANS["up"]
     precision = 1 / s1 ** 2 + 1 / s2 ** 2
@@ -170,8 +170,9 @@ def test_smc_moves_a_product_of_gaussians_toward_the_exact_product(gaussians, mo
         return (x.mean(0) - mean).norm().item(), x.var(0).mean().item()
     plain, eight, sixteen = moments("ddpm"), moments("smc", particles=8), moments("smc", particles=16)
     truth = 1 / precision
-    assert plain[1] + 0.01 < eight[1] < sixteen[1] < truth, (plain, eight, sixteen, truth)
-    assert sixteen[0] < plain[0]
+    assert plain[1] + 0.015 < min(eight[1], sixteen[1]) and max(eight[1], sixteen[1]) < truth, (
+        plain, eight, sixteen, truth)
+    assert sixteen[0] < eight[0] < plain[0]
     monkeypatch.setattr(engine, "fk_log_weight", lambda *args: -fk_log_weight(*args))
     flipped = moments("smc", particles=8)
     assert flipped[1] < plain[1] - 0.01, (flipped, plain)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from composer.recipe import (AUTO, MAX_CONCEPTS, MCMC_PREDICTORS, NEGATIONS, OPERATORS, SAMPLER_LABELS,
-                             SAMPLERS, Recipe, RecipeError)
+from composer.operators import OPERATORS
+from composer.recipe import (AUTO, MAX_CONCEPTS, MCMC_PREDICTORS, NEGATIONS, SAMPLER_LABELS, SAMPLERS,
+                             SMC_PARTICLES, Recipe, RecipeError)
 from ui import state
 from ui.rows import concept_row
 from ui.page import PRIVATE, SHARE_JS, SHOWN_JS
@@ -37,6 +38,7 @@ class Form:
     add: gr.Button
     operator: gr.Radio
     negation: gr.Radio
+    temperature: gr.Number
     scale: gr.Number
     sampler: gr.Dropdown
     steps: gr.Number
@@ -54,7 +56,8 @@ class Form:
 
     def settings(self) -> dict:
         """state.Settings field -> the component that holds it."""
-        return {"operator": self.operator, "negation": self.negation, "scale": self.scale,
+        return {"operator": self.operator, "negation": self.negation,
+                "temperature": self.temperature, "scale": self.scale,
                 "sampler": self.sampler, "scheduler": self.scheduler, **self.knobs,
                 "steps": self.steps, "seed": self.seed, "num_samples": self.num_samples,
                 "best_of": self.best_of}
@@ -95,12 +98,13 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
     with gr.Row():
         add = gr.Button("+ Add concept", elem_id="add-row", size="sm")
     with gr.Row():
-        operator = gr.Radio(list(OPERATORS), value="and", label="Operator",
-                            info="and: Composable Diffusion; product/mixture: energy "
-                                 "composition (mixture needs an energy model)", elem_id="operator")
+        operator = gr.Radio(operator_choices(True), value="and", label="Operator",
+                            info=OPERATOR_INFO, elem_id="operator")
         negation = gr.Radio(list(NEGATIONS), value="ratio", label="NOT form (product)",
                             info="ratio: RRR's q₁^(1+β)/q₂^β; bounded: each NOT term capped "
                                  "(needs an energy model)", elem_id="negation", visible=False)
+        temperature = gr.Number(1.0, label="OR temperature T", elem_id="temperature", visible=False,
+                                info="κ = softmax(T · (log q + log weight)); 1: the mixture")
         scale = gr.Number(None, label="Global scale α", placeholder="model default", elem_id="scale")
     with gr.Row():
         sampler = gr.Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
@@ -112,7 +116,7 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
         num_samples = gr.Number(1, label="Samples", elem_id="num-samples")
     with gr.Accordion("Sampler knobs (empty = model default)", open=False, elem_id="knobs"):
         scheduler = gr.Dropdown(list(MCMC_PREDICTORS), value="ddpm",
-                                label="Reverse step between MCMC levels", elem_id="scheduler")
+                                label="Reverse step between MCMC levels (and SMC's)", elem_id="scheduler")
         with gr.Row():
             knobs = {k: gr.Number(None, label=label, elem_id=f"knob-{k}",
                                   placeholder="model default")
@@ -132,10 +136,20 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
     return Form(rows=rows, info=info, autorun=gr.State(False), shown=gr.Textbox(visible=False),
                 share_token=gr.Textbox(visible=False), model=model, sd_box=sd_box, load=load,
                 model_status=model_status, examples=examples, add=add, operator=operator,
-                negation=negation, scale=scale, sampler=sampler, steps=steps, seed=seed, dice=dice,
+                negation=negation, temperature=temperature, scale=scale, sampler=sampler, steps=steps, seed=seed, dice=dice,
                 num_samples=num_samples, scheduler=scheduler, knobs=knobs, share=share,
                 share_link=share_link, recipe_json=recipe_json, apply=apply, png_in=png_in,
                 best_of=best_of)
+
+
+OPERATOR_INFO = ("AND (sum): Composable Diffusion · product, OR (mixture): Reduce, Reuse, "
+                 "Recycle, on energy models · SuperDiff: the rows weighed by their log-densities "
+                 "tracked along the run, on any model (samplers ddpm, ddim, smc)")
+
+
+def operator_choices(has_energy: bool) -> list[tuple[str, str]]:
+    """(label, name) of the operators this model can run (operators.OPERATORS)."""
+    return [(op.label, name) for name, op in OPERATORS.items() if has_energy or not op.needs_energy]
 
 
 def default_samples(info: dict) -> int:
@@ -147,7 +161,8 @@ def changes(recipe: Recipe, info: dict) -> list[str]:
     """What of a restored recipe this model cannot honour, in plain words."""
     said = []
     if recipe.operator == "mixture" and not info["has_energy"]:
-        said.append(f"{info['name']} has no energies, so operator 'mixture' was changed to 'and'")
+        said.append(f"{info['name']} has no energies, so operator 'mixture' was changed to "
+                    f"'superdiff_or' (SuperDiff's OR, from the scores alone)")
     if recipe.negation == "bounded" and not info["has_energy"]:
         said.append(f"{info['name']} has no energies, so the bounded NOT form was changed "
                     f"to 'ratio'")
@@ -191,21 +206,26 @@ def wire(page, service: Service, then_run) -> list:
 
     def model_updates(info: dict, values: state.Settings | None) -> dict:
         """Updates for model-dependent widgets; values=None resets to defaults."""
-        ops = [o for o in OPERATORS if o != "mixture" or info["has_energy"]]
+        ops = operator_choices(info["has_energy"])
+        names = [name for _, name in ops]
+        operator = (s.operator if s.operator in names else
+                    "superdiff_or" if s.operator == "mixture" else "and")
         forms = [f for f in NEGATIONS if f == "ratio" or info["has_energy"]]
         d = info["defaults"]
         s = values or state.Settings(model=info["name"], num_samples=default_samples(info))
-        names = service.model_choices()
-        if info["name"] not in [name for _, name in names]:
-            names.append((info["name"], info["name"]))
-        return {form.model: gr.update(choices=names, value=info["name"]),
+        models = service.model_choices()
+        if info["name"] not in [name for _, name in models]:
+            models.append((info["name"], info["name"]))
+        return {form.model: gr.update(choices=models, value=info["name"]),
                 form.model_status: model_summary(info),
-                form.operator: gr.update(choices=ops, value=s.operator if s.operator in ops else "and"),
+                form.operator: gr.update(choices=ops, value=operator),
+                form.temperature: gr.update(value=s.temperature, visible=operator == "superdiff_or"),
                 form.negation: gr.update(choices=forms, value=s.negation if s.negation in forms
                                          else "ratio", visible=s.operator == "product"),
                 form.scale: gr.update(value=s.scale, placeholder=f"default {d.get('scale', '')}"),
                 form.sampler: s.sampler, form.scheduler: s.scheduler,
-                **{box: gr.update(value=getattr(s, k), placeholder=default_text(d.get(k, "")))
+                **{box: gr.update(value=getattr(s, k), placeholder=default_text(
+                    d.get(k, SMC_PARTICLES if k == "particles" else "")))
                    for k, box in form.knobs.items()},
                 form.steps: gr.update(value=s.steps, placeholder=f"default {d.get('steps', '')}"),
                 form.seed: s.seed, form.num_samples: s.num_samples, form.best_of: s.best_of,
@@ -324,9 +344,11 @@ def wire(page, service: Service, then_run) -> list:
     form.rows.change(add_button, form.rows, form.add, queue=False, api_visibility=PRIVATE)
     form.dice.click(lambda: random.randint(0, 2**31 - 1), None, form.seed, queue=False,
                     api_visibility=PRIVATE)
-    form.operator.change(lambda op: gr.update(visible=op == "product",
-                                              **({} if op == "product" else {"value": "ratio"})),
-                         form.operator, form.negation, queue=False, api_visibility=PRIVATE)
+    form.operator.change(lambda op: (gr.update(visible=op == "product",
+                                               **({} if op == "product" else {"value": "ratio"})),
+                                     gr.update(visible=op == "superdiff_or")),
+                         form.operator, [form.negation, form.temperature], queue=False,
+                         api_visibility=PRIVATE)
     form.apply.click(soft(import_json, failed), form.recipe_json, applied, api_visibility=PRIVATE)
     form.png_in.upload(soft(import_png, failed), form.png_in, applied, api_visibility=PRIVATE)
     form.share.click(share, form.page_inputs(), recipe_out, js=SHOWN_JS,

@@ -42,3 +42,38 @@ def levels_svg(step_sizes: list[float | None], acceptance: list[float | None], w
             f"height='{height}' viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"
             f"<title>{title}</title><rect width='{width}' height='{height}' fill='#f8fafc' "
             f"stroke='#cbd5e1'/>{lines}</svg>")
+
+
+# One colour per concept row (the tracked log-densities), then the ESS in grey.
+ROW_COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
+ESS_COLOUR = "#64748b"
+
+
+def tracks_svg(log_density: list[tuple[float, ...]], ess: list[float | None], names: list[str],
+               width: int = 240, height: int = 84) -> str:
+    """Per noise level (first on the left): each concept's tracked log-density minus the
+    concepts' mean (solid, one colour per row, a shared scale whose range the title
+    gives) and, for smc, the effective sample size / K (grey dashes, 0 to 1), with a
+    key under the plot; '' when nothing was tracked."""
+    tracked = [v for v in log_density if v]
+    kept = [e for e in ess if e is not None]
+    if not tracked and not kept:
+        return ""
+    lines, key, title = "", [], []
+    if tracked:
+        low = min(min(v) for v in tracked)
+        high = max(max(v) for v in tracked)
+        for i, name in enumerate(names[:len(tracked[0])]):
+            colour = ROW_COLOURS[i % len(ROW_COLOURS)]
+            lines += _polyline([v[i] for v in tracked], low, high, colour, width, height)
+            key.append(f"<span style='color:{colour}'>■ {name}</span>")
+        title.append(f"log-density per concept, relative to their mean: {low:.3g} to {high:.3g} nats")
+    if kept:
+        lines += _polyline(kept, 0.0, 1.0, ESS_COLOUR, width, height, dashed=True)
+        key.append(f"<span style='color:{ESS_COLOUR}'>- - ESS/K {min(kept):.0%}–{max(kept):.0%}</span>")
+        title.append(f"ESS/K from {min(kept):.0%} to {max(kept):.0%}")
+    label = "; ".join(title) + f"; {max(len(tracked), len(kept))} levels"
+    return (f"<div class='tracks-plot'><svg role='img' aria-label='{label}' width='{width}' "
+            f"height='{height}' viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"
+            f"<title>{label}</title><rect width='{width}' height='{height}' fill='#f8fafc' "
+            f"stroke='#cbd5e1'/>{lines}</svg><div class='tracks-key'>{' '.join(key)}</div></div>")

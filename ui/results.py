@@ -8,7 +8,7 @@ import numpy as np
 from composer.operators import OPERATORS
 from composer.recipe import SAMPLER_LABELS
 from ui.files import THUMB_SIDE, page_picture
-from ui.plots import levels_svg
+from ui.plots import levels_svg, tracks_svg
 from ui.words import metrics_text
 
 RUN_HEADERS = ["#", "model", "op", "sampler", "run", "compute", "levels", "result"]
@@ -32,10 +32,16 @@ def run_row(number: int, result, seconds: float, evaluations: int) -> list:
     sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
     samples = f"{r.num_samples} sample{'s' if r.num_samples != 1 else ''}"
     plot = levels_svg([f.step_size for f in result.frames], [f.acceptance for f in result.frames],
-                      *PLOT_SIZE)
+                      *PLOT_SIZE) + tracks(result)
     return [number, r.model, r.operator, sampler, f"{r.steps} steps · seed {r.seed} · {samples}",
             f"{seconds:.2f} s · {evaluations:,} evals", plot,
             result_summary(result)]
+
+
+def tracks(result) -> str:
+    """The run's tracked log-densities per concept and smc's ESS, per level."""
+    names = [c.text for c in result.recipe.active_concepts]
+    return tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames], names)
 
 
 def result_summary(result) -> str:

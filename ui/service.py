@@ -13,7 +13,7 @@ from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
 from composer.lru import LRU
 from composer.media import recipe_from_png
 from composer.models import is_sd_reference
-from composer.recipe import Recipe, RecipeError
+from composer.recipe import SMC, Recipe, RecipeError
 from ui import state
 from ui.frames import KeptFrames, timed
 from ui.words import model_label
@@ -182,17 +182,22 @@ class Service:
         stored = self._replays.get(self._replay_key(recipe, lift))
         return None if stored is None else stored[1]
 
-    def compare_recipes(self, recipe: Recipe, samplers: list[str],
-                        models: list[str] = ()) -> list[Recipe]:
-        """Each sampler on each model (none ticked: the recipe's own), under one seed."""
-        models = list(models) or [recipe.model]
-        runs = len(samplers) * len(models)
+    def compare_recipes(self, recipe: Recipe, samplers: list[str], models: list[str] = (),
+                        operators: list[str] = ()) -> list[Recipe]:
+        """Each sampler on each model under each operator (none ticked: the recipe's
+        own), under one seed."""
+        models, operators = list(models) or [recipe.model], list(operators) or [recipe.operator]
+        runs = len(samplers) * len(models) * len(operators)
         if not 2 <= runs <= 4:
-            what = "samplers" if len(models) == 1 else "runs (samplers × models)"
+            what = ("samplers" if len(models) == len(operators) == 1
+                    else "runs (samplers × models × operators)")
             raise RecipeError(f"compare: choose 2 to 4 {what}, got {runs}")
-        return [dataclasses.replace(recipe, model=m,
-                                    sampler=dataclasses.replace(recipe.sampler, name=s))
-                for m in models for s in samplers]
+        return [dataclasses.replace(recipe, model=m, operator=o, temperature=(
+                    recipe.temperature if o == "superdiff_or" else 1.0),
+                    negation=recipe.negation if o == "product" else "ratio",
+                    sampler=dataclasses.replace(recipe.sampler, name=s, particles=(
+                        recipe.sampler.particles if s == SMC else None)))
+                for m in models for o in operators for s in samplers]
 
     @staticmethod
     def recipe_from_upload(path: str | None) -> Recipe:

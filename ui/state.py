@@ -15,18 +15,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import AUTO, CONCEPT_PATH, MAX_CONCEPTS, Recipe, RecipeError, parse_json
+from composer.recipe import AUTO, CONCEPT_PATH, MAX_CONCEPTS, SMC, Recipe, RecipeError, parse_json
 from composer.sweep import SWEPT_LABELS, Sweep, concept_field, field_label
 
-KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")
-INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points")
+KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points", "particles")
+INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points", "particles")
 KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (× σ_t)",
                "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
-               "line_points": "Line points (score-only Metropolis)"}
+               "line_points": "Line points (score-only Metropolis)",
+               "particles": "Particles per sample K (SMC)"}
 # Recipe paths as the page labels them, so a message points at the box to fix.
 FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps", "best_of": "Best of",
                 "scale": "Global scale α", "operator": "Operator", "negation": "Negation form",
-                "sampler.name": "Sampler", "sampler.scheduler": "Reverse step between MCMC levels",
+                "temperature": "OR temperature T",
+                "sampler.name": "Sampler", "sampler.scheduler": "Reverse step between MCMC levels (and SMC's)",
                 "concepts": "Concepts", "model": "Model",
                 **{f"sampler.{k}": label for k, label in KNOB_LABELS.items()}}
 ROW_FIELD_LABELS = {"text": "prompt", "weight": "AND weight", "beta": "β", "negate": "NOT",
@@ -94,10 +96,12 @@ class Settings:
     leapfrog_steps: float | None = None
     damping: float | None = None
     line_points: float | None = None
+    particles: float | None = None
     steps: float | None = None
     seed: float | None = 0
     num_samples: float | None = 1
     best_of: float | None = 1
+    temperature: float | None = 1.0
 
 
 
@@ -213,6 +217,8 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
     knobs = {k: (_as_int(k, getattr(settings, k)) if k in INTEGER_KNOBS
                  else (None if _blank(getattr(settings, k)) else getattr(settings, k)))
              for k in KNOBS}
+    if settings.sampler != SMC:        # the box stays filled while another sampler is picked
+        knobs["particles"] = None
     try:
         return Recipe(
             model=settings.model,
@@ -226,6 +232,8 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
             seed=_as_int("seed", settings.seed),
             num_samples=_as_int("num_samples", settings.num_samples),
             best_of=1 if _blank(settings.best_of) else _as_int("best_of", settings.best_of),
+            temperature=(1.0 if _blank(settings.temperature) or settings.operator != "superdiff_or"
+                         else settings.temperature),
         )
     except RecipeError as err:
         raise RecipeError(plain(str(err))) from None
@@ -240,14 +248,15 @@ def settings_from_recipe(recipe: Recipe) -> Settings:
                     # shows it as its placeholder ("default auto (mala, hmc)")
                     step_size=None if s.step_size == AUTO else s.step_size,
                     leapfrog_steps=s.leapfrog_steps, damping=s.damping,
-                    line_points=s.line_points, steps=recipe.steps, seed=recipe.seed,
-                    num_samples=recipe.num_samples, best_of=recipe.best_of)
+                    line_points=s.line_points, particles=s.particles, steps=recipe.steps,
+                    seed=recipe.seed, num_samples=recipe.num_samples, best_of=recipe.best_of,
+                    temperature=recipe.temperature)
 
 
 # --- share links -----------------------------------------------------------------
 
 CONCEPT_DEFAULTS = {"weight": 1.0, "negate": False, "beta": 1.0, "muted": False}
-RECIPE_DEFAULTS = {"negation": "ratio"}
+RECIPE_DEFAULTS = {"negation": "ratio", "temperature": 1.0}
 
 
 def compact_dict(recipe: Recipe) -> dict:

@@ -8,6 +8,7 @@ import gradio as gr
 import numpy as np
 
 from composer.facade import Frame
+from composer.operators import OPERATORS
 from composer.recipe import SAMPLER_LABELS, SAMPLERS, Recipe
 from ui.components import quiet_choices
 from ui.files import final_picture, page_picture, save_png
@@ -15,7 +16,7 @@ from ui.form import recipe_handler
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHARE_JS, SHOWN_JS
 from ui.plots import ACCEPTANCE_COLOUR, STEP_COLOUR, levels_svg
-from ui.results import result_summary, run_row, runs_value
+from ui.results import result_summary, run_row, runs_value, tracks
 from ui.service import Service
 from ui.stack import streamed_run
 from ui.words import flag, is_blank
@@ -27,6 +28,7 @@ SLOTS = 4
 class CompareTab:
     samplers: gr.CheckboxGroup
     models: gr.CheckboxGroup
+    operators: gr.CheckboxGroup
     button: gr.Button
     images: tuple                # SLOTS gr.Image, one per run
     status: gr.Markdown
@@ -42,6 +44,10 @@ def build(service: Service) -> CompareTab:
         service.available_models(), value=[], elem_id="compare-models",
         label="Also across models: each sampler runs on each ticked model "
               "(none ticked: the form's model)"))
+    operators = quiet_choices(gr.CheckboxGroup(
+        [(op.label, name) for name, op in OPERATORS.items()], value=[], elem_id="compare-operators",
+        label="Also across methods: each sampler runs under each ticked operator "
+              "(none ticked: the form's)"))
     button = gr.Button("Compare", variant="primary", elem_id="compare")
     with gr.Row(elem_id="compare-grid"):
         images = tuple(gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
@@ -52,21 +58,23 @@ def build(service: Service) -> CompareTab:
     levels = gr.HTML("", elem_id="compare-levels")
     files = gr.File(label="PNGs with recipes", file_count="multiple", elem_id="compare-files",
                     interactive=False, visible=False)
-    return CompareTab(samplers=samplers, models=models, button=button, images=images,
+    return CompareTab(samplers=samplers, models=models, operators=operators, button=button,
+                      images=images,
                       status=status, levels=levels, files=files)
 
 
 def levels_html(names: list[str], results: list) -> str:
     """Each MCMC run's step size and acceptance against the level, side by side."""
-    plots = [(name, levels_svg([f.step_size for f in r.frames], [f.acceptance for f in r.frames]))
-             for name, r in zip(names, results)]
+    plots = [(name, levels_svg([f.step_size for f in r.frames], [f.acceptance for f in r.frames])
+              + tracks(r)) for name, r in zip(names, results)]
     figures = "".join(f"<figure><figcaption>{name}</figcaption>{svg}</figure>"
                       for name, svg in plots if svg)
     if not figures:
         return ""
     return (f"<div class='levels'>{figures}</div><p class='levels-key'>Per noise level, first on "
             f"the left: <span style='color:{ACCEPTANCE_COLOUR}'>acceptance</span> (0–100 %) and "
-            f"<span style='color:{STEP_COLOUR}'>step size</span> (dashed, log scale, × σ_t).</p>")
+            f"<span style='color:{STEP_COLOUR}'>step size</span> (dashed, log scale, × σ_t); on "
+            f"ddpm, ddim and smc runs each concept's tracked log-density and smc's ESS.</p>")
 
 
 def wire(page, service: Service):
@@ -75,7 +83,7 @@ def wire(page, service: Service):
 
     @streamed_run(bar.status)
     def compare(recipe_text: str, samplers: list, show_noisy: bool, models: list | None = None,
-                runs: list | None = None, cancel=None):
+                operators: list | None = None, runs: list | None = None, cancel=None):
         """The same recipe and seed under 2-4 samplers, streamed side by side; each
         reports its own compute time and network evaluations."""
         if is_blank(recipe_text):  # the page did not validate: change nothing
@@ -83,11 +91,13 @@ def wire(page, service: Service):
             return
         show_noisy = flag(show_noisy, "show_noisy")
         recipes = service.compare_recipes(Recipe.from_json(recipe_text), list(samplers or []),
-                                          list(models or []))
+                                          list(models or []), list(operators or []))
         across = len({r.model for r in recipes}) > 1
+        methods = len({r.operator for r in recipes}) > 1
 
         def name_of(r: Recipe) -> str:
-            return SAMPLER_LABELS[r.sampler.name] + (f" · {r.model}" if across else "")
+            return (SAMPLER_LABELS[r.sampler.name] + (f" · {r.model}" if across else "")
+                    + (f" · {OPERATORS[r.operator].label}" if methods else ""))
         evaluations = [service.composer.cost(r) for r in recipes]
         streams = [timed(service.stream(r, cancel=cancel)) for r in recipes]
         pictures, lines = [None] * len(recipes), [""] * len(recipes)
@@ -143,6 +153,7 @@ def wire(page, service: Service):
         [form.recipe_json, bar.status, form.share_token], js=SHOWN_JS, concurrency_limit=None,
         api_visibility=PRIVATE).then(
         None, form.share_token, form.share_link, js=SHARE_JS).then(
-        compare, [form.recipe_json, tab.samplers, page.generate.show_xt, tab.models, runs_tab.runs],
+        compare, [form.recipe_json, tab.samplers, page.generate.show_xt, tab.models, tab.operators,
+                  runs_tab.runs],
         [*tab.images, tab.status, tab.levels, tab.files, runs_tab.runs, runs_tab.table, bar.status],
         api_name="compare", show_progress="minimal", **RUN_QUEUE)
