@@ -28,6 +28,9 @@ level) and toy2d-energy (its change since the first level), DDPM and DDIM at 25/
 steps: median absolute error at 10%, 50% and 90% of the run and at the end (with the
 exact spread), and the share of samples whose end-of-run sign agrees.
 cost: network rows per sample of every method on a tiny random Stable Diffusion.
+or_bias: where an OR's share of the lighter row goes wrong: SuperDiff's OR on both toy2d
+models at 25 to 400 DDPM steps, beside the mixture on exact energies (toy2d-energy) on the
+same steps, 4000 points each.
 
 Prints JSON per cell, then the tables; --out writes the JSON, --doc the tables into
 docs/methods.md between the markers.
@@ -204,6 +207,20 @@ def ito_cells(model, name: str, steps_list, samples: int, seed: int) -> list[dic
     return out
 
 
+def or_bias_cells(points: int, seed: int, steps_list) -> list[dict]:
+    out = []
+    for name in ("toy2d-score", "toy2d-energy"):
+        model = load_model(name, "cpu")
+        operators = ("superdiff_or", "mixture") if model.has_energy else ("superdiff_or",)
+        for operator in operators:
+            for steps in steps_list:
+                cell = toy2d_cell(model, name, "or", operator, (operator, "ddpm", {"steps": steps}),
+                                  points, seed)
+                keep = {k: cell[k] for k in ("model", "in_either", "left_share")}
+                out.append({"part": "or_bias", **keep, "operator": operator, "steps": steps})
+    return out
+
+
 def cost_cells() -> list[dict]:
     """Network rows per sample of each method on a tiny random Stable Diffusion."""
     from composer.models.tiny_sd import save_tiny_sd
@@ -225,7 +242,7 @@ def cost_cells() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="toy2d,shapes,ito,cost")
+    parser.add_argument("--parts", default="toy2d,shapes,ito,cost,or_bias")
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
@@ -273,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
                 keep(cell)
     if "cost" in parts:
         for cell in cost_cells():
+            keep(cell)
+    if "or_bias" in parts:
+        for cell in or_bias_cells(args.points * 4, args.seed, (10,) if args.tiny else (25, 100, 400)):
             keep(cell)
     load = os.getloadavg()
     report = {"benchmark": "methods", "command": "python -m benchmarks.methods " + " ".join(argv or []),

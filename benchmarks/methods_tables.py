@@ -65,11 +65,20 @@ def cost_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def or_bias_table(cells: list[dict]) -> str:
+    lines = ["| model | operator | DDPM steps | in either bar | left bar's share (exact 25%) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| `{c['model']}` | {c['operator']} | {c['steps']} | {_pct(c['in_either'])} | "
+              f"{c['left_share']:.1%} |" for c in cells]
+    return "\n".join(lines)
+
+
 def tables(cells: list[dict]) -> str:
     out = []
     for part, title, make in (("toy2d", "2D lab", toy2d_table), ("shapes", "Shapes, strict judge", shapes_table),
                               ("ito", "Ito density estimates against exact", ito_table),
-                              ("cost", "Cost on a tiny random Stable Diffusion", cost_table)):
+                              ("cost", "Cost on a tiny random Stable Diffusion", cost_table),
+                              ("or_bias", "Where the OR's share goes wrong", or_bias_table)):
         mine = [c for c in cells if c["part"] == part]
         if mine:
             out.append(f"#### {title}\n\n{make(mine)}\n")

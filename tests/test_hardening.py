@@ -3,6 +3,7 @@ that hold for whole sweeps (issue: "A public Space under attack, round two")."""
 from __future__ import annotations
 
 import contextlib
+import types
 import json
 
 import pytest
@@ -109,13 +110,15 @@ def test_api_flags_refuse_anything_else(value):
 
 
 class FakeRequest:
-    def __init__(self, session: str, forwarded: str | None = None):
+    def __init__(self, session: str, forwarded: str | None = None, peer: str = "127.0.0.1"):
         self.session_hash = session
         self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        self.client = types.SimpleNamespace(host=peer)
 
 
-def test_one_visitor_cannot_hold_every_slot():
+def test_one_visitor_cannot_hold_every_slot(monkeypatch):
     from ui.visitors import RUNS_PER_ADDRESS, RUNS_PER_SESSION, TooManyRuns, Visitors
+    monkeypatch.setenv("COMPOSER_TRUSTED_PROXIES", "1")
     visitors = Visitors()
     with contextlib.ExitStack() as held:
         for _ in range(RUNS_PER_SESSION):
@@ -125,13 +128,52 @@ def test_one_visitor_cannot_hold_every_slot():
         held.enter_context(visitors.slot(FakeRequest("page-2")))     # another page is served
     with contextlib.ExitStack() as held:                 # sessions behind one forwarded address
         for k in range(RUNS_PER_ADDRESS):
-            held.enter_context(visitors.slot(FakeRequest(f"s{k}", "203.0.113.7, 10.0.0.1")))
+            held.enter_context(visitors.slot(FakeRequest(f"s{k}", "203.0.113.7")))
         with pytest.raises(TooManyRuns, match="your address"):
             held.enter_context(visitors.slot(FakeRequest("s-new", "203.0.113.7")))
         held.enter_context(visitors.slot(FakeRequest("s-other", "198.51.100.2")))
     with visitors.slot(FakeRequest("page-1")):           # every slot was given back
         pass
     assert not visitors._active
+
+
+def test_a_forged_first_hop_does_not_make_a_new_visitor(monkeypatch):
+    """The Space's proxy appends the address it saw; what comes before it is the
+    client's to choose. Six scripts behind one address, each with a made-up first hop
+    (as a probe sent them), are one visitor: the fourth heavy run is refused."""
+    from ui.visitors import RUNS_PER_ADDRESS, TooManyRuns, Visitors
+    monkeypatch.setenv("COMPOSER_TRUSTED_PROXIES", "1")
+    visitors = Visitors()
+    with contextlib.ExitStack() as held:
+        for k in range(RUNS_PER_ADDRESS):
+            held.enter_context(visitors.slot(FakeRequest(f"s{k}", f"198.51.100.{k}, 203.0.113.7")))
+        with pytest.raises(TooManyRuns, match="your address"):
+            held.enter_context(visitors.slot(FakeRequest("s9", "198.51.100.9, 203.0.113.7")))
+
+
+@pytest.mark.parametrize("proxies, forwarded, peer, expected", [
+    (2, "6.6.6.6, 203.0.113.7, 10.0.0.1", "10.0.0.2", "203.0.113.7"),   # two proxies of ours
+    (1, "6.6.6.6, 203.0.113.7", "10.0.0.2", "203.0.113.7"),
+    (2, "203.0.113.7", "10.0.0.2", "203.0.113.7"),                      # shorter than N: the last
+    (0, "6.6.6.6", "198.51.100.4", "198.51.100.4"),                     # bare server: the peer
+    (1, None, "198.51.100.4", None),                                    # no header behind a proxy
+    (0, None, "127.0.0.1", None),                                       # the machine itself
+])
+def test_the_client_address_is_read_by_trusted_hops(proxies, forwarded, peer, expected):
+    from ui.visitors import visitor_keys
+    keys = dict(visitor_keys(FakeRequest("s", forwarded, peer), proxies))
+    assert keys.get("address") == expected
+
+
+def test_trusted_proxies_default_to_one_on_a_space(monkeypatch):
+    from ui.visitors import trusted_proxies
+    monkeypatch.delenv("COMPOSER_TRUSTED_PROXIES", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert trusted_proxies() == 0
+    monkeypatch.setenv("SPACE_ID", "someone/composer")
+    assert trusted_proxies() == 1
+    monkeypatch.setenv("COMPOSER_TRUSTED_PROXIES", "many")
+    assert trusted_proxies() == 0
 
 
 def test_the_disk_budget_trims_the_oldest_files_first(tmp_path):

@@ -49,7 +49,7 @@ def test_rows_generate_share_and_restore(page, app_url):
     page.click("#concept-4-remove")
     page.wait_for_selector("#concept-4-text", state="detached")
     page.locator("#operator label", has_text="product").click()
-    page.locator("#operator label", has_text="and").click()
+    page.locator("#operator label", has_text="AND (sum)").click()
     set_number(page, "#steps input", 10)
     set_number(page, "#num-samples input", 500)
     set_number(page, "#seed input", 5)
@@ -166,12 +166,15 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     wait_text(page, "#notice", "Row 1 AND weight: must be in [0, 10], got 99")
     assert row_values(page, 2)[:2] == ("bar", "2.5")
 
-    # A score-only model offers no mixture.
+    # A score-only model offers no mixture, but SuperDiff's OR, and opens on its own example.
     box = page.locator("#model input")
     box.click()
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='toy2d-score · 2D lab, learned score network']").click()
     wait_text(page, "#model-status", "toy2d-score loaded")
     assert page.locator("#operator input[value=mixture]").count() == 0
+    assert page.locator("#operator input[value=superdiff_or]").count() == 1
+    wait_text(page, "#status", "Done: ")
+    assert row_values(page, 1)[0] == "ring" and row_values(page, 2)[0] == "bar"
 
 
 def test_default_shapes_composition_renders_for_the_readme(page, app_url):
@@ -202,3 +205,25 @@ def test_default_shapes_composition_renders_for_the_readme(page, app_url):
     wait_streaming(page)
     page.screenshot(path=str(PHONE_SCREENSHOT), full_page=False)
     assert in_view(page, "#generate") and in_view(page, "#preview img")
+
+
+def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path):
+    """SuperDiff's OR on a Stable Diffusion folder, from a link, in Chromium: the
+    operator is offered and checked, the run finishes, and the Runs table plots each
+    concept's tracked log-density."""
+    from composer.models.tiny_sd import save_tiny_sd
+    from composer.recipe import Concept, SamplerSpec
+    from ui.state import share_url
+
+    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    recipe = Recipe(model=str(folder), concepts=(Concept("a cat"), Concept("a dog", weight=3.0)),
+                    operator="superdiff_or", sampler=SamplerSpec("ddpm"), steps=3, seed=1)
+    page.goto(share_url(app_url, recipe))
+    wait_text(page, "#status", "Press Generate")
+    assert page.locator("#operator input[value=superdiff_or]").is_checked()
+    assert page.locator("#operator input[value=mixture]").count() == 0
+    page.click("#generate")
+    wait_text(page, "#status", "Done: ")
+    page.get_by_role("tab", name="Runs").click()
+    page.wait_for_selector("#runs .tracks-plot svg")
+    assert "a cat" in page.inner_text("#runs .tracks-key")

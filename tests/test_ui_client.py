@@ -295,3 +295,42 @@ def test_compare_puts_the_learned_and_the_exact_model_side_by_side(client):
         assert f"**{name}**: " in final_status
     assert final_status.count("correct") >= 2
     assert "Compared DDIM · shapes, DDIM · shapes-exact." in job.outputs()[-1][-1]
+
+
+def test_or_on_a_score_only_stable_diffusion_through_render(client, tmp_path):
+    """SuperDiff's OR needs no energies: it runs on a Stable Diffusion folder, with each
+    concept's tracked log-density in every frame of the run."""
+    from composer.models.tiny_sd import save_tiny_sd
+
+    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    recipe = {"model": str(folder), "concepts": [{"text": "a cat"}, {"text": "a dog", "weight": 3.0}],
+              "operator": "superdiff_or", "sampler": "ddpm", "steps": 2, "seed": 1, "num_samples": 2}
+    out = client.predict(json.dumps(recipe), 2, api_name="/render")
+    assert out["recipe"]["operator"] == "superdiff_or" and len(out["images"]) == 2
+    assert [len(level["log_density"]) for level in out["levels"]] == [2, 2]
+    smc = client.predict(json.dumps({**recipe, "operator": "and",
+                                     "sampler": {"name": "smc", "particles": 3}}), 2, api_name="/render")
+    assert smc["recipe"]["sampler"]["particles"] == 3 and len(smc["images"]) == 2
+    assert all(0 < level["ess"] <= 1 for level in smc["levels"])
+
+
+def test_an_or_is_judged_as_an_or(client):
+    """The model's verdict on an OR: a sample holds when one of its rows does (the
+    mixture's verdicts were read as AND: 0 of 8 held on a correct result)."""
+    recipe = recipe_json(model="shapes-exact", operator="mixture", sampler={"name": "ddpm"},
+                         concepts=[{"text": "red circle"}, {"text": "blue square"}], steps=20,
+                         num_samples=4, scale=1.0)
+    out = client.predict(recipe, 0, False, True, api_name="/render")
+    assert len(out["lift"]) == 4
+    for verdict in out["lift"]:
+        assert verdict["holds"] == any(r["holds"] for r in verdict["rows"])
+    assert any(sum(r["holds"] for r in v["rows"]) == 1 and v["holds"] for v in out["lift"])
+
+
+def test_compare_runs_methods_side_by_side(client):
+    recipe = recipe_json(concepts=[{"text": "left_bar"}, {"text": "right_bar"}], steps=3)
+    job = client.submit(recipe, ["ddpm"], False, [], ["and", "superdiff_or"], api_name="/compare")
+    job.result()
+    final_status = [o[4] for o in job.outputs() if isinstance(o[4], str)][-1]
+    for name in ("DDPM · AND (sum)", "DDPM · OR (SuperDiff)"):
+        assert f"**{name}**: " in final_status

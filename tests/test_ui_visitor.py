@@ -121,8 +121,8 @@ def test_links_that_cannot_be_honoured_say_so(page, app_url):
     mixture = Recipe(model="toy2d-score", concepts=(Concept("left_bar"), Concept("right_bar")),
                      operator="mixture", sampler=SamplerSpec("ddpm"), num_samples=100)
     page.goto(share_url(app_url, mixture))
-    wait_text(page, "#notice", "operator 'mixture' was changed to 'and'")
-    assert page.locator("#operator input[value=and]").is_checked()
+    wait_text(page, "#notice", "operator 'mixture' was changed to 'superdiff_or'")
+    assert page.locator("#operator input[value=superdiff_or]").is_checked()
     page.goto(app_url.rstrip("/") + "/?recipe=eyJtb2RlbCI6")    # cut short while copying
     wait_text(page, "#notice", "This link's recipe could not be read")
 

@@ -29,7 +29,10 @@ def wire(service: Service) -> None:
         default, off for Stable Diffusion; a recipe with best_of > 1 is always judged
         and keeps each sample's best candidate), "notes": [...],
         "maps": with `maps`, the last step's map then each concept's (2D: density
-        p_t; image models under "and": the conflict map), PNG data URIs, else []}."""
+        p_t; image models under "and": the conflict map), PNG data URIs, else [],
+        "levels": [per step: {"acceptance", "step_size" (MCMC), "log_density" (each
+        active concept's tracked log-density minus the concepts' mean, averaged over
+        the samples; ddpm, ddim and smc), "ess", "resampled" (smc)}]}."""
         try:
             count = int(frames)
         except (TypeError, ValueError, OverflowError):      # None, "x", nan, infinity
@@ -43,6 +46,9 @@ def wire(service: Service) -> None:
                 "frames": [data_uri(im) for im in picks],
                 "points": None if result.points is None else np.asarray(result.points).tolist(),
                 "metrics": {k: float(v) for k, v in result.metrics.items()},
+                "levels": [{"acceptance": f.acceptance, "step_size": f.step_size,
+                            "log_density": list(f.log_density), "ess": f.ess,
+                            "resampled": f.resampled} for f in result.frames],
                 "verdicts": list(result.verdicts),
                 "lift": list(result.lift),
                 "notes": list(result.notes),

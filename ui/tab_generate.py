@@ -119,7 +119,8 @@ def wire(page, service: Service):
                 stride = -(-item.total // STREAMED_FRAMES)
                 if (item.index + 1) % stride and item.index + 1 < item.total:
                     continue
-                extra = "" if item.acceptance is None else f" · acceptance {item.acceptance:.0%}"
+                extra = ("" if item.acceptance is None else f" · acceptance {item.acceptance:.0%}") + (
+                    "" if item.ess is None else f" · ESS {item.ess:.0%} of the particles")
                 picture, thumbs = chosen_view(item.preview, item.noisy, item.map, item.concepts,
                                               item.concept_maps, show_noisy, show_maps)
                 yield {tab.preview: page_picture(picture),
