@@ -8,8 +8,10 @@ and seeds, quality beside network evaluations per sample.
 Methods (operator + sampler; every other knob the model's default):
 - Liu AND: Composable Diffusion's sum (operator and), the model's reverse sampler
   (toy2d DDPM at 100 steps, shapes DDIM at its 50);
-- RRR + HMC: Reduce, Reuse, Recycle's product (its mixture for OR, energies only) with
-  annealed HMC at the model's defaults;
+- HMC (RRR): Reduce, Reuse, Recycle's annealed HMC at the model's defaults, on RRR's
+  product in the 2D lab (its mixture for OR, energies only; its bounded NOT on the energy
+  model) and on Liu's AND on shapes (the product at the shapes' scale 2-3 is q^(2w), and
+  its NOT ratio q_1^4 / q_2^2, which no sampler draws a scene from);
 - SuperDiff AND / OR: the operators superdiff_and / superdiff_or on DDPM steps;
 - SMC K=4 / K=8: the smc sampler (Feynman-Kac weights, systematic resampling) on the
   product (toy2d) or on Liu's AND (shapes, whose scale makes it a guided product);
@@ -63,7 +65,7 @@ START, END = "<!-- methods:start -->", "<!-- methods:end -->"
 # name -> (operator, sampler, knobs) per family; None: the method does not apply.
 SHAPES_METHODS = {
     "Liu AND": ("and", "ddim", {}),
-    "RRR + HMC": ("product", "hmc", {}),
+    "HMC (RRR)": ("and", "hmc", {}),
     "SuperDiff AND": ("superdiff_and", "ddpm", {}),
     "SMC K=4": ("and", "smc", {"particles": 4}),
     "SMC K=8": ("and", "smc", {"particles": 8}),
@@ -71,7 +73,7 @@ SHAPES_METHODS = {
 }
 TOY_METHODS = {
     "Liu AND": ("and", "ddpm", {"steps": 100}),
-    "RRR + HMC": ("product", "hmc", {}),
+    "HMC (RRR)": ("product", "hmc", {}),
     "SuperDiff AND": ("superdiff_and", "ddpm", {"steps": 100}),
     "SMC K=4": ("product", "smc", {"particles": 4, "steps": 100}),
     "SMC K=8": ("product", "smc", {"particles": 8, "steps": 60}),
@@ -91,12 +93,12 @@ def toy_methods(task: str, has_energy: bool) -> dict:
         if task == "negation":
             del methods["SuperDiff AND"]          # it takes no NOT rows
             if has_energy:                        # the shipped negation: bounded NOT (energies)
-                methods["RRR + HMC"] = ("product", "hmc", {"negation": "bounded"})
+                methods["HMC (RRR)"] = ("product", "hmc", {"negation": "bounded"})
         return methods
     methods = {"Liu AND": TOY_METHODS["Liu AND"],
                "SuperDiff OR": ("superdiff_or", "ddpm", {"steps": 100})}
     if has_energy:
-        methods["RRR mixture + HMC"] = ("mixture", "hmc", {})
+        methods["HMC (RRR mixture)"] = ("mixture", "hmc", {})
     return methods
 
 
@@ -316,7 +318,7 @@ def shapes_methods(task: str, has_energy: bool) -> dict:
         methods = {"Liu AND": SHAPES_METHODS["Liu AND"],
                    "SuperDiff OR": ("superdiff_or", "ddpm", {"scale": 1.0})}
         if has_energy:
-            methods["RRR mixture + HMC"] = ("mixture", "hmc", {})
+            methods["HMC (RRR mixture)"] = ("mixture", "hmc", {})
         return methods
     methods = dict(SHAPES_METHODS)
     if task == "not":

@@ -450,6 +450,8 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
             else:                          # the end: each sample keeps one particle
                 keep = swarm.pick(generator)
                 x, x0, concept_x0, log_q = x[keep], x0[keep], concept_x0[:, keep], log_q[:, keep]
+                if "conflict" in views:
+                    views["conflict"] = views["conflict"][keep]
         if not torch.isfinite(x).all():
             raise NonFiniteError(
                 f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from composer.recipe import CONCEPT_PATH, SAMPLER_LABELS, Recipe, RecipeError, echo, parse_json
+from composer.recipe import CONCEPT_PATH, SAMPLER_LABELS, SMC, Recipe, RecipeError, echo, parse_json
 
 SWEEP_VERSION = 1
 MAX_AXES = 2
@@ -85,6 +85,8 @@ def with_value(recipe: Recipe, field: str, value: Any) -> Recipe:
         data[field] = value
     elif field in SAMPLER_FIELDS:
         data["sampler"][field.split(".", 1)[1]] = value
+        if field == "sampler.name" and value != SMC:    # smc's K means nothing to the others
+            data["sampler"].pop("particles", None)
     else:
         raise RecipeError(f"field: cannot sweep {echo(field)}; sweepable fields are {', '.join(FIELDS)}")
     return Recipe.from_dict(data)

@@ -45,12 +45,18 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
+ANSWER_SECONDS = 120     # a hung server fails the test instead of passing it
+
+
 def outcome(client, *args, api_name):
-    """None for a result, else the error's text."""
+    """None for a result, else the text of the error the server answered with. Only an
+    answer counts: a connection error, a timeout or a dead server raises, and fails the
+    test that asked."""
+    from gradio_client.exceptions import AppError
     try:
-        client.predict(*args, api_name=api_name)
+        client.submit(*args, api_name=api_name).result(timeout=ANSWER_SECONDS)
         return None
-    except Exception as err:  # noqa: BLE001 - gradio_client raises AppError and friends
+    except AppError as err:       # the server refused the input, in words
         return str(err)
 
 
@@ -114,3 +120,24 @@ def test_the_probes_of_the_report(client, capfd):
         assert client.predict(json.dumps(SMALL), 2, off, api_name="/render")["maps"] == []
     assert client.predict(json.dumps(SMALL), 2, "true", api_name="/render")["maps"]
     assert_clear(None, capfd)
+
+
+def test_a_dead_server_fails_the_fuzzer():
+    """The fuzzer can fail: against a server that has stopped, `outcome` raises rather
+    than reporting a clear refusal."""
+    from gradio_client import Client
+
+    from composer.facade import Composer
+    from tests.conftest import UI_MODEL, free_port
+    from ui.layout import build_demo, launch_kwargs
+
+    demo = build_demo(Composer("cpu"), default_model=UI_MODEL)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), ssr_mode=False,
+                            prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    client = Client(url, verbose=False)
+    assert outcome(client, json.dumps(SMALL), 2, False, api_name="/render") is None
+    demo.close()
+    with pytest.raises(Exception) as raised:
+        outcome(client, json.dumps(SMALL), 2, False, api_name="/render")
+    from gradio_client.exceptions import AppError
+    assert not isinstance(raised.value, AppError)

@@ -295,3 +295,14 @@ def test_every_operator_declares_how_it_is_judged():
     assert OPERATORS["superdiff_or"].satisfied([False, True], [True])
     assert not OPERATORS["and"].satisfied([False, True], [True])
     assert not OPERATORS["superdiff_or"].satisfied([True, True], [False])
+
+
+def test_smc_streams_maps_and_keeps_one_particle_per_sample():
+    """With the maps on, the last frame's conflict map follows the kept particles."""
+    from composer.facade import Composer
+    composer = Composer("cpu")
+    recipe = Recipe(model="shapes-exact", concepts=(Concept("red circle"), Concept("blue square")),
+                    sampler=SamplerSpec("smc", particles=3), steps=4, num_samples=2)
+    result = composer.render(recipe, maps=True, lift=False)
+    assert len(result.images) == 2 and result.frames[-1].map is not None
+    assert all(0 < f.ess <= 1 for f in result.frames)

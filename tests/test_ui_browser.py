@@ -227,3 +227,19 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs .tracks-plot svg")
     assert "a cat" in page.inner_text("#runs .tracks-key")
+
+
+def test_an_or_example_is_read_as_an_or(page, app_url):
+    """The shapes-exact mixture (red circle OR blue square): the judge's headline and the
+    model's verdict count a sample that shows one of the captions (they said "satisfy
+    every row", and the model's verdict 0 of 8, on a correct OR)."""
+    page.goto(app_url)
+    page.wait_for_selector("#concept-1-text")
+    page.locator("#examples").get_by_text("shapes exact mixture (shapes-exact)", exact=True).click()
+    wait_text(page, "#status", "Done: ")
+    page.wait_for_function("document.querySelector('#metrics').innerText.includes('By the model')")
+    text = page.inner_text("#metrics")
+    assert "satisfy every row" not in text
+    assert "samples satisfy at least one row (and no NOT row) in a clean scene" in text, text[:400]
+    held = int(text.split("By the model (lift; its own opinion, not ground truth):")[1].split(" of ")[0])
+    assert held >= 6, text[:600]
