@@ -34,7 +34,9 @@ or_bias: where an OR's share of the lighter row goes wrong: SuperDiff's OR on bo
 models at 25 to 400 DDPM steps, beside the mixture on exact energies (toy2d-energy) on the
 same steps, 4000 points each.
 
-Prints JSON per cell, then the tables; --out writes the JSON, --doc the tables into
+Prints JSON per cell, then the tables; --out writes the JSON after every cell, and a
+run given an --out that already holds cells of the same settings keeps them and
+computes only the rest (a cut-short run resumes); --doc writes the tables into
 docs/methods.md between the markers.
 """
 from __future__ import annotations
@@ -173,54 +175,42 @@ def responsibility(oracle, compositions, images) -> float:
     return float(torch.softmax(-energy + (prior / prior.sum()).log()[:, None], 0)[0].mean())
 
 
-def ito_cells(model, name: str, steps_list, samples: int, seed: int) -> list[dict]:
+def ito_cell(model, name: str, sampler: str, steps: int, samples: int, seed: int) -> dict:
     """Tracked against exact log q_1 - log q_2 along a superdiff_or run."""
     rows = {"shapes-exact": ("red circle", "blue square"), "toy2d-energy": ("left_bar", "right_bar")}[name]
     cond = model.encode(rows)
-    out = []
-    for sampler in ("ddpm", "ddim"):
-        for steps in steps_list:
-            recipe = Recipe(model=name, concepts=tuple(Concept(t) for t in rows), operator="superdiff_or",
-                            scale=1.0, sampler=SamplerSpec(sampler), steps=steps, num_samples=samples,
-                            seed=seed)
-            scheduler = make_scheduler(sampler, model.scheduler_config)
-            scheduler.set_timesteps(steps)
-            errors, start, record = [], None, None
-            for record in sample(recipe, model):
-                k = record.index + 1
-                if k >= steps:
-                    break
-                _, energy = model.predict(record.x_t, scheduler.timesteps[k],
-                                          alpha_bar(scheduler, k, scheduler.timesteps[k]), cond,
-                                          with_energy=True)
-                exact = (energy[1] - energy[0]).double()
-                tracked = record.log_density[0] - record.log_density[1]
-                if name == "toy2d-energy":     # energies up to a constant per row: changes only
-                    start = (exact, tracked) if start is None else start
-                    exact, tracked = exact - start[0], tracked - start[1]
-                errors.append((float((tracked - exact).abs().median()), float(exact.abs().median()),
-                               float(((tracked > 0) == (exact > 0)).double().mean())))
-            at = {f"{int(f * 100)}%": round(errors[min(len(errors) - 1, int(f * len(errors)))][0], 3)
-                  for f in (0.1, 0.5, 0.9)}
-            out.append({"part": "ito", "model": name, "sampler": sampler, "steps": steps,
-                        "median_error": at, "end_error": round(errors[-1][0], 3),
-                        "end_exact_median": round(errors[-1][1], 3),
-                        "end_sign_agreement": round(errors[-1][2], 3)})
-    return out
+    recipe = Recipe(model=name, concepts=tuple(Concept(t) for t in rows), operator="superdiff_or",
+                    scale=1.0, sampler=SamplerSpec(sampler), steps=steps, num_samples=samples,
+                    seed=seed)
+    scheduler = make_scheduler(sampler, model.scheduler_config)
+    scheduler.set_timesteps(steps)
+    errors, start, record = [], None, None
+    for record in sample(recipe, model):
+        k = record.index + 1
+        if k >= steps:
+            break
+        _, energy = model.predict(record.x_t, scheduler.timesteps[k],
+                                  alpha_bar(scheduler, k, scheduler.timesteps[k]), cond,
+                                  with_energy=True)
+        exact = (energy[1] - energy[0]).double()
+        tracked = record.log_density[0] - record.log_density[1]
+        if name == "toy2d-energy":     # energies up to a constant per row: changes only
+            start = (exact, tracked) if start is None else start
+            exact, tracked = exact - start[0], tracked - start[1]
+        errors.append((float((tracked - exact).abs().median()), float(exact.abs().median()),
+                       float(((tracked > 0) == (exact > 0)).double().mean())))
+    at = {f"{int(f * 100)}%": round(errors[min(len(errors) - 1, int(f * len(errors)))][0], 3)
+          for f in (0.1, 0.5, 0.9)}
+    return {"part": "ito", "model": name, "sampler": sampler, "steps": steps,
+            "samples": samples, "median_error": at, "end_error": round(errors[-1][0], 3),
+            "end_exact_median": round(errors[-1][1], 3),
+            "end_sign_agreement": round(errors[-1][2], 3)}
 
 
-def or_bias_cells(points: int, seed: int, steps_list) -> list[dict]:
-    out = []
-    for name in ("toy2d-score", "toy2d-energy"):
-        model = load_model(name, "cpu")
-        operators = ("superdiff_or", "mixture") if model.has_energy else ("superdiff_or",)
-        for operator in operators:
-            for steps in steps_list:
-                cell = toy2d_cell(model, name, "or", operator, (operator, "ddpm", {"steps": steps}),
-                                  points, seed)
-                keep = {k: cell[k] for k in ("model", "in_either", "left_share")}
-                out.append({"part": "or_bias", **keep, "operator": operator, "steps": steps})
-    return out
+def or_bias_cell(model, name: str, operator: str, steps: int, points: int, seed: int) -> dict:
+    cell = toy2d_cell(model, name, "or", operator, (operator, "ddpm", {"steps": steps}), points, seed)
+    return {"part": "or_bias", **{k: cell[k] for k in ("model", "in_either", "left_share")},
+            "operator": operator, "steps": steps, "points": points}
 
 
 def cost_cells() -> list[dict]:
@@ -259,10 +249,31 @@ def main(argv: list[str] | None = None) -> dict:
         args.points, args.n, args.samples, args.families = 40, 1, 1, "free"
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     parts, cells, started = args.parts.split(","), [], time.time()
+    settings = {k: getattr(args, k) for k in ("points", "n", "samples", "models", "families", "seed")}
+    done = {}
+    if args.out and Path(args.out).exists():
+        previous = json.loads(Path(args.out).read_text())
+        if previous.get("settings") == settings:
+            done = {_key(c): c for c in previous["cells"]}
+
+    def report() -> dict:
+        return {"benchmark": "methods", "command": "python -m benchmarks.methods " + " ".join(argv or []),
+                "settings": settings, "device": "cpu", "threads": torch.get_num_threads(),
+                "seconds": round(time.time() - started),
+                "load_average_end": [round(v, 2) for v in os.getloadavg()], "cells": cells}
 
     def keep(cell: dict) -> None:
         cells.append(cell)
         print(json.dumps(cell), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report(), indent=1) + "\n")
+
+    def run(key: tuple, compute) -> None:
+        """A cell: the resumed one, else computed now."""
+        if key in done:
+            cells.append(done[key])
+        else:
+            keep(compute())
     if "toy2d" in parts:
         for name in ("toy2d-score", "toy2d-energy"):
             model = load_model(name, "cpu")
@@ -270,7 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for method, spec in toy_methods(task, model.has_energy).items():
                     if args.tiny and method not in ("Liu AND", "SMC K=4", "SuperDiff OR"):
                         continue
-                    keep(toy2d_cell(model, name, task, method, spec, args.points, args.seed))
+                    run(("toy2d", name, task, method), lambda: toy2d_cell(
+                        model, name, task, method, spec, args.points, args.seed))
     if "shapes" in parts:
         oracle = load_model("shapes-exact", "cpu")
         for name in args.models.split(","):
@@ -283,33 +295,47 @@ def main(argv: list[str] | None = None) -> dict:
                     for method, spec in methods.items():
                         if args.tiny and method not in ("Liu AND", "SMC K=4", "SuperDiff OR"):
                             continue
-                        keep(shapes_cell(model, name, family, task, method, spec, args, oracle))
+                        run(("shapes", name, family, task, method), lambda: shapes_cell(
+                            model, name, family, task, method, spec, args, oracle))
     if "ito" in parts:
-        steps = (5,) if args.tiny else (25, 50, 100)
         for name in ("shapes-exact", "toy2d-energy"):
-            for cell in ito_cells(load_model(name, "cpu"), name, steps, 4 if args.tiny else 32,
-                                  args.seed):
-                keep(cell)
+            model = load_model(name, "cpu")
+            samples = min(4 if args.tiny else 64, model.max_samples)
+            for sampler in ("ddpm", "ddim"):
+                for steps in (5,) if args.tiny else (25, 50, 100):
+                    run(("ito", name, sampler, steps), lambda: ito_cell(
+                        model, name, sampler, steps, samples, args.seed))
     if "cost" in parts:
-        for cell in cost_cells():
-            keep(cell)
+        if not any(c["part"] == "cost" for c in done.values()):
+            for cell in cost_cells():
+                keep(cell)
+        else:
+            cells.extend(c for c in done.values() if c["part"] == "cost")
     if "or_bias" in parts:
-        for cell in or_bias_cells(args.points * 4, args.seed, (10,) if args.tiny else (25, 100, 400)):
-            keep(cell)
-    load = os.getloadavg()
-    report = {"benchmark": "methods", "command": "python -m benchmarks.methods " + " ".join(argv or []),
-              "device": "cpu", "threads": torch.get_num_threads(), "seconds": round(time.time() - started),
-              "load_average_end": [round(v, 2) for v in load], "cells": cells}
+        for name in ("toy2d-score", "toy2d-energy"):
+            model = load_model(name, "cpu")
+            for operator in ("superdiff_or", "mixture") if model.has_energy else ("superdiff_or",):
+                for steps in (10,) if args.tiny else (10, 25, 50, 100):
+                    run(("or_bias", name, operator, steps), lambda: or_bias_cell(
+                        model, name, operator, steps, args.points * 4, args.seed))
     tables = markdown(cells)
     print(tables)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps(report(), indent=1) + "\n")
     if args.doc:
         doc = ROOT / "docs" / "methods.md"
         text = doc.read_text()
         head, rest = text.split(START, 1)
         doc.write_text(head + START + "\n" + tables + "\n" + END + rest.split(END, 1)[1])
-    return report
+    return report()
+
+
+def _key(cell: dict) -> tuple:
+    """What a cell was computed for, as `run` is given it."""
+    names = {"toy2d": ("model", "task", "method"), "shapes": ("model", "family", "task", "method"),
+             "ito": ("model", "sampler", "steps"), "cost": ("method",),
+             "or_bias": ("model", "operator", "steps")}[cell["part"]]
+    return (cell["part"], *(cell[n] for n in names))
 
 
 def shapes_methods(task: str, has_energy: bool) -> dict:
