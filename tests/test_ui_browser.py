@@ -225,8 +225,8 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     page.click("#generate")
     wait_text(page, "#status", "Done: ")
     page.get_by_role("tab", name="Runs").click()
-    page.wait_for_selector("#runs .tracks-plot svg")
-    assert "a cat" in page.inner_text("#runs .tracks-key")
+    page.wait_for_selector("#runs .tracks-plot svg", state="attached")
+    assert "a cat" in page.locator("#runs .tracks-key").first.text_content()
 
 
 def test_an_or_example_is_read_as_an_or(page, app_url):

@@ -206,13 +206,13 @@ def wire(page, service: Service, then_run) -> list:
 
     def model_updates(info: dict, values: state.Settings | None) -> dict:
         """Updates for model-dependent widgets; values=None resets to defaults."""
+        s = values or state.Settings(model=info["name"], num_samples=default_samples(info))
         ops = operator_choices(info["has_energy"])
         names = [name for _, name in ops]
         operator = (s.operator if s.operator in names else
                     "superdiff_or" if s.operator == "mixture" else "and")
         forms = [f for f in NEGATIONS if f == "ratio" or info["has_energy"]]
         d = info["defaults"]
-        s = values or state.Settings(model=info["name"], num_samples=default_samples(info))
         models = service.model_choices()
         if info["name"] not in [name for _, name in models]:
             models.append((info["name"], info["name"]))
