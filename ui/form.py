@@ -142,9 +142,8 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
                 best_of=best_of)
 
 
-OPERATOR_INFO = ("AND (sum): Composable Diffusion · product, OR (mixture): Reduce, Reuse, "
-                 "Recycle, on energy models · SuperDiff: the rows weighed by their log-densities "
-                 "tracked along the run, on any model (samplers ddpm, ddim, smc)")
+OPERATOR_INFO = ("AND (sum): Composable Diffusion · product, OR (mixture): RRR, energy models "
+                 "· SuperDiff: rows weighed by tracked log-densities, any model (DDPM, DDIM, SMC)")
 
 
 def operator_choices(has_energy: bool) -> list[tuple[str, str]]:

@@ -32,16 +32,17 @@ def run_row(number: int, result, seconds: float, evaluations: int) -> list:
     sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
     samples = f"{r.num_samples} sample{'s' if r.num_samples != 1 else ''}"
     plot = levels_svg([f.step_size for f in result.frames], [f.acceptance for f in result.frames],
-                      *PLOT_SIZE) + tracks(result)
+                      *PLOT_SIZE) + tracks(result, *PLOT_SIZE)
     return [number, r.model, r.operator, sampler, f"{r.steps} steps · seed {r.seed} · {samples}",
             f"{seconds:.2f} s · {evaluations:,} evals", plot,
             result_summary(result)]
 
 
-def tracks(result) -> str:
+def tracks(result, *size: int) -> str:
     """The run's tracked log-densities per concept and smc's ESS, per level."""
     names = [c.text for c in result.recipe.active_concepts]
-    return tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames], names)
+    return tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames], names,
+                      *size)
 
 
 def result_summary(result) -> str:
