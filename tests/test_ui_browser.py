@@ -224,6 +224,7 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     assert page.locator("#operator input[value=mixture]").count() == 0
     page.click("#generate")
     wait_text(page, "#status", "Done: ")
+    page.wait_for_selector("#progress .tracks-plot svg", state="attached")   # drawn live
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs .tracks-plot svg", state="attached")
     assert "a cat" in page.locator("#runs .tracks-key").first.text_content()

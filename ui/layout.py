@@ -28,10 +28,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
     # files older than 30 min. A session's frames go an hour after its last run.
     with gr.Blocks(title="Composable diffusion explorer", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# Composable diffusion explorer\n"
-                    "Compose concepts with **AND** / **NOT** (Composable Diffusion), energy "
-                    "**product** / **mixture** (Reduce, Reuse, Recycle) or SuperDiff's **OR** / "
-                    "**AND** from scores alone, pick a sampler (reverse diffusion, annealed MCMC "
-                    "or **SMC** particles), and watch the sample form step by step.")
+                    "Compose concepts by **AND**, **NOT**, **OR** or **product**, pick a "
+                    "sampler (reverse diffusion, MCMC or SMC), and watch the sample form step "
+                    "by step.")
         bar = build_bar()
         with gr.Row():
             with gr.Column(scale=5):

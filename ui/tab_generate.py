@@ -13,6 +13,7 @@ from ui.files import STREAMED_FRAMES, final_picture, page_picture, save_outputs
 from ui.form import recipe_handler
 from ui.frames import KEEP_SECONDS, Run, chosen_view, kept_frame, timed, unpacked
 from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS, SHOWN_JS
+from ui.plots import tracks_svg
 from ui.results import judge_text, run_row, runs_value, thumb_updates
 from ui.service import Service
 from ui.stack import STOPPABLE, streamed_run
@@ -106,6 +107,7 @@ def wire(page, service: Service):
         replay = replay and not show_maps           # stored runs have no maps
         stored = service.stored_seconds(recipe, lift) if replay else None
         compute, result = 0.0, None
+        tracked, esses, names = [], [], [c.text for c in recipe.active_concepts]
         try:
             for item, compute in timed(service.stream(recipe, replay=replay, cancel=cancel,
                                                       maps=show_maps, lift=lift)):
@@ -113,6 +115,8 @@ def wire(page, service: Service):
                     result = item
                     continue
                 service.kept.keep(live, kept_frame(item))
+                tracked.append(item.log_density)
+                esses.append(item.ess)
                 if live.get("stopped"):         # Stop said where the run ended: keep it so
                     continue
                 live["total"] = item.total
@@ -125,7 +129,8 @@ def wire(page, service: Service):
                                               item.concept_maps, show_noisy, show_maps)
                 yield {tab.preview: page_picture(picture),
                        **thumb_updates(tab.concept_images, thumbs, labels),
-                       tab.progress: progress_html(item.index + 1, item.total, extra),
+                       tab.progress: progress_html(item.index + 1, item.total, extra)
+                       + tracks_svg(tracked, esses, names, 240, 56),     # each concept's, live
                        tab.frames: live}
         finally:
             live["ended"] = True                    # finished, failed or stopped
