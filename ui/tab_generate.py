@@ -152,7 +152,9 @@ def wire(page, service: Service):
                tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
                                            value=len(frames)),
                tab.progress: progress_html(len(result.frames), len(result.frames),
-                                           f" · done in {compute:.1f} s"),
+                                           f" · done in {compute:.1f} s")
+               + tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames],
+                            names, 240, 56),
                tab.metrics: judge_text(result, accept),
                tab.gif: gr.update(value=gif, visible=True),
                tab.png: gr.update(value=png, visible=True),
