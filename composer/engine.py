@@ -29,9 +29,8 @@ from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import OPERATORS, Rule, SuperDiffAnd, compose, fk_log_weight, make_rule
 from composer.recipe import AUTO, MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
-from composer.samplers import (MCMC, Evaluation, MCMCKnobs, effective_sample_size, make_scheduler,
-                               pick_by_weight, reverse_step, systematic_resample)
-from composer.tracking import initial_log_density, ito_change, step_beta
+from composer.samplers import MCMC, SMC_WINDOW, Evaluation, MCMCKnobs, Particles, make_scheduler, reverse_step
+from composer.tracking import equal_change_step, initial_log_density, ito_change, step_beta
 
 
 class NonFiniteError(RecipeError):
@@ -345,45 +344,6 @@ def alpha_bar_after(scheduler, index: int) -> float:
     return 1.0 if final is None else float(final)
 
 
-ESS_THRESHOLD = 0.5    # resample a sample's particles when their ESS falls below K / 2
-# smc weighs and resamples at the levels with abar_t >= SMC_WINDOW (0: all of them). On
-# the 2D product, windows from 0 to 0.3 land within a point of each other (docs/methods.md).
-SMC_WINDOW = 0.0
-
-
-class Particles:
-    """smc's log-weights, K particles per sample (sample i's at i*K .. i*K + K - 1)."""
-
-    def __init__(self, samples: int, k: int, device: torch.device):
-        self.k = k
-        self.log_weights = torch.zeros(samples, k, dtype=torch.float64, device=device)
-
-    def reweigh(self, increment: torch.Tensor) -> None:
-        self.log_weights = self.log_weights + increment.reshape(self.log_weights.shape)
-
-    @property
-    def ess(self) -> float:
-        return float(effective_sample_size(self.log_weights).mean()) / self.k
-
-    def resample(self, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Batch indices that resample the samples whose ESS < ESS_THRESHOLD * K (the
-        others keep their particles), and how many samples were resampled; the weights
-        of resampled samples start again from equal."""
-        low = effective_sample_size(self.log_weights) < ESS_THRESHOLD * self.k
-        within = systematic_resample(self.log_weights, generator)
-        keep = torch.arange(self.k, device=within.device).expand_as(within)
-        within = torch.where(low[:, None], within, keep)
-        self.log_weights = torch.where(low[:, None], torch.zeros_like(self.log_weights),
-                                       self.log_weights)
-        offsets = self.k * torch.arange(within.shape[0], device=within.device)[:, None]
-        return (within + offsets).reshape(-1), int(low.sum())
-
-    def pick(self, generator: torch.Generator) -> torch.Tensor:
-        """One batch index per sample, drawn by weight."""
-        return pick_by_weight(self.log_weights, generator) + self.k * torch.arange(
-            self.log_weights.shape[0], device=self.log_weights.device)
-
-
 @torch.no_grad()
 def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
            maps: bool = False) -> Iterator[StepRecord]:
@@ -431,7 +391,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
             evaluation = density(model_input)
         sigma, beta = math.sqrt(1.0 - abar), step_beta(abar, alpha_bar_after(scheduler, index))
         if isinstance(rule.operator, SuperDiffAnd):
-            x_prev, evaluation = _equal_change_step(rule, scheduler, evaluation, t, x, generator, beta)
+            x_prev, evaluation = equal_change_step(rule, scheduler, evaluation, t, x, generator, beta)
         else:
             x_prev = reverse_step(scheduler, evaluation.eps, t, x, generator)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
@@ -461,31 +421,6 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         tracked = None if log_q is None else log_q[rule.concept_rows]
         yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views,
                          log_density=tracked, ess=ess, resampled=resampled)
-
-
-def _equal_change_step(rule: Rule, scheduler, evaluation: Evaluation, t, x: torch.Tensor,
-                       generator: torch.Generator, beta: float) -> tuple[torch.Tensor, Evaluation]:
-    """SuperDiff's AND step: the step each concept row alone would take, with the same
-    noise (the generator replayed), gives each row's log-density change as a linear
-    function of kappa (the step is affine in eps, and sum kappa = 1); kappa makes the
-    changes equal (operators.SuperDiffAnd), and the step is taken with that kappa."""
-    rows = evaluation.rows
-    concepts = rows[rule.concept_rows]
-    guided = (concepts if rule.unconditional is None else
-              rows[rule.unconditional][None] + rule.scale * (concepts - rows[rule.unconditional][None]))
-    state = generator.get_state()
-
-    def step(eps: torch.Tensor) -> torch.Tensor:
-        generator.set_state(state)
-        return reverse_step(scheduler, eps, t, x, generator)
-    moved = torch.stack([step(eps) for eps in guided]) - x[None]           # [M, B, ...]
-    score = -concepts.double().flatten(2) / evaluation.sigma               # [M, B, d]
-    changes = torch.einsum("ibd,jbd->ijb", score, moved.double().flatten(2))
-    flat = x.double().flatten(1)
-    base = -0.5 * beta * (flat.shape[1] + (score * flat[None]).sum(-1) + score.pow(2).sum(-1))
-    kappa = SuperDiffAnd.equal_change_weights(changes, base)
-    eps = torch.einsum("jb,jb...->b...", kappa.to(guided.dtype), guided)
-    return step(eps), replace(evaluation, eps=eps)
 
 
 def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Control,

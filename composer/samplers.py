@@ -251,3 +251,42 @@ def pick_by_weight(log_weights: torch.Tensor, generator: torch.Generator) -> tor
     cumulative = torch.softmax(log_weights.double(), dim=1).cumsum(1)
     cumulative[:, -1] = 1.0
     return torch.searchsorted(cumulative, uniform)[:, 0].clamp(max=log_weights.shape[1] - 1)
+
+
+ESS_THRESHOLD = 0.5    # resample a sample's particles when their ESS falls below K / 2
+# smc weighs and resamples at the levels with abar_t >= SMC_WINDOW (0: all of them). On
+# the 2D product, windows from 0 to 0.3 land within a point of each other (docs/methods.md).
+SMC_WINDOW = 0.0
+
+
+class Particles:
+    """smc's log-weights, K particles per sample (sample i's at i*K .. i*K + K - 1)."""
+
+    def __init__(self, samples: int, k: int, device: torch.device):
+        self.k = k
+        self.log_weights = torch.zeros(samples, k, dtype=torch.float64, device=device)
+
+    def reweigh(self, increment: torch.Tensor) -> None:
+        self.log_weights = self.log_weights + increment.reshape(self.log_weights.shape)
+
+    @property
+    def ess(self) -> float:
+        return float(effective_sample_size(self.log_weights).mean()) / self.k
+
+    def resample(self, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Batch indices that resample the samples whose ESS < ESS_THRESHOLD * K (the
+        others keep their particles), and how many samples were resampled; the weights
+        of resampled samples start again from equal."""
+        low = effective_sample_size(self.log_weights) < ESS_THRESHOLD * self.k
+        within = systematic_resample(self.log_weights, generator)
+        keep = torch.arange(self.k, device=within.device).expand_as(within)
+        within = torch.where(low[:, None], within, keep)
+        self.log_weights = torch.where(low[:, None], torch.zeros_like(self.log_weights),
+                                       self.log_weights)
+        offsets = self.k * torch.arange(within.shape[0], device=within.device)[:, None]
+        return (within + offsets).reshape(-1), int(low.sum())
+
+    def pick(self, generator: torch.Generator) -> torch.Tensor:
+        """One batch index per sample, drawn by weight."""
+        return pick_by_weight(self.log_weights, generator) + self.k * torch.arange(
+            self.log_weights.shape[0], device=self.log_weights.device)

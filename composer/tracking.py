@@ -22,9 +22,13 @@ goes to 0.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
+
+from composer.operators import Rule, SuperDiffAnd
+from composer.samplers import Evaluation, reverse_step
 
 
 def initial_log_density(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -39,13 +43,42 @@ def step_beta(abar: float, abar_prev: float) -> float:
     return math.log(abar_prev / abar)
 
 
+def _terms(x: torch.Tensor, eps: torch.Tensor, sigma: float, beta: float
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's score [rows, B, d] and the part of its change that does not depend on
+    where the step lands, -(beta / 2)(d + <x_t, s_i> + |s_i|^2) [rows, B], float64."""
+    score = -eps.double().flatten(2) / sigma
+    flat = x.double().flatten(1)
+    fixed = -0.5 * beta * (flat.shape[1] + (score * flat[None]).sum(-1) + score.pow(2).sum(-1))
+    return score, fixed
+
+
 def ito_change(x: torch.Tensor, x_prev: torch.Tensor, eps: torch.Tensor, sigma: float,
                beta: float) -> torch.Tensor:
     """[rows, B] float64: each row's change of log q over the step x -> x_prev, from
     the rows' eps [rows, B, ...] at x (module docstring)."""
-    score = -eps.double().flatten(2) / sigma                          # [rows, B, d]
-    flat, moved = x.double().flatten(1), (x_prev - x).double().flatten(1)
-    dimension = flat.shape[1]
-    along = (score * moved[None]).sum(-1)
-    drift = (score * flat[None]).sum(-1)
-    return along - 0.5 * beta * (dimension + drift + score.pow(2).sum(-1))
+    score, fixed = _terms(x, eps, sigma, beta)
+    return (score * (x_prev - x).double().flatten(1)[None]).sum(-1) + fixed
+
+
+def equal_change_step(rule: Rule, scheduler, evaluation: Evaluation, t, x: torch.Tensor,
+                      generator: torch.Generator, beta: float) -> tuple[torch.Tensor, Evaluation]:
+    """SuperDiff's AND step: the step each concept row alone would take, with the same
+    noise (the generator replayed), gives each row's log-density change as a linear
+    function of kappa (the step is affine in eps, and sum kappa = 1); kappa makes the
+    changes equal (operators.SuperDiffAnd), and the step is taken with that kappa."""
+    rows = evaluation.rows
+    concepts = rows[rule.concept_rows]
+    guided = (concepts if rule.unconditional is None else
+              rows[rule.unconditional][None] + rule.scale * (concepts - rows[rule.unconditional][None]))
+    state = generator.get_state()
+
+    def step(eps: torch.Tensor) -> torch.Tensor:
+        generator.set_state(state)
+        return reverse_step(scheduler, eps, t, x, generator)
+    moved = torch.stack([step(eps) for eps in guided]) - x[None]           # [M, B, ...]
+    score, fixed = _terms(x, concepts, evaluation.sigma, beta)
+    changes = torch.einsum("ibd,jbd->ijb", score, moved.double().flatten(2))
+    kappa = SuperDiffAnd.equal_change_weights(changes, fixed)
+    eps = torch.einsum("jb,jb...->b...", kappa.to(guided.dtype), guided)
+    return step(eps), dataclasses.replace(evaluation, eps=eps)
