@@ -27,7 +27,7 @@ import torch
 from composer.lift import lift_cost
 from composer.maps import GRID, conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter, ModelError
-from composer.operators import OPERATORS, Rule, SuperDiffAnd, compose, fk_log_weight, make_rule
+from composer.operators import OPERATORS, Rule, compose, fk_log_weight, make_rule
 from composer.recipe import AUTO, MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
 from composer.samplers import MCMC, SMC_WINDOW, Evaluation, MCMCKnobs, Particles, make_scheduler, reverse_step
 from composer.tracking import equal_change_step, initial_log_density, ito_change, step_beta
@@ -390,7 +390,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
         if evaluation is None:
             evaluation = density(model_input)
         sigma, beta = math.sqrt(1.0 - abar), step_beta(abar, alpha_bar_after(scheduler, index))
-        if isinstance(rule.operator, SuperDiffAnd):
+        if rule.operator.solves_step:          # SuperDiff's AND (tracking.equal_change_step)
             x_prev, evaluation = equal_change_step(rule, scheduler, evaluation, t, x, generator, beta)
         else:
             x_prev = reverse_step(scheduler, evaluation.eps, t, x, generator)

@@ -87,6 +87,7 @@ class Operator:
     any_row = False               # a sample satisfies it when one positive row holds (OR)
     tracks_density = False        # reads the rows' Ito-tracked log-densities
     linear = True                 # eps* = sum_i c_i eps_i with fixed coefficients
+    solves_step = False           # chooses its weights with the reverse step's own noise
 
     def rule(self, concepts: Sequence, scale: float, negation: str = "ratio",
              temperature: float = 1.0) -> Rule:
@@ -221,7 +222,7 @@ class SuperDiffOr(Operator):
 
 class SuperDiffAnd(Operator):
     name, label = "superdiff_and", "AND (SuperDiff)"
-    takes_not, tracks_density, linear = False, True, False
+    takes_not, tracks_density, linear, solves_step = False, True, False, True
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         def uniform(rows):

@@ -306,3 +306,23 @@ def test_smc_streams_maps_and_keeps_one_particle_per_sample():
     result = composer.render(recipe, maps=True, lift=False)
     assert len(result.images) == 2 and result.frames[-1].map is not None
     assert all(0 < f.ess <= 1 for f in result.frames)
+
+
+def test_an_or_task_is_judged_as_an_or_and_still_refuses_what_matches_neither():
+    """The evaluation harness's OR task: a sample counts when one caption holds in a
+    clean scene, whichever operator drew it; a model that predicts a blank grey picture
+    matches neither caption and is counted a failure."""
+    from composer.evaluation import run_task
+    from composer.models import load_model
+    model = load_model("shapes-exact", "cpu")
+
+    class Grey(type(model)):
+        def predict_per_sample(self, x, t, alpha_bar, cond, with_energy=False):
+            eps = (x / math.sqrt(1 - alpha_bar))[None].expand(cond.shape[0], *x.shape)
+            return eps.contiguous(), None                    # x0 = 0: mid-grey everywhere
+    grey = Grey("cpu")
+    blank = run_task(grey, "free", "or", SamplerSpec("ddim"), 2, 5, 1.0, operator="and")
+    assert blank["accuracy"] == 0.0 and blank["caption_shares"] == [0.0, 0.0]
+    drawn = run_task(model, "free", "or", SamplerSpec("ddpm"), 2, 30, 1.0)
+    assert drawn["operator"] == "superdiff_or" and drawn["accuracy"] > 0.0
+    assert all(0.0 <= share <= 1.0 for share in drawn["caption_shares"])

@@ -189,12 +189,13 @@ def test_mixture_draws_each_caption_in_its_share(operator):
     assert abs(share - 0.25) <= 4 * math.sqrt(0.25 * 0.75 / n), share
 
 
-def test_mixture_verdicts_take_either_caption_and_still_refuse_clutter():
-    """A mixture (OR) holds when one positive caption does; a scene with neither, or a
-    cluttered one, is not correct."""
+@pytest.mark.parametrize("operator", ["mixture", "superdiff_or"])
+def test_mixture_verdicts_take_either_caption_and_still_refuse_clutter(operator):
+    """An OR (RRR's mixture, SuperDiff's OR) holds when one positive caption does; a
+    scene with neither, or a cluttered one, is not correct."""
     model = load_model("shapes-exact", "cpu")
     recipe = Recipe(model="shapes-exact", concepts=(Concept("red"), Concept("blue")),
-                    operator="mixture")
+                    operator=operator)
     g = torch.Generator().manual_seed(5)
     scenes = data.sample_scenes(64, g, min_objects=1, max_objects=1)
     images = data.render(scenes)
