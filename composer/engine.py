@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from composer.lift import lift_cost
 from composer.maps import GRID, conflict_map, density_map, grid_points
@@ -358,9 +359,10 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     cond = model.encode(rule.texts)
     scheduler = make_scheduler(spec.reverse, model.scheduler_config)
     scheduler.set_timesteps(recipe.steps, device=model.device)
-    generator = torch.Generator(model.device).manual_seed(recipe.seed)
+    # On the CPU whatever the model's device: a share link reproduces everywhere.
+    generator = torch.Generator("cpu").manual_seed(recipe.seed)
     shape = (recipe.num_samples * particles(spec), *model.sample_shape)
-    x = torch.randn(shape, generator=generator, device=model.device, dtype=model.dtype)
+    x = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
     x = x * scheduler.init_noise_sigma
     swarm = None
     if spec.name == SMC:

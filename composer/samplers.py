@@ -8,7 +8,8 @@ short function each, all with the same arguments:
 
 `density(x)` evaluates the composed model at one fixed noise level and returns an
 `Evaluation`. The samplers never see concepts, operators or models. They never
-modify the caller's tensors.
+modify the caller's tensors. Every draw comes from the run's CPU generator
+(`gaussian`, `uniform`; diffusers' schedulers do the same with it).
 
 Step sizes follow the noise level: with h = step_size * sigma_t,
 ULA/MALA use eta = h^2 / 2 (proposal noise std h), HMC uses leapfrog step h.
@@ -24,6 +25,7 @@ from typing import Callable
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler)
+from diffusers.utils.torch_utils import randn_tensor
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -48,6 +50,17 @@ def make_scheduler(name: str, config: dict):
         raise ValueError(f"sampler.name: no scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if name == "dpmpp" else {}
     return SCHEDULERS[name].from_config(config, prediction_type="epsilon", **extra)
+
+
+def gaussian(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """N(0, I) noise shaped like `like`, drawn from the run's CPU generator and moved to
+    `like`'s device: one seed gives the same noise on a GPU and on a laptop."""
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def uniform(shape, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
+    """U(0, 1) from the run's CPU generator, moved to `device` (as `gaussian`)."""
+    return torch.rand(shape, generator=generator, dtype=dtype).to(device)
 
 
 def reverse_step(scheduler, eps: torch.Tensor, t, x: torch.Tensor,
@@ -120,8 +133,7 @@ def ula(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
     """Unadjusted Langevin: x <- x + eta * score(x) + sqrt(2 eta) z."""
     eta = knobs.step ** 2 / 2
     for _ in range(knobs.steps):
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = x + eta * density(x).score + knobs.step * noise
+        x = x + eta * density(x).score + knobs.step * gaussian(x, generator)
     return MCMCResult(x)
 
 
@@ -135,14 +147,13 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
     current = density(x)
     accepted = torch.zeros(x.shape[0], device=x.device)
     for _ in range(knobs.steps):
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        proposal = x + eta * current.score + knobs.step * noise
+        proposal = x + eta * current.score + knobs.step * gaussian(x, generator)
         proposed = density(proposal)
         forward = -_dot(proposal - x - eta * current.score, proposal - x - eta * current.score)
         backward = -_dot(x - proposal - eta * proposed.score, x - proposal - eta * proposed.score)
         log_alpha = (_line_log_ratio(density, x, current, proposal, proposed, knobs.line_points)
                      + (backward - forward) / (4 * eta))
-        accept = torch.rand(x.shape[0], generator=generator, device=x.device).log() < log_alpha
+        accept = uniform(x.shape[0], generator, x.device).log() < log_alpha
         x = torch.where(_expand(accept, x), proposal, x)
         current = _select(accept, proposed, current)
         accepted += accept.float()
@@ -179,14 +190,13 @@ def _leapfrog(density: Density, x: torch.Tensor, v: torch.Tensor, start: Evaluat
 
 def _refresh(v: torch.Tensor, damping: float, generator: torch.Generator) -> torch.Tensor:
     """Partial momentum refresh v <- d v + sqrt(1 - d^2) z; keeps v ~ N(0, I)."""
-    z = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-    return damping * v + (1 - damping ** 2) ** 0.5 * z
+    return damping * v + (1 - damping ** 2) ** 0.5 * gaussian(v, generator)
 
 
 def uhmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Generator
          ) -> MCMCResult:
     """Unadjusted HMC: partial momentum refresh, then L leapfrog steps, no test."""
-    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    v = gaussian(x, generator)
     current = density(x)
     for _ in range(knobs.steps):
         v = _refresh(v, knobs.damping, generator)
@@ -201,7 +211,7 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
     On rejection x is restored and the momentum negated (Horowitz 1991), which
     keeps the partially refreshed chain reversible.
     """
-    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    v = gaussian(x, generator)
     current = density(x)
     accepted = torch.zeros(x.shape[0], device=x.device)
     for _ in range(knobs.steps):
@@ -211,7 +221,7 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
                      if current.energy is not None and proposed.energy is not None
                      else path_log_ratio)
         log_alpha = log_ratio + 0.5 * (_dot(v, v) - _dot(v_new, v_new))
-        accept = torch.rand(x.shape[0], generator=generator, device=x.device).log() < log_alpha
+        accept = uniform(x.shape[0], generator, x.device).log() < log_alpha
         mask = _expand(accept, x)
         x = torch.where(mask, x_new, x)
         v = torch.where(mask, v_new, -v)
@@ -238,19 +248,17 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     groups, k = log_weights.shape
     cumulative = torch.softmax(log_weights.double(), dim=1).cumsum(1)
     cumulative[:, -1] = 1.0                             # no point falls past the end by rounding
-    start = torch.rand(groups, 1, generator=generator, device=generator.device,
-                       dtype=torch.float64).to(cumulative.device)
+    start = uniform((groups, 1), generator, cumulative.device, torch.float64)
     points = (start + torch.arange(k, dtype=torch.float64, device=cumulative.device)) / k
     return torch.searchsorted(cumulative, points).clamp(max=k - 1)
 
 
 def pick_by_weight(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """[G] one particle index per group, drawn with probability its normalised weight."""
-    uniform = torch.rand(log_weights.shape[0], 1, generator=generator, device=generator.device,
-                         dtype=torch.float64).to(log_weights.device)
+    point = uniform((log_weights.shape[0], 1), generator, log_weights.device, torch.float64)
     cumulative = torch.softmax(log_weights.double(), dim=1).cumsum(1)
     cumulative[:, -1] = 1.0
-    return torch.searchsorted(cumulative, uniform)[:, 0].clamp(max=log_weights.shape[1] - 1)
+    return torch.searchsorted(cumulative, point)[:, 0].clamp(max=log_weights.shape[1] - 1)
 
 
 ESS_THRESHOLD = 0.5    # resample a sample's particles when their ESS falls below K / 2

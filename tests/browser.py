@@ -23,6 +23,13 @@ def choose(page, row: int, option: str) -> None:
                            arg=[f"#concept-{row}-text input", option])
 
 
+def choose_model(page, label: str) -> None:
+    """Pick a model in the Model menu by its label."""
+    box = page.locator("#model input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='{label}']").click()
+
+
 def set_number(page, selector: str, value) -> None:
     box = page.locator(selector)
     box.fill(str(value))
@@ -53,6 +60,23 @@ def wait_text(page, selector: str, text: str) -> None:
     page.wait_for_function(
         "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
         arg=[selector, text], timeout=TIMEOUT)
+
+
+def watch(page, selector: str = "#status") -> None:
+    """Record every text the element shows from now on (a line can change faster than
+    a poll sees it); `wait_shown` waits on the record."""
+    page.evaluate("""(s) => { const e = document.querySelector(s); window.shown = [];
+        new MutationObserver(() => window.shown.push(e.innerText))
+            .observe(e, {subtree: true, childList: true, characterData: true}); }""", selector)
+
+
+def wait_shown(page, text: str, then: str | None = None) -> None:
+    """Until the watched element has shown `text` (and, with `then`, `then` after it).
+    Wait for what comes before a "Done": the last run's "Done" line keeps changing
+    while Gradio's timer beside it ticks."""
+    page.wait_for_function("""([t, u]) => { const i = window.shown.findIndex(s => s.includes(t));
+        return i >= 0 && (!u || window.shown.slice(i + 1).some(s => s.includes(u))); }""",
+                           arg=[text, then], timeout=TIMEOUT)
 
 
 def wait_value(page, selector: str, value: str) -> None:

@@ -180,3 +180,18 @@ def test_every_sampler_name_has_one_implementation_and_one_label():
     from composer.samplers import SCHEDULERS
     assert tuple(SCHEDULERS) == REVERSE_SAMPLERS and tuple(MCMC) == MCMC_SAMPLERS
     assert set(SAMPLER_LABELS) == set(SAMPLERS)
+
+
+@pytest.mark.parametrize("name", list(MCMC))
+def test_proposals_and_momenta_come_from_the_cpu_generator_on_any_device(name):
+    """Chains on another device ('meta': every machine has it) draw from the run's CPU
+    generator exactly as chains on the CPU do, so a seed means the same noise on a GPU
+    Space and on a laptop (the draws were made on the chains' device)."""
+    def standard(x):
+        return Evaluation(eps=x, sigma=1.0, energy=0.5 * (x * x).sum(1))
+    knobs = MCMCKnobs(steps=3, step=0.5, leapfrog_steps=2, damping=0.5, line_points=3)
+    on_cpu, on_meta = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    MCMC[name](standard, torch.zeros(16, 2), knobs, on_cpu)
+    moved = MCMC[name](standard, torch.zeros(16, 2, device="meta"), knobs, on_meta)
+    assert moved.x.device.type == "meta"
+    assert torch.equal(on_cpu.get_state(), on_meta.get_state()), "other draws than on the CPU"

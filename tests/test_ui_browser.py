@@ -21,7 +21,9 @@ from tests.browser import (
     set_number,
     wait_streaming,
     wait_text,
+    wait_shown,
     wait_value,
+    watch,
 )
 from ui.results import RUN_HEADERS
 
@@ -55,8 +57,9 @@ def test_rows_generate_share_and_restore(page, app_url):
     set_number(page, "#seed input", 5)
     page.wait_for_timeout(500)  # let the last edits reach the server
 
+    watch(page)
     page.click("#generate")
-    wait_text(page, "#status", "Done: 10 steps")
+    wait_shown(page, "Running…", then="Done: 10 steps")
     assert page.locator("#preview img").get_attribute("src")
     assert page.locator("#frame-slider").is_visible()
     # One picture per active row, labelled with the row.
@@ -126,9 +129,14 @@ def test_examples_png_import_and_model_switch(page, app_url, tmp_path):
     page.wait_for_selector("#concept-1-text")
     wait_text(page, "#notice", "This link's recipe could not be read")
 
+    wait_text(page, "#status", "Done: ")               # the default recipe's run
+    watch(page)
     page.locator("#examples").get_by_text("negation (toy2d-energy)", exact=True).click()
     wait_value(page, "#concept-2-text input", "small_box")
-    wait_text(page, "#status", "Done: ")
+    # The example's run, not the last one: the line stops saying "Done" as the example
+    # loads (it kept the page's "Done: …" while the example ran, so a wait for "Done"
+    # passed at once, and the PNG import below raced that run's end).
+    wait_shown(page, "Example loaded: negation", then="Done: ")
     example = Recipe.from_json((ROOT / "assets" / "recipes" / "negation.json").read_text())
     for n, concept in enumerate(example.concepts, 1):
         value = concept.beta if concept.negate else concept.weight
@@ -222,8 +230,9 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     wait_text(page, "#status", "Press Generate")
     assert page.locator("#operator input[value=superdiff_or]").is_checked()
     assert page.locator("#operator input[value=mixture]").count() == 0
+    watch(page)
     page.click("#generate")
-    wait_text(page, "#status", "Done: ")
+    wait_shown(page, "Running…", then="Done: ")
     page.wait_for_selector("#progress .tracks-plot svg", state="attached")   # drawn live
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs .tracks-plot svg", state="attached")
@@ -244,3 +253,31 @@ def test_an_or_example_is_read_as_an_or(page, app_url):
     assert "samples satisfy at least one row (and no NOT row) in a clean scene" in text, text[:400]
     held = int(text.split("By the model (lift; its own opinion, not ground truth):")[1].split(" of ")[0])
     assert held >= 6, text[:600]
+
+
+def test_runs_come_back_after_a_reload_and_reopen_to_the_same_picture(page, app_url):
+    """The Runs table lived in the page's session: a reload emptied it. Now the
+    browser keeps the runs' recipes; after a reload the run is listed, and opening it
+    renders the same picture, byte for byte."""
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")                       # the landing recipe
+    set_number(page, "#seed input", 9)
+    watch(page)
+    page.click("#generate")
+    wait_shown(page, "Running…", then="Done: ")
+
+    def picture() -> bytes:
+        return page.request.get(page.locator("#preview img").get_attribute("src")).body()
+    first = picture()
+
+    page.reload()
+    page.wait_for_selector("#concept-1-text")
+    wait_text(page, "#status", "Done: ")
+    page.get_by_role("tab", name="Runs").click()
+    cell = page.locator("#runs").get_by_text("seed 9", exact=False).first
+    cell.wait_for()
+    watch(page)
+    cell.click()
+    wait_shown(page, "Run 2 reopened from its recipe", then="Done: ")
+    assert page.locator("#seed input").input_value() == "9"
+    assert picture() == first

@@ -138,6 +138,41 @@ def test_a_cancel_frees_the_core_within_an_evaluation(client, endpoint):
             assert time.perf_counter() - cancelled < 3, "the run kept computing after the cancel"
 
 
+VANISHING_CLIENT = """
+import sys, time
+from gradio_client import Client
+url, recipe, second, endpoint = sys.argv[1:]
+job = Client(url, verbose=False).submit(recipe, {"0": 0, "2": 2, "False": False}[second],
+                                        api_name=endpoint)
+print("submitted", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("endpoint", ["/render", "/generate"])
+def test_a_vanished_clients_run_leaves_the_core(app_url, endpoint):
+    """A script killed mid-run (its stream closes without a cancel): within 5 s the
+    app's core is idle, where the orphaned run used to compute to its end."""
+    import subprocess
+    import sys
+    heavy = recipe_json(sampler={"name": "hmc", "mcmc_steps": 50, "leapfrog_steps": 20},
+                        steps=3, num_samples=900)
+    second = "2" if endpoint == "/render" else "False"
+    script = subprocess.Popen([sys.executable, "-c", VANISHING_CLIENT, app_url, heavy, second,
+                               endpoint], stdout=subprocess.PIPE, text=True)
+    try:
+        assert script.stdout.readline().strip() == "submitted"
+        deadline = time.time() + 60
+        while cpu_rate() < 0.5:
+            assert time.time() < deadline, "the heavy run never started"
+    finally:
+        script.kill()
+        script.wait()
+    killed = time.perf_counter()
+    while cpu_rate(0.25) > 0.2:
+        assert time.perf_counter() - killed < 5, "the vanished client's run kept computing"
+
+
 def test_metropolis_runs_report_acceptance(client):
     job = client.submit(recipe_json(sampler={"name": "mala", "mcmc_steps": 1}, steps=3), False,
                         api_name="/generate")

@@ -64,17 +64,17 @@ def test_share_token_round_trip_and_bad_tokens():
         state.recipe_from_token(base64.urlsafe_b64encode(b'{"concepts": 3}').decode())
 
 
-def test_row_actions_keep_ids_stable():
+def test_row_actions_move_copy_and_leave_their_input_alone():
     rows = [state.new_row("ring"), state.new_row("bar", weight=2.0)]
-    ids = [r["id"] for r in rows]
-    moved = state.row_action(rows, "down", ids[0])
-    assert [r["id"] for r in moved] == ids[::-1]
-    dup = state.row_action(moved, "duplicate", ids[1])
-    assert len(dup) == 3 and dup[1]["text"] == "bar" and dup[1]["id"] not in ids
-    muted = state.row_action(dup, "mute", ids[0])
+    moved = state.row_action(rows, "down", 0)
+    assert [r["text"] for r in moved] == ["bar", "ring"]
+    dup = state.row_action(moved, "duplicate", 0)
+    assert [r["text"] for r in dup] == ["bar", "bar", "ring"] and dup[1]["weight"] == 2.0
+    muted = state.row_action(dup, "mute", 2)
     assert muted[2]["muted"] and not rows[0]["muted"], "actions must not mutate their input"
-    assert [r["id"] for r in state.row_action(muted, "remove", ids[1])] == [dup[1]["id"], ids[0]]
+    assert [r["text"] for r in state.row_action(muted, "remove", 0)] == ["bar", "ring"]
     assert len(state.row_action(rows, "add", default_text="x")) == 3
+    assert state.row_action(rows, "remove", 5) == rows        # a stale page's row
 
 
 def test_page_problems_are_listed_per_row():

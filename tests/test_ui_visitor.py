@@ -6,18 +6,22 @@ from __future__ import annotations
 import pytest
 
 from composer.recipe import Recipe
+from ui.state import recipe_from_token
 from tests.browser import (
     DESKTOP,
     PHONE,
     ROOT,
     TABLET,
     TIMEOUT,
+    choose_model,
     error_badges,
     in_view,
     set_number,
     type_unreadable,
     wait_streaming,
+    wait_shown,
     wait_text,
+    watch,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -105,11 +109,62 @@ def test_the_form_runs_what_it_shows_or_says_why_not(page, app_url):
     assert page.locator("#concept-1-weight input[type=number]").input_value() == "-2"  # not clamped
     refused("#concept-1-weight input[type=number]", 50, "Row 1 AND weight: must be in [0, 10], got 50")
     set_number(page, "#concept-1-weight input[type=number]", 2)
+    watch(page)
     page.click("#generate")
-    wait_text(page, "#status", "Done: ")
+    wait_shown(page, "Running…", then="Done: ")
     page.get_by_role("tab", name="Runs").click()
     wait_text(page, "#runs", "50")                     # the samples it was told to draw
     assert error_badges(page) == 0
+
+
+def test_what_is_pasted_typed_or_deleted_in_the_rows_survives_every_redraw(chromium, app_url):
+    """Paste, delete and type at 20 ms a key, each followed at once by a redraw (Add,
+    Mute, NOT): every row keeps its text, and the next run is made of it (a pasted
+    prompt came back as the old one after Add, and a fast last key was lost)."""
+    context = chromium.new_context(viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    watch(page)
+    choose_model(page, "shapes-exact · exact score, not learned")   # free-text rows
+    wait_shown(page, "Switched to shapes-exact", then="Done: ")
+
+    def box(n):
+        return page.locator(f"#concept-{n}-text textarea, #concept-{n}-text input").first
+
+    page.evaluate("navigator.clipboard.writeText('green circle')")
+    box(1).click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Control+V")
+    page.click("#add-row")                                   # redraw right after the paste
+    page.wait_for_selector("#concept-4-text")
+    box(2).click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Backspace")
+    page.click("#concept-3-mute")                            # redraw after a deletion
+    wait_text(page, "#concept-3-mute", "Unmute")
+    box(2).press_sequentially("magenta triangle", delay=20)
+    page.locator("#concept-2-not input").check()             # redraw after fast typing
+    wait_text(page, "#concept-2-weight", "β")
+    box(4).press_sequentially("cyan square", delay=20)
+    page.click("#concept-3-mute")
+    wait_text(page, "#concept-3-mute", "Mute")
+    texts = ["green circle", "magenta triangle", "yellow triangle", "cyan square"]
+    assert [box(n).input_value() for n in range(1, 5)] == texts
+
+    watch(page)
+    page.click("#generate")
+    wait_shown(page, "Running…", then="Done: ")
+    assert "Row 1: green circle" in page.inner_text("#concept-image-1")     # what ran
+    page.click("#share")
+    page.wait_for_function("document.querySelector('#share-link textarea').value.includes('recipe=')")
+    link = page.locator("#share-link textarea").input_value()
+    ran = recipe_from_token(link.split("recipe=")[1])
+    assert [c.text for c in ran.concepts] == texts
+    assert [c.negate for c in ran.concepts] == [False, True, False, False]
+    assert [box(n).input_value() for n in range(1, 5)] == texts
+    context.close()
 
 
 def test_links_that_cannot_be_honoured_say_so(page, app_url):

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from composer.operators import OPERATORS
-from composer.recipe import (AUTO, MAX_CONCEPTS, MCMC_PREDICTORS, NEGATIONS, SAMPLER_LABELS, SAMPLERS,
+from composer.recipe import (AUTO, MCMC_PREDICTORS, NEGATIONS, SAMPLER_LABELS, SAMPLERS,
                              SMC_PARTICLES, Recipe, RecipeError)
 from ui import state
-from ui.rows import concept_row
+from ui import rows as concept_rows
 from ui.page import PRIVATE, SHARE_JS, SHOWN_JS
+from ui.results import from_browser
 from ui.service import Service
 from ui.stack import guard, soft
 from ui.words import default_text, error_markdown, model_summary
@@ -25,7 +26,7 @@ log = logging.getLogger("ui")
 
 @dataclass(frozen=True)
 class Form:
-    rows: gr.State
+    rows: concept_rows.Rows      # the concept rows and their state
     info: gr.State
     autorun: gr.State            # whether what the form just received renders at once
     shown: gr.Textbox            # what the browser showed when a run was asked for (SHOWN_JS)
@@ -35,7 +36,6 @@ class Form:
     load: gr.Button
     model_status: gr.Markdown
     examples: gr.Dataset
-    add: gr.Button
     operator: gr.Radio
     negation: gr.Radio
     temperature: gr.Number
@@ -64,11 +64,10 @@ class Form:
 
     def page_inputs(self) -> list:
         """What a run is made of; `shown` last, where SHOWN_JS writes it."""
-        return [self.rows, self.info, *self.settings().values(), self.shown]
+        return [self.rows.state, self.info, *self.settings().values(), self.shown]
 
 
 def build(service: Service, best_of: gr.Dropdown) -> Form:
-    rows = gr.State([])
     info = gr.State(None)
     with gr.Group():
         with gr.Row():
@@ -84,19 +83,7 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
                           elem_id="examples", visible=bool(service.examples))
     gr.Markdown("### Concepts")
 
-    # Rows re-render when the rows change; a model switch changes them too. One render
-    # at a time (a render takes milliseconds): two overlapping raced inside Gradio
-    # ("dictionary changed size during iteration"; the rows' own listeners, ui/rows.py,
-    # avoid the other writer seen).
-    @gr.render(inputs=[rows, info], triggers=[rows.change], concurrency_limit=1,
-               concurrency_id="rows")
-    def render_rows(row_list, model_info):
-        choices = (model_info or {}).get("choices")
-        for n, row in enumerate(row_list, 1):
-            concept_row(n, row, len(row_list), choices, rows)
-
-    with gr.Row():
-        add = gr.Button("+ Add concept", elem_id="add-row", size="sm")
+    rows = concept_rows.build()
     with gr.Row():
         operator = gr.Radio(operator_choices(True), value="and", label="Operator",
                             info=OPERATOR_INFO, elem_id="operator")
@@ -135,7 +122,7 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
                                  type="filepath", elem_id="png-import", height=90)
     return Form(rows=rows, info=info, autorun=gr.State(False), shown=gr.Textbox(visible=False),
                 share_token=gr.Textbox(visible=False), model=model, sd_box=sd_box, load=load,
-                model_status=model_status, examples=examples, add=add, operator=operator,
+                model_status=model_status, examples=examples, operator=operator,
                 negation=negation, temperature=temperature, scale=scale, sampler=sampler, steps=steps, seed=seed, dice=dice,
                 num_samples=num_samples, scheduler=scheduler, knobs=knobs, share=share,
                 share_link=share_link, recipe_json=recipe_json, apply=apply, png_in=png_in,
@@ -230,20 +217,22 @@ def wire(page, service: Service, then_run) -> list:
                 form.seed: s.seed, form.num_samples: s.num_samples, form.best_of: s.best_of,
                 page.generate.lift: info["lift_by_default"]}
 
-    def apply_recipe(recipe: Recipe, note: str, autorun: bool) -> dict:
-        """Every form widget from the recipe, and the old result cleared."""
+    def apply_recipe(recipe: Recipe, note: str, autorun: bool, asked: bool = False) -> dict:
+        """Every form widget from the recipe, and the old result cleared; it renders at
+        once if `autorun` and it is cheap, or if the visitor `asked` for it."""
         info = service.info(recipe.model)
         said = changes(recipe, info)
-        # The status line (always in view) says what happened and what to do next;
-        # a run that starts at once will replace it.
-        runs = autorun and not said and service.fast(recipe)
-        line = gr.skip() if runs else f"{note} Press Generate to render it.".strip()
+        # The status line (always in view) says what happened and what to do next; it
+        # never keeps the last run's "Done: …" while a new run is about to start.
+        runs = autorun and not said and (asked or service.fast(recipe))
+        line = f"{note} {'Rendering it now…' if runs else 'Press Generate to render it.'}".strip()
         if said:
             message = f"{note} Not as saved: {'; '.join(said)}."
             gr.Warning(message)
             note = error_markdown(message)
             line = f"{message} Press Generate to render it."
-        return {form.rows: state.rows_from_concepts(recipe.concepts), form.info: info,
+        return {**form.rows.view(state.rows_from_concepts(recipe.concepts), info["choices"]),
+                form.info: info,
                 **model_updates(info, state.settings_from_recipe(recipe)),
                 form.autorun: runs, bar.notice: note, **cleared(), bar.status: line}
 
@@ -252,10 +241,15 @@ def wire(page, service: Service, then_run) -> list:
         recipe = service.default_recipe(info)
         if recipe is not None:
             return apply_recipe(recipe, note, autorun=True)
-        return {form.rows: service.default_rows(info), form.info: info,
+        return {**form.rows.view(service.default_rows(info), info["choices"]), form.info: info,
                 **model_updates(info, None), form.autorun: False, bar.notice: note, **cleared()}
 
-    def on_load(request: gr.Request):
+    def on_load(kept, request: gr.Request):
+        """The page's recipe (a link's, else the default) and the runs its browser kept
+        (before the first run starts, so that run is added to them)."""
+        return {**opened(request), page.runs.runs: from_browser(kept)}
+
+    def opened(request: gr.Request) -> dict:
         params = request.query_params if request else {}
         if "recipe" not in params:
             return apply_default()
@@ -273,7 +267,7 @@ def wire(page, service: Service, then_run) -> list:
             return {form.recipe_json: "", bar.status: gr.skip(), form.share_token: ""}
         return prepare(rows, info, *values, "{}")
 
-    def on_model(name, rows, info):
+    def on_model(name, info, old, *values):
         try:
             new = service.info(name)
         except Exception as err:  # noqa: BLE001 - shown by the picker
@@ -286,13 +280,18 @@ def wire(page, service: Service, then_run) -> list:
         if recipe is not None:  # the model's own example: rows, sampler and seed
             return apply_recipe(recipe, f"Switched to {new['name']}: its example recipe.",
                                 autorun=True)
+        old_choices = (info or {}).get("choices")
+        shown = form.rows.current(old, values, old_choices)
+        rows = shown
         if new["choices"]:
             rows = [dict(r, text=r["text"] if r["text"] in new["choices"]
                          else new["choices"][i % len(new["choices"])])
-                    for i, r in enumerate(rows)] or service.default_rows(new)
-        elif info and info.get("choices"):  # from 2D concepts to free text
+                    for i, r in enumerate(shown)] or service.default_rows(new)
+        elif old_choices:  # from 2D concepts to free text
             rows = service.default_rows(new)
-        return {form.rows: rows, form.info: new, **model_updates(new, None), form.autorun: False,
+        same_boxes = bool(old_choices) == bool(new["choices"])   # else the other box shows
+        return {**form.rows.view(rows, new["choices"], shown if same_boxes else None),
+                form.info: new, **model_updates(new, None), form.autorun: False,
                 bar.notice: "", **cleared(),
                 bar.status: f"Switched to {new['name']}. Press Generate to render it."}
 
@@ -313,6 +312,13 @@ def wire(page, service: Service, then_run) -> list:
         path, recipe = service.examples[index]
         return apply_recipe(recipe, f"Example loaded: {state.example_label(path)}.", autorun=True)
 
+    def reopen(runs, selected: gr.SelectData):
+        """A line of the Runs table: its recipe on the form, rendered again."""
+        number = selected.index[0] + 1
+        recipe = Recipe.from_json(runs[number - 1]["recipe"])
+        return {**apply_recipe(recipe, f"Run {number} reopened from its recipe.", autorun=True,
+                               asked=True), page.tabs: gr.Tabs(selected="tab-generate")}
+
     def share(rows, info, *values):
         update = prepare(rows, info, *values)
         ready = update[form.share_token]
@@ -320,27 +326,16 @@ def wire(page, service: Service, then_run) -> list:
                 bar.status: "Link ready." if ready else update[bar.status],
                 form.share_token: ready}
 
-    def add_row(rows, info):
-        default = (info or {}).get("choices") or [""]
-        return state.row_action(rows, "add", default_text=default[len(rows) % len(default)])
-
-    def add_button(rows):
-        """Greyed at the limit, and saying why (a greyed button alone says nothing)."""
-        full = len(rows) >= MAX_CONCEPTS
-        return gr.update(interactive=not full,
-                         value=f"At most {MAX_CONCEPTS} concepts" if full else "+ Add concept")
-
-    applied = [form.rows, form.info, form.model, form.model_status, *form.settings().values(),
+    applied = [*form.rows.outputs(), form.info, form.model, form.model_status, *form.settings().values(),
                page.generate.lift,
                form.autorun, bar.notice, *cleared(), bar.status]
     recipe_out = [form.recipe_json, bar.status, form.share_token]
-    autorun_in = [form.autorun, form.rows, form.info, *form.settings().values()]
+    autorun_in = [form.autorun, form.rows.state, form.info, *form.settings().values()]
 
     def then_autorun(event):
         return then_run(event.then(autorun, autorun_in, recipe_out, api_visibility=PRIVATE))
 
-    form.add.click(add_row, [form.rows, form.info], form.rows, api_visibility=PRIVATE)
-    form.rows.change(add_button, form.rows, form.add, queue=False, api_visibility=PRIVATE)
+    concept_rows.wire(form.rows, form.info, {"api_visibility": PRIVATE})
     form.dice.click(lambda: random.randint(0, 2**31 - 1), None, form.seed, queue=False,
                     api_visibility=PRIVATE)
     form.operator.change(lambda op: (gr.update(visible=op == "product",
@@ -354,14 +349,17 @@ def wire(page, service: Service, then_run) -> list:
                      api_visibility=PRIVATE).then(None, form.share_token, form.share_link,
                                                   js=SHARE_JS)
 
-    auto_events = [then_autorun(page.demo.load(guard(on_load), None, applied,
-                                               api_visibility=PRIVATE))]
+    auto_events = [then_autorun(page.demo.load(guard(on_load), page.runs.kept,
+                                               [*applied, page.runs.runs], api_visibility=PRIVATE))]
     for trigger, source in ((form.model.input, form.model), (form.sd_box.submit, form.sd_box),
                             (form.load.click, form.sd_box)):
         switched = trigger(lambda name: f"Loading **{name}**…", source, form.model_status,
                            queue=False, api_visibility=PRIVATE).then(
-            guard(on_model), [source, form.rows, form.info], applied, api_visibility=PRIVATE)
+            guard(on_model), [source, form.info, *form.rows.inputs()], applied,
+            api_visibility=PRIVATE)
         auto_events.append(then_autorun(switched))
+    auto_events.append(then_autorun(page.runs.table.select(
+        soft(reopen, failed), page.runs.runs, [*applied, page.tabs], api_visibility=PRIVATE)))
     auto_events.append(then_autorun(form.examples.click(
         soft(import_example, failed), form.examples, applied, api_visibility=PRIVATE)))
     return auto_events

@@ -32,10 +32,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     "sampler (reverse diffusion, MCMC or SMC), and watch the sample form step "
                     "by step.")
         bar = build_bar()
+        kept_runs = tab_runs.keeper()
         with gr.Row():
             with gr.Column(scale=5):
                 the_form = form.build(service, bar.best_of)
-            with gr.Column(scale=6, elem_id="result-column"), gr.Tabs():
+            with gr.Column(scale=6, elem_id="result-column"), gr.Tabs() as tabs:
                 with gr.Tab("Generate", id="tab-generate"):
                     generate = tab_generate.build()
                 with gr.Tab("Compare samplers", id="tab-compare"):
@@ -43,9 +44,9 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 with gr.Tab("Sweep", id="tab-sweep"):
                     sweep = tab_sweep.build()
                 with gr.Tab("Runs", id="tab-runs"):
-                    runs = tab_runs.build()
+                    runs = tab_runs.build(kept_runs)
         page = Page(demo=demo, bar=bar, form=the_form, generate=generate, compare=compare,
-                    sweep=sweep, runs=runs)
+                    sweep=sweep, runs=runs, tabs=tabs)
 
         generated, then_run = tab_generate.wire(page, service)
         opened = form.wire(page, service, then_run)
@@ -58,7 +59,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
         for trigger, keep in ((bar.generate.click, generated), (compare.button.click, compared),
                               (sweep.button.click, swept), (f.model.input, None),
                               (f.sd_box.submit, None), (f.load.click, None),
-                              (f.examples.click, None)):
+                              (f.examples.click, None), (runs.table.select, None)):
             others = [e for e in (generated, compared, swept) if e is not keep]
             trigger(None, cancels=others + (opened if keep else []), queue=False,
                     api_visibility=PRIVATE)

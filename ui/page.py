@@ -50,6 +50,7 @@ class Page:
     compare: Any             # ui.tab_compare.CompareTab
     sweep: Any               # ui.tab_sweep.SweepTab
     runs: Any                # ui.tab_runs.RunsTab
+    tabs: gr.Tabs            # the result tabs
 
 
 def build_bar() -> Bar:

@@ -2,11 +2,13 @@
 metrics, and its line in the Runs table."""
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 import numpy as np
 
 from composer.operators import OPERATORS
-from composer.recipe import SAMPLER_LABELS
+from composer.recipe import SAMPLER_LABELS, Recipe, RecipeError
 from ui.files import THUMB_SIDE, page_picture
 from ui.plots import levels_svg, tracks_svg
 from ui.words import metrics_text
@@ -17,6 +19,7 @@ RUN_HEADERS = ["#", "model", "op", "sampler", "run", "compute", "levels", "resul
 RUN_WIDTHS = ["28px", "92px", "44px", "72px", "100px", "92px", "96px", "116px"]
 RUN_TYPES = ["number", "str", "str", "str", "str", "str", "html", "str"]
 PLOT_SIZE = (88, 30)
+KEPT_RUNS = 50          # runs a visitor's browser keeps across reloads and restarts
 
 
 def thumb_updates(slots, pictures, labels) -> dict:
@@ -27,15 +30,47 @@ def thumb_updates(slots, pictures, labels) -> dict:
     return {**updates, **{slot: gr.update(visible=False) for slot in slots[len(updates):]}}
 
 
-def run_row(number: int, result, seconds: float, evaluations: int) -> list:
-    r = result.recipe
+def run_entry(result, seconds: float, evaluations: int) -> dict:
+    """What the page keeps of a finished run: its recipe, and what its line says."""
+    return {"recipe": result.recipe.to_json(), "seconds": float(seconds),
+            "evaluations": int(evaluations), "result": result_summary(result),
+            "levels": levels_svg([f.step_size for f in result.frames],
+                                 [f.acceptance for f in result.frames], *PLOT_SIZE)
+            + tracks(result, *PLOT_SIZE)}
+
+
+def run_line(number: int, entry: dict) -> list:
+    """The Runs table's line of a kept run (a run brought back from the browser has no
+    plots: they were drawn from its frames; opening it draws them again)."""
+    r = Recipe.from_json(entry["recipe"])
     sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
     samples = f"{r.num_samples} sample{'s' if r.num_samples != 1 else ''}"
-    plot = levels_svg([f.step_size for f in result.frames], [f.acceptance for f in result.frames],
-                      *PLOT_SIZE) + tracks(result, *PLOT_SIZE)
     return [number, r.model, r.operator, sampler, f"{r.steps} steps · seed {r.seed} · {samples}",
-            f"{seconds:.2f} s · {evaluations:,} evals", plot,
-            result_summary(result)]
+            f"{entry['seconds']:.2f} s · {entry['evaluations']:,} evals", entry.get("levels", ""),
+            entry["result"]]
+
+
+def browser_copy(runs: list) -> list:
+    """What the visitor's browser keeps: the last KEPT_RUNS runs, without the plots."""
+    return [{k: e[k] for k in ("recipe", "seconds", "evaluations", "result")}
+            for e in runs[-KEPT_RUNS:]]
+
+
+def from_browser(kept) -> list:
+    """The runs a browser kept, each checked as an upload would be (the browser holds
+    the key, so what it sends back may have been changed); anything wrong is dropped."""
+    runs = []
+    for entry in kept if isinstance(kept, list) else []:
+        try:
+            Recipe.from_json(entry["recipe"])
+            seconds, evaluations = float(entry["seconds"]), int(entry["evaluations"])
+            if not (math.isfinite(seconds) and seconds >= 0 and evaluations >= 0):
+                continue
+            runs.append({"recipe": entry["recipe"], "seconds": seconds,
+                         "evaluations": evaluations, "result": str(entry["result"])[:600]})
+        except (RecipeError, KeyError, TypeError, ValueError, OverflowError):
+            continue
+    return runs[-KEPT_RUNS:]
 
 
 def tracks(result, *size: int) -> str:
@@ -102,7 +137,7 @@ def verdict_line(number: int, verdict: dict) -> str:
 
 
 def runs_value(runs: list) -> dict:
-    return {"headers": RUN_HEADERS, "data": runs}
+    return {"headers": RUN_HEADERS, "data": [run_line(n, e) for n, e in enumerate(runs, 1)]}
 
 
 def judge_text(result, accept: list) -> str:

@@ -4,12 +4,13 @@
   become gr.Error with the engine's message and no traceback in the log; anything
   else is logged and masked, so the server keeps serving.
 - `cancellable`: the blocking work runs in a worker thread with a `cancel` flag that
-  Stop, a client's cancel or a closed page sets; the engine stops before its next
+  Stop, a client's cancel, or a client that went away (a killed script, a closed page) sets; the engine stops before its next
   network evaluation. Each run takes one of its visitor's run slots.
 - `streamed_run(status)`: the one decorator of every run the page streams.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -99,11 +100,46 @@ def soft(fn, failed):
 _END = object()
 
 
+GONE_POLL_S = 0.25   # how often a run asks whether its client is still there
+
+
+def _queued_event():
+    """Gradio's queue entry of the running event, or None (a direct call, no queue)."""
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    return queue.event_ids_to_events.get(event_id) if queue is not None and event_id else None
+
+
+async def _cancel_when_gone(cancel: threading.Event) -> None:
+    """Set `cancel` once the client that asked for the run has gone. Gradio marks a
+    queued event dead when its client's stream closes (a killed script, a closed or
+    reloaded tab: Queue.clean_events) but lets a running handler compute to its end."""
+    event = _queued_event()
+    if event is None:
+        return
+    while event.alive and not cancel.is_set():
+        await anyio.sleep(GONE_POLL_S)
+    cancel.set()
+
+
+@contextlib.contextmanager
+def _watched(cancel: threading.Event):
+    """The run's client watched while the body runs; the flag set when it ends. A
+    task of its own, not a task group: a stream's body yields, and may be closed
+    from another task."""
+    watcher = asyncio.ensure_future(_cancel_when_gone(cancel))
+    try:
+        yield
+    finally:
+        cancel.set()
+        watcher.cancel()
+
+
 def cancellable(fn):
     """Run a blocking handler (plain or streaming) in a worker thread, passing it a
-    `cancel` flag. When Gradio cancels the event (a client's cancel, a closed page)
-    or the page's Stop sets it (STOPPABLE), the engine stops before its next network
-    evaluation instead of computing to the end of the step or the run."""
+    `cancel` flag. When the client goes (a killed script, a closed page), Gradio
+    cancels the event, or the page's Stop sets it (STOPPABLE), the engine stops before
+    its next network evaluation instead of computing to the end of the step or the run."""
     signature = inspect.signature(fn)
     shown = signature.replace(parameters=[p for p in signature.parameters.values()
                                           if p.name != "cancel"])  # not an API input
@@ -114,10 +150,11 @@ def cancellable(fn):
             with visitor_slot(), STOPPABLE.running(cancel):
                 items = fn(*args, cancel=cancel)
                 try:
-                    while (item := await anyio.to_thread.run_sync(
-                            next, items, _END, abandon_on_cancel=True)) is not _END:
-                        yield item
-                except Cancelled:       # the page's Stop set the flag: end quietly, no error
+                    with _watched(cancel):
+                        while (item := await anyio.to_thread.run_sync(
+                                next, items, _END, abandon_on_cancel=True)) is not _END:
+                            yield item
+                except Cancelled:       # Stop or a gone client set the flag: end quietly
                     return
                 finally:
                     cancel.set()
@@ -129,12 +166,10 @@ def cancellable(fn):
     @functools.wraps(fn)
     async def call(*args):
         cancel = threading.Event()
-        try:
-            with visitor_slot():
+        with visitor_slot():
+            with _watched(cancel):
                 return await anyio.to_thread.run_sync(functools.partial(fn, *args, cancel=cancel),
                                                       abandon_on_cancel=True)
-        finally:
-            cancel.set()
     call.__signature__ = shown
     return call
 

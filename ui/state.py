@@ -1,15 +1,14 @@
 """Plain-Python state of the page: concept rows, settings <-> recipe, share tokens.
 
 No Gradio and no tensors here, so all of it is easy to test. A *row* is a dict
-{"id", "text", "weight", "negate", "beta", "muted"}; the id is stable for the
-row's life and keys every component the row renders.
+{"text", "weight", "negate", "beta", "muted"}: the row's AND weight and its NOT β
+are both kept, so ticking NOT and back restores the weight.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import dataclasses
-import itertools
 import json
 import re
 from pathlib import Path
@@ -35,44 +34,33 @@ ROW_FIELD_LABELS = {"text": "prompt", "weight": "AND weight", "beta": "β", "neg
                     "muted": "mute"}
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "assets" / "recipes"
 
-_ids = itertools.count(1)
-
-
-def new_id() -> str:
-    return f"r{next(_ids)}"
-
-
 def new_row(text: str = "", weight: float = 1.0, negate: bool = False, beta: float = 1.0,
             muted: bool = False) -> dict:
-    return {"id": new_id(), "text": text, "weight": float(weight), "negate": bool(negate),
-            "beta": float(beta), "muted": bool(muted)}
+    return {"text": text, "weight": float(weight), "negate": bool(negate), "beta": float(beta),
+            "muted": bool(muted)}
 
 
 def rows_from_concepts(concepts) -> list[dict]:
     return [new_row(c.text, c.weight, c.negate, c.beta, c.muted) for c in concepts]
 
 
-def find(rows: list[dict], row_id: str) -> int:
-    for i, row in enumerate(rows):
-        if row["id"] == row_id:
-            return i
-    raise KeyError(row_id)
-
-
-def row_action(rows: list[dict], action: str, row_id: str | None = None,
+def row_action(rows: list[dict], action: str, index: int | None = None,
                default_text: str = "") -> list[dict]:
-    """A new list after add / remove / duplicate / up / down / mute (rows are copied)."""
+    """A new list after add / remove / duplicate / up / down / mute of the row at
+    `index` (rows are copied; an index past the end, from a stale page, changes nothing)."""
     rows = [dict(r) for r in rows]
     if action == "add":
         if len(rows) < MAX_CONCEPTS:
             rows.append(new_row(default_text))
         return rows
-    i = find(rows, row_id)
+    i = index
+    if i is None or not 0 <= i < len(rows):
+        return rows
     if action == "remove":
         rows.pop(i)
     elif action == "duplicate":
         if len(rows) < MAX_CONCEPTS:
-            rows.insert(i + 1, {**rows[i], "id": new_id()})
+            rows.insert(i + 1, dict(rows[i]))
     elif action == "up" and i > 0:
         rows[i - 1], rows[i] = rows[i], rows[i - 1]
     elif action == "down" and i < len(rows) - 1:

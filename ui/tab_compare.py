@@ -16,7 +16,7 @@ from ui.form import recipe_handler
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHARE_JS, SHOWN_JS
 from ui.plots import ACCEPTANCE_COLOUR, STEP_COLOUR, levels_svg
-from ui.results import result_summary, run_row, runs_value, tracks
+from ui.results import result_summary, run_entry, runs_value, tracks
 from ui.service import Service
 from ui.stack import streamed_run
 from ui.words import flag, is_blank
@@ -132,7 +132,7 @@ def wire(page, service: Service):
             yield update
         runs = list(runs or [])
         for k, result in enumerate(results):
-            runs.append(run_row(len(runs) + 1, result, seconds[k], evaluations[k]))
+            runs.append(run_entry(result, seconds[k], evaluations[k]))
         yield {runs_tab.runs: runs, runs_tab.table: runs_value(runs),
                tab.levels: levels_html([name_of(r) for r in recipes], results),
                tab.files: gr.update(value=[save_png(result) for result in results], visible=True),

@@ -14,7 +14,7 @@ from ui.form import recipe_handler
 from ui.frames import KEEP_SECONDS, Run, chosen_view, kept_frame, timed, unpacked
 from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS, SHOWN_JS
 from ui.plots import tracks_svg
-from ui.results import judge_text, run_row, runs_value, thumb_updates
+from ui.results import judge_text, run_entry, runs_value, thumb_updates
 from ui.service import Service
 from ui.stack import STOPPABLE, streamed_run
 from ui.words import concept_label, flag, is_blank, progress_html
@@ -145,7 +145,7 @@ def wire(page, service: Service):
         evaluations = service.composer.cost(result.recipe, maps=show_maps)
         judging = service.composer.lift_cost(result.recipe, lift=bool(result.lift))
         judged = f", + {judging:,} for the lift verdicts" if judging else ""
-        runs = (runs or []) + [run_row(len(runs or []) + 1, result, compute, evaluations)]
+        runs = (runs or []) + [run_entry(result, compute, evaluations)]
         notes = "".join(f"\n- {n}" for n in result.notes)
         yield {tab.preview: page_picture(last.map if show_maps and last.map is not None else final),
                tab.frames: live,

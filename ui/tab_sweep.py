@@ -15,7 +15,7 @@ from ui.files import picture_file, save_sweep
 from ui.form import recipe_handler
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHOWN_JS
-from ui.results import run_row, runs_value
+from ui.results import run_entry, runs_value
 from ui.service import Service
 from ui.stack import streamed_run
 from ui.words import is_blank
@@ -81,8 +81,8 @@ def wire(page, service: Service):
         for cell, seconds in timed(service.composer.sweep(plan, cancel)):
             cells.append((cell.position, *sweep_cell(cell.result.images, cell.result.metrics)))
             picture = labelled_grid(cells, row_labels, column_labels)
-            runs.append(run_row(len(runs) + 1, cell.result, seconds - before,
-                                service.composer.cost(cell.result.recipe)))
+            runs.append(run_entry(cell.result, seconds - before,
+                                  service.composer.cost(cell.result.recipe)))
             before = seconds
             yield {tab.image: gr.update(value=picture_file(picture), visible=True),
                    tab.status: f"{head}: {len(cells)} of {rows * columns} done.",
