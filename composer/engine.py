@@ -170,7 +170,9 @@ def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool 
     if recipe.num_samples * recipe.best_of > model.max_samples:
         raise RecipeError(f"best_of: {recipe.model!r} draws at most {model.max_samples} samples "
                           f"at once; {recipe.num_samples} samples x best of {recipe.best_of} "
-                          f"candidates is {recipe.num_samples * recipe.best_of}")
+                          f"candidates is {recipe.num_samples * recipe.best_of}; lower the samples "
+                          f"to {model.max_samples // recipe.best_of} or fewer, or the best of to "
+                          f"{max(model.max_samples // recipe.num_samples, 1)}")
     # smc's particles are held to the budget, not to max_samples: the adapters chunk a
     # large batch under their memory budget, and the result has num_samples samples.
     limit, needed = budget(model), cost(recipe, model, maps) + judging_cost(recipe, lift)

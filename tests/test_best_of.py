@@ -73,7 +73,8 @@ def test_best_of_costs_n_runs_and_its_verdicts(composer):
     assert composer.lift_cost(plain, lift=False) == 0
     model = composer.model("gaussians")
     model.max_samples = 40
-    with pytest.raises(ComposerError, match=r"best_of: .* 12 samples x best of 4 candidates is 48"):
+    with pytest.raises(ComposerError, match=r"best_of: .* 12 samples x best of 4 candidates is 48; "
+                                            r"lower the samples to 10 or fewer, or the best of to 3"):
         composer.render(four)
 
 

@@ -156,7 +156,7 @@ def test_what_is_pasted_typed_or_deleted_in_the_rows_survives_every_redraw(chrom
     watch(page)
     page.click("#generate")
     wait_shown(page, "Running…", then="Done: ")
-    assert "Row 1: green circle" in page.inner_text("#concept-image-1")     # what ran
+    assert "Row 1: AND w=1 · green circle" in page.inner_text("#concept-image-1")  # what ran
     page.click("#share")
     page.wait_for_function("document.querySelector('#share-link textarea').value.includes('recipe=')")
     link = page.locator("#share-link textarea").input_value()
