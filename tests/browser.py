@@ -23,11 +23,16 @@ def choose(page, row: int, option: str) -> None:
                            arg=[f"#concept-{row}-text input", option])
 
 
-def choose_model(page, label: str) -> None:
-    """Pick a model in the Model menu by its label."""
-    box = page.locator("#model input")
+def pick(page, menu: str, label: str) -> None:
+    """Pick an option by its label in the dropdown whose elem_id is `menu`."""
+    box = page.locator(f"#{menu} input")
     box.click()
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='{label}']").click()
+
+
+def choose_model(page, label: str) -> None:
+    """Pick a model in the Model menu by its label."""
+    pick(page, "model", label)
 
 
 def set_number(page, selector: str, value) -> None:

@@ -182,3 +182,17 @@ def test_words_outside_the_vocabulary_are_listed_per_row():
         service.recipe([rows[0], state.new_row(" ")], info, settings)
 
 
+
+
+def test_the_page_renders_nothing_after_it_loads():
+    """No `gr.render`: a render adds components and events to the session while the
+    session's other events walk them (Gradio's get_state_ids_to_track iterates the
+    session's events: "dictionary changed size during iteration", a flaky suite), and
+    it replaced the boxes a visitor was typing into. The rows are built once."""
+    from composer.facade import Composer
+    from ui.layout import build_demo
+    demo = build_demo(Composer("cpu"), default_model="toy2d-energy")
+    assert demo.default_config.renderables == []
+    rows = [b for b in demo.blocks.values() if (b.elem_id or "").startswith("concept-")
+            and (b.elem_id or "").endswith("-text")]
+    assert len(rows) == 2 * 8        # a prompt box and a concept menu per possible row

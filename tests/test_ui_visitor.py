@@ -14,6 +14,7 @@ from tests.browser import (
     TABLET,
     TIMEOUT,
     choose_model,
+    pick,
     error_badges,
     in_view,
     set_number,
@@ -164,6 +165,12 @@ def test_what_is_pasted_typed_or_deleted_in_the_rows_survives_every_redraw(chrom
     assert [c.text for c in ran.concepts] == texts
     assert [c.negate for c in ran.concepts] == [False, True, False, False]
     assert [box(n).input_value() for n in range(1, 5)] == texts
+
+    # Best of 3 on 8 samples is more than the model draws at once: the line says what to
+    # lower (it said only "8 samples x best of 3 candidates is 24").
+    pick(page, "best-of", "best of 3")
+    page.click("#generate")
+    wait_text(page, "#status", "lower the samples to 5 or fewer, or the best of to 2")
     context.close()
 
 

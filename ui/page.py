@@ -61,7 +61,8 @@ def build_bar() -> Bar:
         generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=0,
                              min_width=130)
         best_of = gr.Dropdown([(f"best of {n}", n) for n in range(1, RANGES['best_of'][1] + 1)], value=1,
-                              show_label=False, elem_id="best-of", scale=0, min_width=118,
+                              label="Best of", show_label=False, elem_id="best-of", scale=0,
+                              min_width=118,
                               container=False)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=0, min_width=90)
         status = gr.Markdown("", elem_id="status")
