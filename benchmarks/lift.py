@@ -40,7 +40,7 @@ import torch
 
 from composer.engine import cost, generate
 from composer.evaluation import PerSample, run_task
-from composer.lift import DRAWS, LEVEL_FRACTIONS, best_of, lift, lift_cost
+from composer.lift import DRAWS, LEVEL_FRACTIONS, best_of, lift_cost, measure_lift
 from composer.models import load_model
 from composer.pictures import from_uint8
 from composer.recipe import Concept, Recipe, SamplerSpec
@@ -67,7 +67,7 @@ def shapes_cell(model, name: str, family: str, task: str, n: int, candidates: in
     parts = []
     for lo in range(0, len(x), CHUNK):
         rows = [c.positives + c.negatives for c in compositions[lo:lo + CHUNK]]
-        parts.append(lift(PerSample(model, rows), recipe, x[lo:lo + CHUNK],
+        parts.append(measure_lift(PerSample(model, rows), recipe, x[lo:lo + CHUNK],
                           max_rows=(len(concepts) + 1) * CHUNK))
     result = dataclasses.replace(parts[0], values=torch.cat([p.values for p in parts]),
                                  holds=torch.cat([p.holds for p in parts]))
@@ -126,7 +126,7 @@ def toy2d_cells(models: list[str], points: int, seed: int) -> list[dict]:
             # Uniform points are judged under every component, as AND rows.
             recipe = recipe or Recipe(model=name, concepts=tuple(Concept(c) for c in CONCEPTS),
                                       seed=seed)
-            result = lift(model, recipe, x)
+            result = measure_lift(model, recipe, x)
             mixture = torch.logsumexp(torch.stack([log_density(c, x) for c in CONCEPTS]), 0)
             for i, (text, negated) in enumerate(zip(result.texts, result.negated)):
                 inside = COMPONENTS[text].support(x)

@@ -56,7 +56,7 @@ HEAVY_CLIENTS = 8
 
 SERVER = ("from composer.facade import Composer\n"
           "from ui.layout import build_demo, launch_kwargs\n"
-          "build_demo(Composer('cpu'), default_model='toy2d-energy').launch(\n"
+          "build_demo(Composer('cpu'), default_model={model!r}).launch(\n"
           "    server_name='127.0.0.1', server_port={port}, ssr_mode=False, quiet=True,\n"
           "    **launch_kwargs())\n")
 
@@ -64,13 +64,13 @@ SERVER = ("from composer.facade import Composer\n"
 class Server:
     """The app in a process of its own, so its memory and CPU time are its own."""
 
-    def __init__(self):
+    def __init__(self, model: str = "toy2d-energy"):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
         self.cache = Path(tempfile.mkdtemp(prefix="load-cache-"))
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER.format(port=port)],
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER.format(port=port, model=model)],
                                         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1",
                                                        "COMPOSER_FRAMES_MB": str(FRAMES_MB),
                                                        "COMPOSER_DISK_MB": str(DISK_MB),

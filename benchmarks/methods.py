@@ -54,7 +54,7 @@ import torch
 
 from composer.engine import alpha_bar, candidates, cost, prepare, rule_of, sample
 from composer.evaluation import OR_WEIGHTS, PerSample, make_compositions, run_task
-from composer.lift import best_of, lift, lift_cost
+from composer.lift import best_of, lift_cost, measure_lift
 from composer.models import load_model
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.samplers import make_scheduler
@@ -116,7 +116,7 @@ def toy2d_cell(model, name: str, task: str, method: str, spec: tuple, points: in
     start = time.time()
     x = list(sample(candidates(filled), model))[-1].x_t
     if best > 1:
-        x = x[best_of(lift(model, candidates(filled), x), best)]
+        x = x[best_of(measure_lift(model, candidates(filled), x), best)]
     cell = {"part": "toy2d", "model": name, "task": task, "method": method,
             "evaluations": calls(filled, model, best), "seconds": round(time.time() - start, 1)}
     if task == "or":

@@ -250,7 +250,7 @@ def _reusing(density, x: torch.Tensor, evaluation: Evaluation | None):
     return call
 
 
-class Device:
+class SharedDevice:
     """One device shared by concurrent runs, one network evaluation at a time.
 
     Whenever the device is free, the waiting run that has used it least so far (in
@@ -289,10 +289,10 @@ class Device:
 
 
 class Turn:
-    """A run's access to its Device, with the device time it has used."""
+    """A run's access to its SharedDevice, with the device time it has used."""
 
-    def __init__(self, device: Device | None = None):
-        self.device = device or Device()
+    def __init__(self, device: SharedDevice | None = None):
+        self.device = device or SharedDevice()
         self.used = 0.0
         self._start = 0.0
 

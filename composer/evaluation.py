@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from composer.engine import candidates, sample
-from composer.lift import best_of, lift
+from composer.lift import best_of, measure_lift
 from composer.models import ModelAdapter, pictures_of
 from composer.operators import OPERATORS
 from composer.recipe import Concept, Recipe, SamplerSpec
@@ -153,7 +153,7 @@ def run_task(model, family: str, task: str, sampler: SamplerSpec, n: int, steps:
                 accepted.append(record.acceptance)
         final = record.x_t
         if best_of_n > 1:
-            verdict = lift(PerSample(model, batch_rows), candidates(recipe), final,
+            verdict = measure_lift(PerSample(model, batch_rows), candidates(recipe), final,
                            max_rows=(len(concepts) + 1) * len(batch_rows))
             final = final[best_of(verdict, best_of_n)]
         for image, comp in zip(pictures.decode(final), part):

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from composer import engine
-from composer.lift import best_of, lift_rows
-from composer.lift import lift as measure_lift
+from composer.lift import best_of, lift_rows, measure_lift
 from composer.lift import verdicts as lift_verdicts
 from composer.lru import LRU
 from composer.models import (
@@ -77,6 +76,9 @@ class Result:
     verdicts: tuple[dict, ...] = ()     # per sample, each row's verdict (models with a judge)
     # Per sample, each row's verdict by the model's own lift (composer.lift), when judged.
     lift: tuple[dict, ...] = ()
+    # Image models with maps: each level's conflict map averaged over the run, laid over
+    # the last frame's candidates (a single level's fades as the predictions agree).
+    conflict_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class Composer:
         self._models = LRU(self.max_models)
         self._lock = threading.Lock()                       # guards the loading locks
         self._loading: dict[str, threading.Lock] = {}
-        self._device = engine.Device()                      # one network evaluation at a time
+        self._device = engine.SharedDevice()                # one network evaluation at a time
 
     @staticmethod
     def model_names() -> list[str]:
@@ -206,11 +208,14 @@ class Composer:
         batch = engine.candidates(filled)
         frames: list[Frame] = []
         control = engine.Control(cancel or threading.Event(), self._device.turn())
-        record = None
+        record, conflict, levels = None, None, 0
         try:
             for record in engine.sample(batch, model, control, maps):
                 frame = self._frame(pictures, batch, record)
                 frames.append(frame)
+                if record.conflict is not None:       # summed: 1,000 levels of maps add up
+                    conflict = record.conflict if conflict is None else conflict + record.conflict
+                    levels += 1
                 yield frame
             final, by_model = self._judge(model, filled, batch, record.x_t, control, judged)
         except torch.cuda.OutOfMemoryError:
@@ -224,9 +229,11 @@ class Composer:
             notes += (f"Best of {filled.best_of}: {kept} of {filled.num_samples} samples have a "
                       f"candidate that, by the model's lift, {words}s; the others keep "
                       f"their least-failing candidate.",)
+        conflict = None if conflict is None else pictures.conflict_picture(record.x0,
+                                                                           conflict / levels)
         yield Result(filled, tuple(pictures.result_images(filled, final)), pictures.points(final),
                      tuple(frames), notes, scoring.metrics(filled, final),
-                     tuple(scoring.verdicts(filled, final) or ()), tuple(by_model))
+                     tuple(scoring.verdicts(filled, final) or ()), tuple(by_model), conflict)
 
     @staticmethod
     def _judge(model: ModelAdapter, recipe: Recipe, batch: Recipe, final: torch.Tensor,

@@ -38,7 +38,7 @@ does the same), so no VAE pass is needed.
 How a caller uses it (`recipe` filled by engine.prepare; x0 as the engine returns it):
 
     print(lift_cost(recipe))                       # network rows, before running
-    result = lift(model, recipe, record.x_t)       # record = engine.generate(...)
+    result = measure_lift(model, recipe, record.x_t)       # record = engine.generate(...)
     result.values[b, i], result.holds[b, i]        # sample b, row i (result.texts[i])
     result.evaluations                             # what it cost
 
@@ -150,7 +150,7 @@ def verdicts(result: Lift, recipe: Recipe) -> list[dict]:
             for values, holds, satisfied in zip(result.values, result.holds, result.satisfied)]
 
 
-def lift(model: ModelAdapter, recipe: Recipe, x0: torch.Tensor,
+def measure_lift(model: ModelAdapter, recipe: Recipe, x0: torch.Tensor,
          max_rows: int = MAX_ROWS_PER_CALL, around=contextlib.nullcontext) -> Lift:
     """Lift of every sample x0 [B, *sample_shape] under every row of the recipe
     (`lift_rows`), with draws seeded from recipe.seed. `around()` is entered around

@@ -108,6 +108,10 @@ def sweep_cell(images: tuple[np.ndarray, ...], metrics: dict) -> tuple[np.ndarra
     return grid(np.stack(images)), ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
 
+# PIL's built-in font has no Greek: 'α' would be drawn as a box.
+SPELLED = str.maketrans({"α": "alpha", "β": "beta", "κ": "kappa", "σ": "sigma", "ε": "eps"})
+
+
 def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labels: list[str],
                   column_labels: list[str], cell_side: int = 192) -> np.ndarray:
     """A sweep's picture: each cell's image (scaled to `cell_side`, nearest) with a
@@ -119,9 +123,10 @@ def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labe
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     for j, label in enumerate(column_labels):
-        draw.text((left + j * (cell_side + gap) + 4, 6), label, fill="black")
+        draw.text((left + j * (cell_side + gap) + 4, 6), label.translate(SPELLED), fill="black")
     for i, label in enumerate(row_labels):
-        draw.text((4, top + i * (cell_side + caption + gap) + cell_side // 2), label, fill="black")
+        draw.text((4, top + i * (cell_side + caption + gap) + cell_side // 2),
+                  label.translate(SPELLED), fill="black")
     for (i, j), image, text in cells:
         picture = Image.fromarray(image)
         scale = cell_side / max(picture.size)
@@ -129,5 +134,5 @@ def labelled_grid(cells: list[tuple[tuple[int, int], np.ndarray, str]], row_labe
                                  Image.NEAREST)
         x, y = left + j * (cell_side + gap), top + i * (cell_side + caption + gap)
         canvas.paste(picture, (x, y))
-        draw.text((x + 2, y + cell_side + 4), text, fill="black")
+        draw.text((x + 2, y + cell_side + 4), text.translate(SPELLED), fill="black")
     return np.asarray(canvas)

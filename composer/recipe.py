@@ -179,7 +179,7 @@ class SamplerSpec:
     - mcmc_steps: MCMC steps at each noise level.
     - step_size: MCMC step length as a fraction of the noise level sigma_t
       (ULA/MALA proposal std, HMC leapfrog step), or "auto" (MALA and HMC): adapted
-      during the run toward a target acceptance (composer/engine.py, `adapt_step`).
+      during the run toward a target acceptance (composer/engine.py, `AdaptiveStep`).
     - leapfrog_steps, damping: HMC trajectory length and momentum persistence.
     - line_points: trapezoid points for the log-density difference on
       score-only models (Sjoberg et al. 2023).

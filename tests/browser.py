@@ -23,6 +23,12 @@ def choose(page, row: int, option: str) -> None:
                            arg=[f"#concept-{row}-text input", option])
 
 
+def share_url(base: str, recipe) -> str:
+    """The link the page's Share button makes (ui/page.py SHARE_JS) for `recipe`."""
+    from ui.state import share_token
+    return f"{base.split('?')[0]}?recipe={share_token(recipe)}"
+
+
 def pick(page, menu: str, label: str) -> None:
     """Pick an option by its label in the dropdown whose elem_id is `menu`."""
     box = page.locator(f"#{menu} input")

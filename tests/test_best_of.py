@@ -10,7 +10,7 @@ import torch
 from composer import engine
 from composer.__main__ import main
 from composer.facade import Composer, ComposerError
-from composer.lift import best_of, lift
+from composer.lift import best_of, measure_lift
 from composer.recipe import Recipe
 from gaussians import GaussianModel
 
@@ -58,7 +58,7 @@ def test_best_of_keeps_each_samples_best_candidate(composer):
                            lift=False)
     filled = engine.candidates(chosen.recipe)
     candidates = torch.as_tensor(pool.points, dtype=torch.float32)
-    judged = lift(composer.model("gaussians"), filled, candidates)
+    judged = measure_lift(composer.model("gaussians"), filled, candidates)
     keep = best_of(judged, n)
     assert np.allclose(chosen.points, pool.points[keep.numpy()])
     assert np.mean([v["holds"] for v in chosen.lift]) >= judged.satisfied.float().mean().item()

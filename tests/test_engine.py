@@ -183,9 +183,9 @@ def test_runs_of_equal_cost_alternate_on_the_device():
     its turn has used more than the other, so the other goes next."""
     import threading
     import time
-    from composer.engine import Device
+    from composer.engine import SharedDevice
 
-    device, order = Device(), []
+    device, order = SharedDevice(), []
 
     def evaluate(name: str, turn) -> None:
         for _ in range(100):
@@ -211,9 +211,9 @@ def test_a_small_run_goes_before_runs_that_used_the_device_more():
     order of asking: a small job never queues behind large ones."""
     import threading
     import time
-    from composer.engine import Device
+    from composer.engine import SharedDevice
 
-    device, order = Device(), []
+    device, order = SharedDevice(), []
     turns = {name: device.turn() for name in ("large 1", "large 2", "large 3", "small")}
     for name in ("large 1", "large 2", "large 3"):
         turns[name].used = 60.0                    # a minute of device time each

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from composer.engine import generate
-from composer.lift import (DRAWS, LEVEL_FRACTIONS, Lift, best_of, lift, lift_cost, lift_of_texts,
+from composer.lift import (DRAWS, LEVEL_FRACTIONS, Lift, best_of, lift_cost, lift_of_texts, measure_lift,
                            timesteps, verdicts)
 from composer.models import load_model
 from composer.recipe import Concept, Recipe
@@ -32,7 +32,7 @@ CLEAR_POINTS = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [-1.2, 0.2], [1.1, -0.1],
 
 def test_sign_matches_the_exact_log_density_ratio():
     recipe = Recipe(model="gaussians", concepts=tuple(Concept(n) for n in ("left", "right", "up")))
-    result = lift(GaussianModel(), recipe, CLEAR_POINTS)
+    result = measure_lift(GaussianModel(), recipe, CLEAR_POINTS)
     truth = torch.stack([gaussian_log_density(n, CLEAR_POINTS) - gaussian_log_density("", CLEAR_POINTS)
                          for n in result.texts], dim=1)
     clear = truth.abs() > 1                            # |log ratio| > 1 nat
@@ -43,7 +43,7 @@ def test_sign_matches_the_exact_log_density_ratio():
 
 def test_not_rows_hold_when_the_lift_is_not_positive():
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("right", negate=True)))
-    result = lift(GaussianModel(), recipe, CLEAR_POINTS[:2])      # (-1, 0) and (1, 0)
+    result = measure_lift(GaussianModel(), recipe, CLEAR_POINTS[:2])      # (-1, 0) and (1, 0)
     assert result.negated == (False, True)
     assert result.holds.tolist() == [[True, True], [False, False]]
     assert torch.equal(result.margins, result.values * torch.tensor([1.0, -1.0], dtype=torch.float64))
@@ -58,13 +58,13 @@ def test_empty_caption_lifts_to_exactly_zero():
 def test_deterministic_for_a_seed_and_independent_of_the_batch():
     model = GaussianModel()
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("up")), seed=5)
-    whole = lift(model, recipe, CLEAR_POINTS).values
-    assert torch.equal(whole, lift(model, recipe, CLEAR_POINTS).values)
-    one_by_one = torch.cat([lift(model, recipe, x[None]).values for x in CLEAR_POINTS])
+    whole = measure_lift(model, recipe, CLEAR_POINTS).values
+    assert torch.equal(whole, measure_lift(model, recipe, CLEAR_POINTS).values)
+    one_by_one = torch.cat([measure_lift(model, recipe, x[None]).values for x in CLEAR_POINTS])
     assert torch.allclose(whole, one_by_one, rtol=1e-6, atol=1e-9)
-    chunked = lift(model, recipe, CLEAR_POINTS, max_rows=3).values    # one point per call
+    chunked = measure_lift(model, recipe, CLEAR_POINTS, max_rows=3).values    # one point per call
     assert torch.allclose(whole, chunked, rtol=1e-6, atol=1e-9)
-    other_seed = lift(model, Recipe(model="gaussians", concepts=recipe.concepts, seed=6), CLEAR_POINTS)
+    other_seed = measure_lift(model, Recipe(model="gaussians", concepts=recipe.concepts, seed=6), CLEAR_POINTS)
     assert not torch.equal(whole, other_seed.values)
 
 
@@ -73,7 +73,7 @@ def test_cost_is_counted_up_front_and_one_call_answers_every_row():
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("up", negate=True),
                                                  Concept("left", weight=2.0),
                                                  Concept("right", muted=True)), num_samples=7)
-    result = lift(model, recipe, CLEAR_POINTS)
+    result = measure_lift(model, recipe, CLEAR_POINTS)
     # Rows: left, NOT up, left again (answered once); plus "": 3 texts per point.
     assert result.texts == ("left", "up", "left")
     assert result.evaluations == lift_cost(recipe) == len(LEVEL_FRACTIONS) * DRAWS * 3 * 7
@@ -85,9 +85,9 @@ def test_cost_is_counted_up_front_and_one_call_answers_every_row():
 def test_bad_samples_are_named():
     recipe = Recipe(model="gaussians", concepts=(Concept("left"),))
     with pytest.raises(ValueError, match=r"x0: must be \[B, 2\].*got \[4, 3\]"):
-        lift(GaussianModel(), recipe, torch.zeros(4, 3))
+        measure_lift(GaussianModel(), recipe, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="max_rows: must be at least 1, got 0"):
-        lift(GaussianModel(), recipe, torch.zeros(4, 2), max_rows=0)
+        measure_lift(GaussianModel(), recipe, torch.zeros(4, 2), max_rows=0)
 
 
 def render_scene(objects: list[tuple[str, str, int]]) -> torch.Tensor:
@@ -110,7 +110,7 @@ def test_exact_shapes_lift_a_red_circle_scene_for_its_caption_only():
                         render_scene([("red", "circle", 0), ("blue", "square", 8)])])
     concepts = (Concept("red circle"), Concept("green triangle"), Concept("red square"),
                 Concept("yellow", negate=True), Concept("red", negate=True))
-    result = lift(model, Recipe(model="shapes-exact", concepts=concepts), scenes)
+    result = measure_lift(model, Recipe(model="shapes-exact", concepts=concepts), scenes)
     assert (result.values[:, 0] > 0).all(), result.values       # "red circle" holds
     assert (result.values[:, 1:3] < 0).all(), result.values     # captions it does not satisfy
     assert result.holds[:, 3].all()                              # NOT yellow holds
@@ -131,12 +131,12 @@ def test_tiny_stable_diffusion_runs_the_lift_on_latents(tiny_sd):
                     steps=2, seed=4, num_samples=2)
     latents = generate(recipe, tiny_sd).x_t
     calls = tiny_sd.unet_calls
-    result = lift(tiny_sd, recipe, latents)
+    result = measure_lift(tiny_sd, recipe, latents)
     assert tiny_sd.unet_calls - calls == len(LEVEL_FRACTIONS) * DRAWS    # every row in one call
     assert result.values.shape == result.holds.shape == (2, 2)
     assert torch.isfinite(result.values).all() and (result.values != 0).all()
     assert result.evaluations == lift_cost(recipe) == len(LEVEL_FRACTIONS) * DRAWS * 3 * 2
-    assert torch.equal(result.values, lift(tiny_sd, recipe, latents).values)
+    assert torch.equal(result.values, measure_lift(tiny_sd, recipe, latents).values)
 
 
 def judged(margins, holds=None, negated=(False, True), any_row=False) -> Lift:
@@ -183,14 +183,14 @@ def test_lift_verdicts_follow_the_operator():
     for operator, expected in (("product", [False, False]), ("mixture", [True, True]),
                                ("superdiff_or", [True, True]), ("superdiff_and", [False, False])):
         recipe = Recipe(model="gaussians", concepts=rows, operator=operator)
-        result = lift(GaussianModel(), recipe, candidates)
+        result = measure_lift(GaussianModel(), recipe, candidates)
         assert [v["holds"] for v in verdicts(result, recipe)] == expected, operator
 
 
 def test_best_of_on_real_lifts_keeps_the_point_in_the_concept():
     candidates = torch.tensor([[2.5, 2.5], [1.0, 0.0], [-1.0, 0.0], [0.0, -1.5]])
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("right", negate=True)))
-    result = lift(GaussianModel(), recipe, candidates)
+    result = measure_lift(GaussianModel(), recipe, candidates)
     assert best_of(result, 4).tolist() == [2]
 
 

@@ -70,27 +70,29 @@ def test_all_sessions_frames_share_one_budget():
     frame = {"preview": b"x" * 100, "noisy": b"x" * 100, "concepts": [b"x" * 50],
              "map": None, "concept_maps": []}
     kept = KeptFrames(budget=1000)
-    streaming = Run(frames=[], ended=False)
+    streaming = Run()
     kept.keep(streaming, frame)
-    old, new = Run(frames=[], ended=True), Run(frames=[], ended=False)
+    old, new = Run(), Run()
+    old.end()
     for _ in range(2):
         kept.keep(old, frame)
     kept.keep(new, frame)
-    assert len(old["frames"]) == 2 and "released" not in old             # 1,000 bytes: at it
+    assert len(old.frames) == 2 and not old.released             # 1,000 bytes: at it
     kept.keep(new, frame)
-    assert old == {"frames": [], "ended": True, "released": True} and len(new["frames"]) == 2
+    assert old.frames == () and old.released and len(new.frames) == 2
     kept.keep(old, frame)                          # a released run takes no more frames
-    assert old["frames"] == []
-    assert len(streaming["frames"]) == 1 and "released" not in streaming
-    streaming["ended"] = True
-    dropped = Run(frames=[], ended=True)
+    assert old.frames == ()
+    assert len(streaming.frames) == 1 and not streaming.released
+    streaming.end()
+    dropped = Run()
+    dropped.end()
     for _ in range(2):
         kept.keep(dropped, frame)                  # over: the streaming run, now ended, goes
-    assert streaming == {"frames": [], "ended": True, "released": True}
+    assert streaming.frames == () and streaming.released
     del dropped                                    # its session moved on: not counted
     for _ in range(2):
         kept.keep(new, frame)
-    assert len(new["frames"]) == 4                 # 1,000 bytes, all of them its own
+    assert len(new.frames) == 4                    # 1,000 bytes, all of them its own
 
 
 def test_a_stopped_run_keeps_the_frames_it_had_when_stopped():
@@ -99,12 +101,47 @@ def test_a_stopped_run_keeps_the_frames_it_had_when_stopped():
     slider whose maximum was 6."""
     from ui.frames import KeptFrames, Run
     frame = {"preview": b"x", "noisy": b"x", "concepts": [], "map": None, "concept_maps": []}
-    kept, live = KeptFrames(budget=10_000), Run(frames=[], ended=False)
+    kept, live = KeptFrames(budget=10_000), Run()
     for _ in range(6):
         kept.keep(live, frame)
-    assert kept.stop(live) == 6
+    assert live.stop() == 6
     kept.keep(live, frame)                         # the step that was already computing
-    assert len(live["frames"]) == 6
+    assert len(live.frames) == 6
+
+
+def test_a_runs_frames_hold_under_threads_adding_stopping_and_releasing():
+    """The run's thread adds frames while Stop (another request) and the budget (another
+    session's run) end or free them: it was a dict written partly outside any lock."""
+    import threading
+    from ui.frames import KeptFrames, Run
+    frame = {"preview": b"x" * 10, "noisy": b"x" * 10, "concepts": [], "map": None,
+             "concept_maps": []}
+    for trial in range(20):
+        kept, runs = KeptFrames(budget=2_000), [Run(labels=(f"run {k}",)) for k in range(4)]
+        counts, start = {}, threading.Barrier(len(runs) + 1)
+
+        def stream(run: Run) -> None:
+            start.wait()
+            for _ in range(200):
+                kept.keep(run, frame)
+            run.end(done=True)
+
+        def stop() -> None:
+            start.wait()
+            counts["stopped"] = runs[0].stop()
+        threads = [threading.Thread(target=stream, args=(r,)) for r in runs] + [
+            threading.Thread(target=stop)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(runs[0].frames) in (0, counts["stopped"]), trial   # fixed, or freed after
+        for run in runs:
+            assert run.done and run.ended
+            if run.released:
+                assert run.frames == (), trial                         # freed means empty
+            elif run is not runs[0]:
+                assert len(run.frames) == 200, trial                   # no frame lost
 
 
 def test_a_picture_sent_twice_is_written_once(tmp_path, monkeypatch):

@@ -21,6 +21,19 @@ from composer.shapes.judge import judge, look
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def object_words(scenes: data.Scenes, b: int, k: int) -> dict[str, str]:
+    """The words of object k of scene b."""
+    return {"colour": list(data.COLOURS)[int(scenes.colour[b, k])],
+            "shape": data.SHAPES[int(scenes.shape[b, k])],
+            "column": data.COLUMNS[int(scenes.column[b, k])],
+            "row": data.ROWS[int(scenes.row[b, k])]}
+
+
+def slots_to_caption(slots) -> str:
+    """Caption slots (composer.shapes.data.sample_slots) as the caption they name."""
+    return " ".join(data.KIND_WORDS[k][int(s)] for k, s in zip(data.KINDS, slots) if int(s) >= 0)
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_model("shapes", "cpu")
@@ -95,7 +108,7 @@ def test_judge_rejects_clutter_that_the_caption_check_accepts():
     images = to_uint8(images)
     rng = np.random.default_rng(0)
     for b in range(100):
-        words = data.object_words(scenes, b, 0)
+        words = object_words(scenes, b, 0)
         caption = f"{words['colour']} {words['shape']}"
         cluttered = _with_fragments(images[b], 3, rng)
         verdict = judge(cluttered, [caption])
@@ -118,7 +131,7 @@ def test_judge_checks_captions_and_negations():
     g = torch.Generator().manual_seed(2)
     scenes = data.sample_scenes(1, g, min_objects=1, max_objects=1)
     image = to_uint8(data.render(scenes))[0]
-    words = data.object_words(scenes, 0, 0)
+    words = object_words(scenes, 0, 0)
     caption = f"{words['colour']} {words['shape']}"
     other = next(c for c in data.COLOURS if c != words["colour"])
     assert judge(image, [caption])["correct"]
@@ -166,7 +179,7 @@ def test_model_denoises_real_scenes(model):
     g = torch.Generator().manual_seed(3)
     scenes = data.sample_scenes(32, g)
     x0 = data.render(scenes)
-    captions = [data.slots_to_caption(s) for s in data.sample_slots(scenes, g, p_empty=0.0)]
+    captions = [slots_to_caption(s) for s in data.sample_slots(scenes, g, p_empty=0.0)]
     abar = alphas_cumprod(SCHEDULER_CONFIG)
     t = 300
     noise = torch.randn(x0.shape, generator=g)
@@ -273,7 +286,7 @@ def test_runs_are_judged_like_the_judge_judges_known_images(model):
     g = torch.Generator().manual_seed(21)
     scenes = data.sample_scenes(4, g, min_objects=2, max_objects=2)
     x0 = data.render(scenes)
-    first = [data.object_words(scenes, b, 0) for b in range(4)]
+    first = [object_words(scenes, b, 0) for b in range(4)]
     recipe = Recipe(model="shapes", concepts=(Concept("circle"),), num_samples=4)
     verdicts = [judge(image, ["circle"]) for image in to_uint8(x0)]
     assert scoring_of(model).metrics(recipe, x0)["correct"] == sum(v["correct"] for v in verdicts) / 4

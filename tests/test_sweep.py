@@ -12,7 +12,7 @@ from composer import engine
 from composer.__main__ import main
 from composer.facade import Composer
 from composer.media import SWEEP_CHUNK, recipe_from_png
-from composer.recipe import Recipe, RecipeError
+from composer.recipe import Concept, Recipe, RecipeError, SamplerSpec
 from composer.sweep import MAX_CELLS, Sweep
 
 SHAPES = {"model": "shapes", "concepts": [{"text": "red circle"}, {"text": "blue", "negate": True}],
@@ -128,3 +128,52 @@ def test_sweep_labels_name_fields_and_samplers_as_the_page_does():
     assert rows == ["Row 2 NOT β = 0", "Row 2 NOT β = 1"]
     assert columns == ["sampler = U-HMC", "sampler = DDIM"]
     assert not any("concepts[" in label or "uhmc" in label for label in rows + columns)
+
+
+def test_the_grid_spells_out_the_greek_its_font_lacks():
+    """PIL's built-in font has no α or β: 'α (scale) = 1' came out as '▯ (scale) = 1',
+    the same picture as a label that is a box."""
+    import numpy as np
+    from composer.media import labelled_grid
+    cell = [((0, 0), np.zeros((8, 8, 3), np.uint8), "")]
+
+    def drawn(label: str) -> np.ndarray:
+        return labelled_grid(cell, [label], [""])
+    assert not np.array_equal(drawn("α (scale) = 1"), drawn("▯ (scale) = 1"))
+    assert np.array_equal(drawn("α (scale) = 1"), drawn("alpha (scale) = 1"))
+    assert np.array_equal(drawn("Row 2 NOT β = 0"), drawn("Row 2 NOT beta = 0"))
+
+
+def test_the_axis_menus_offer_only_what_applies_to_the_recipe():
+    """A 3-row recipe was offered rows 4-8 and "NOT β" for AND rows; choosing them only
+    gave an error."""
+    from ui import state
+    recipe = Recipe(model="shapes-exact", concepts=(
+        Concept("red circle"), Concept("blue", negate=True), Concept("square", muted=True)),
+        sampler=SamplerSpec("ddim"))
+    fields = [f for _, f in state.sweep_choices(recipe)]
+    assert fields == ["concepts[0].weight", "concepts[1].beta", "scale", "sampler.name",
+                      "steps", "seed"]
+    mcmc = Recipe.from_dict({**recipe.to_dict(), "sampler": {"name": "hmc"}})
+    assert {"sampler.step_size", "sampler.mcmc_steps"} <= {f for _, f in state.sweep_choices(mcmc)}
+    every = [f for _, f in state.sweep_choices()]                 # the API's: everything
+    assert "concepts[7].beta" in every and "sampler.step_size" in every
+
+
+@pytest.mark.parametrize("axes, said", [
+    ([("concepts[0].weight", "0:2:30"), ("none", "")],
+     "Sweep axis 1: the number of values must be an integer from 1 to 25, got 30"),
+    ([("concepts[0].weight", "0.5, 1"), ("concepts[0].weight", "1, 2")],
+     "The two axes sweep the same field"),
+    ([("concepts[0].weight", "0:2:5"), ("seed", "0:5:6")], "30 cells; a sweep has at most 25"),
+    ([("concepts[0].weight", "0, 1"), ("none", "")], "Cell (1, 1): "),
+])
+def test_sweep_errors_are_in_the_pages_words(axes, said):
+    """They used the recipe's paths: "axes[0].range.num: must be an integer from 1 to 25"."""
+    from ui import state
+    recipe = Recipe(model="shapes-exact", concepts=(Concept("red circle"),))
+    with pytest.raises(RecipeError) as caught:
+        state.build_sweep(recipe, axes)
+    assert str(caught.value).startswith(said)
+    assert "axes[" not in str(caught.value) and "axes:" not in str(caught.value)
+    assert "concepts[" not in str(caught.value)

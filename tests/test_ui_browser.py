@@ -80,10 +80,14 @@ def test_rows_generate_share_and_restore(page, app_url):
         return [h.innerText.trim(), most]; })""")
     assert [h for h, _ in lines] == RUN_HEADERS and all(n == 1 for _, n in lines), lines
     # The whole table fits its pane at 1400 px (it was 1224 px wide in a 653 px column),
-    # and the HMC run's step size and acceptance per level are a picture.
+    # and the HMC run's step size and acceptance per level are a chart under it, with
+    # tick labels, a key, and room to read them (it was an 88 x 30 px cell).
     assert page.evaluate("""() => { const v = document.querySelector('#runs .virtual-table-viewport');
         return v.scrollWidth <= v.clientWidth + 1; }""")
-    assert page.locator("#runs svg.levels-plot").count() >= 1
+    chart = page.locator("#runs-chart .levels-chart svg")
+    assert chart.bounding_box()["width"] >= 240 and chart.bounding_box()["height"] >= 80
+    assert "100 %" in chart.text_content() and "noise level" in chart.text_content()
+    assert "acceptance" in page.inner_text("#runs-chart .levels-key")
     page.get_by_role("tab", name="Generate").click()
 
     # Scrub back to the first frame.
@@ -221,7 +225,7 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     concept's tracked log-density."""
     from composer.models.tiny_sd import save_tiny_sd
     from composer.recipe import Concept, SamplerSpec
-    from ui.state import share_url
+    from tests.browser import share_url
 
     folder = save_tiny_sd(tmp_path / "tiny-sd")
     recipe = Recipe(model=str(folder), concepts=(Concept("a cat"), Concept("a dog", weight=3.0)),
@@ -233,10 +237,10 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     watch(page)
     page.click("#generate")
     wait_shown(page, "Running…", then="Done: ")
-    page.wait_for_selector("#progress .tracks-plot svg", state="attached")   # drawn live
+    page.wait_for_selector("#progress .levels-chart svg", state="attached")   # drawn live
     page.get_by_role("tab", name="Runs").click()
-    page.wait_for_selector("#runs .tracks-plot svg", state="attached")
-    assert "a cat" in page.locator("#runs .tracks-key").first.text_content()
+    page.wait_for_selector("#runs-chart .levels-chart svg", state="attached")
+    assert "a cat" in page.locator("#runs-chart .levels-key").first.text_content()
 
 
 def test_an_or_example_is_read_as_an_or(page, app_url):
@@ -245,8 +249,9 @@ def test_an_or_example_is_read_as_an_or(page, app_url):
     every row", and the model's verdict 0 of 8, on a correct OR)."""
     page.goto(app_url)
     page.wait_for_selector("#concept-1-text")
+    watch(page)
     page.locator("#examples").get_by_text("shapes exact mixture (shapes-exact)", exact=True).click()
-    wait_text(page, "#status", "Done: ")
+    wait_shown(page, "Example loaded", then="Done: ")
     page.wait_for_function("document.querySelector('#metrics').innerText.includes('By the model')")
     text = page.inner_text("#metrics")
     assert "satisfy every row" not in text

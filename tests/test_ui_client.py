@@ -43,8 +43,9 @@ def value_of(output):
     return output["value"] if isinstance(output, dict) else output
 
 
-def read_image(path: str) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+def read_image(output) -> np.ndarray:
+    """A picture output: a path, or an update dict with one."""
+    return np.asarray(Image.open(value_of(output)).convert("RGB"))
 
 
 # --- through the running app --------------------------------------------------------
@@ -173,6 +174,26 @@ def test_a_vanished_clients_run_leaves_the_core(app_url, endpoint):
         assert time.perf_counter() - killed < 5, "the vanished client's run kept computing"
 
 
+def test_a_pages_newer_run_supersedes_its_older_one(client):
+    """A page runs one thing at a time. An older run of the same session went on to its
+    end and could finish last, overwriting the newer run's result: the page's landing
+    run did so after an example was opened (a flaky browser test, under load)."""
+    status = GENERATE_OUTPUTS.index("status")
+    older = client.submit(recipe_json(steps=100, num_samples=2000), False, api_name="/generate")
+    deadline = time.time() + 60
+    while len(older.outputs()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(older.outputs()) >= 2, "the older run never started streaming"
+    newer = client.submit(recipe_json(steps=3), False, api_name="/generate")
+    assert newer.result(timeout=60)[status].startswith("Done: 3 steps")
+    deadline = time.time() + 15
+    while not older.done() and time.time() < deadline:
+        time.sleep(0.1)
+    assert older.done(), "the older run went on"
+    assert not any(isinstance(o[status], str) and o[status].startswith("Done")
+                   for o in older.outputs()), "the older run finished after the newer one"
+
+
 def test_metropolis_runs_report_acceptance(client):
     job = client.submit(recipe_json(sampler={"name": "mala", "mcmc_steps": 1}, steps=3), False,
                         api_name="/generate")
@@ -233,13 +254,13 @@ def test_sweep_streams_cells_after_its_cost_and_saves_a_grid_the_cli_reruns(clie
                         "ddim, euler", api_name="/sweep")
     outputs = list(job)
     status, image, files, runs, page_status = zip(*job.outputs())
-    assert "Sweep of 4 cells, 3,072 network evaluations: running" in status[0]
-    assert [s for s in status if "of 4 done" in s][:1] == ["Sweep of 4 cells, 3,072 network "
-                                                           "evaluations: 1 of 4 done."]
+    assert "Sweep of 4 cells (2 × 2), 3,072 network evaluations: running" in status[0]
+    assert [s for s in status if "of 4 done" in s][:1] == ["Sweep of 4 cells (2 × 2), 3,072 "
+                                                           "network evaluations: 1 of 4 done."]
     assert status[-1].endswith("done.") and page_status[-1] == status[-1] and outputs
     assert "(a sweep of this model may use 40,000,000)" in status[0]     # before any cell
     table = [r for r in runs if isinstance(r, dict) and "data" in r][-1]["data"]
-    assert [row[3] for row in table[-4:]] == ["DDIM", "Euler", "DDIM", "Euler"]  # every cell
+    assert [row[4] for row in table[-4:]] == ["DDIM", "Euler", "DDIM", "Euler"]  # every cell
     grid_png, plan_json = value_of(files[-1])
     plan = Sweep.from_json(Image.open(grid_png).info[SWEEP_CHUNK])
     assert plan == Sweep.from_json(open(plan_json).read())

@@ -57,7 +57,8 @@ def test_share_token_round_trip_and_bad_tokens():
     token = state.share_token(recipe)
     assert "=" not in token and "+" not in token and "/" not in token
     assert state.recipe_from_token(token) == recipe
-    assert state.share_url("http://h/app/?x=1", recipe) == f"http://h/app/?recipe={token}"
+    from tests.browser import share_url
+    assert share_url("http://h/app/?x=1", recipe) == f"http://h/app/?recipe={token}"
     with pytest.raises(RecipeError):
         state.recipe_from_token("%%%")
     with pytest.raises(RecipeError):
@@ -191,7 +192,7 @@ def test_the_page_renders_nothing_after_it_loads():
     it replaced the boxes a visitor was typing into. The rows are built once."""
     from composer.facade import Composer
     from ui.layout import build_demo
-    demo = build_demo(Composer("cpu"), default_model="toy2d-energy")
+    demo = build_demo(Composer("cpu"), default_model="toy2d-energy", landing=False)
     assert demo.default_config.renderables == []
     rows = [b for b in demo.blocks.values() if (b.elem_id or "").startswith("concept-")
             and (b.elem_id or "").endswith("-text")]

@@ -176,7 +176,7 @@ def test_what_is_pasted_typed_or_deleted_in_the_rows_survives_every_redraw(chrom
 
 def test_links_that_cannot_be_honoured_say_so(page, app_url):
     from composer.recipe import Concept, SamplerSpec
-    from ui.state import share_url
+    from tests.browser import share_url
 
     page.goto(app_url.rstrip("/") + "/?recipe=")
     wait_text(page, "#notice", "This link has an empty recipe")
@@ -252,6 +252,8 @@ def test_maps_stream_and_scrub_for_2d_and_image_models(page, app_url):
     wait_streaming(page)
     wait_text(page, "#status", "Done: ")
     assert page.locator("#preview img").get_attribute("src") != before
+    assert "Density p_t of the composition" in page.inner_text("#preview")   # not "Predicted x₀"
+    assert page.locator("#progress .map-key").count() == 1
     page.evaluate("window.scrollTo(0, 0)")
     page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "maps_density.png"))
     slider = page.locator("#frame-slider input[type=number]")
@@ -263,6 +265,10 @@ def test_maps_stream_and_scrub_for_2d_and_image_models(page, app_url):
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='shapes · learned network']").click()
     wait_text(page, "#notice", "Switched to shapes")
     wait_text(page, "#metrics", "Judge:")                # its example ran, maps on
+    # The final frame shows the run's conflict, labelled and keyed (it was a clear map
+    # under "Predicted x₀": the last level's predictions agree).
+    wait_text(page, "#preview", "Conflict map, averaged over the run's levels")
+    assert "the AND rows agree" in page.inner_text("#progress .map-key")
     page.evaluate("window.scrollTo(0, 0)")
     page.locator("#result-column").screenshot(path=str(ROOT / "docs" / "maps_conflict.png"))
     assert error_badges(page) == 0
@@ -272,7 +278,23 @@ def test_a_sweep_streams_its_grid_and_offers_it_to_download(page, app_url):
     page.goto(app_url)
     wait_text(page, "#status", "Done: ")
     page.get_by_role("tab", name="Sweep").click()
-    page.locator("#sweep-values-1 textarea, #sweep-values-1 input").first.fill("0.5, 1, 2")
+    # Its size and cost as soon as the tab opens (nothing was shown before Run sweep).
+    wait_text(page, "#sweep-status", "Sweep of 4 cells (4 × 1), ")
+    values = page.locator("#sweep-values-1 textarea, #sweep-values-1 input").first
+    values.fill("0:2:30")          # said in the page's words ("axes[0].range.num: …"), no pill
+    wait_text(page, "#sweep-status", "Sweep axis 1: the number of values must be an integer")
+    assert error_badges(page) == 0
+    # The menu offers this recipe's rows only, each by its kind (it listed rows 1-8, and
+    # "NOT β" for AND rows).
+    menu = page.locator("#sweep-field-1 input")
+    menu.click()
+    offered = [o.split("\n")[-1] for o in    # the chosen one comes with a ✓
+               page.locator(f"#{menu.get_attribute('aria-controls')} li").all_inner_texts()]
+    rows = [o for o in offered if o.startswith("Row")]
+    assert rows == ["Row 1 AND weight", "Row 2 AND weight"], offered
+    page.keyboard.press("Escape")
+    values.fill("0.5, 1, 2")
+    wait_text(page, "#sweep-status", "Sweep of 3 cells (3 × 1), ")
     page.click("#sweep")
     wait_text(page, "#sweep-status", "Sweep of 3 cells")
     wait_text(page, "#sweep-status", "done.")
@@ -285,3 +307,34 @@ def test_a_sweep_streams_its_grid_and_offers_it_to_download(page, app_url):
     page.get_by_role("tab", name="Runs").click()
     wait_text(page, "#runs", "toy2d-energy")
     assert page.inner_text("#runs").count("toy2d-energy") == 4
+
+
+def test_the_runs_table_shows_six_runs_and_keeps_the_result_in_view_on_a_phone(chromium, app_url):
+    """It scrolled inside itself from the fourth row, and on a phone the result column was
+    off-screen."""
+    context = chromium.new_context(viewport=DESKTOP)
+    context.set_default_timeout(TIMEOUT)
+    page = context.new_page()
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")
+    set_number(page, "#steps input", 3)
+    for seed in range(1, 6):
+        set_number(page, "#seed input", seed)
+        watch(page)                                # this run's lines only
+        page.click("#generate")
+        wait_shown(page, "Running…", then="Done: 3 steps")
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "#runs", "seed 5")
+    shown = page.evaluate("""() => {
+        const view = document.querySelector('#runs .virtual-table-viewport').getBoundingClientRect();
+        return [...document.querySelectorAll('#runs .virtual-row')].filter(r => {
+            const b = r.getBoundingClientRect();
+            return b.height > 0 && b.top >= view.top - 1 && b.bottom <= view.bottom + 1; }).length; }""")
+    assert shown >= 6, shown
+    page.set_viewport_size(PHONE)
+    page.locator("#runs").scroll_into_view_if_needed()
+    page.evaluate("document.querySelector('#runs .virtual-table-viewport').scrollLeft = 10000")
+    cell = page.locator("#runs .virtual-row").first.locator("[role=gridcell]").nth(1)   # result
+    box = cell.bounding_box()
+    assert box and 0 <= box["x"] and box["x"] + min(box["width"], 100) <= PHONE["width"], box
+    context.close()

@@ -70,11 +70,15 @@ class Form:
 def build(service: Service, best_of: gr.Dropdown) -> Form:
     info = gr.State(None)
     with gr.Group():
+        # A row of its own, so the longest label shows whole beside the menu's arrow; a
+        # hub id or folder typed into it loads as from the box below.
+        model = gr.Dropdown(service.model_choices(), label="Model", elem_id="model",
+                            allow_custom_value=True)
         with gr.Row():
-            model = gr.Dropdown(service.model_choices(), label="Model", elem_id="model", scale=2)
-            sd_box = gr.Textbox(label="…or a Stable Diffusion hub id / folder",
+            sd_box = gr.Textbox(label="…or a Stable Diffusion (1.x, 2.x, SDXL, SD3) hub id or "
+                                      "folder",
                                 placeholder="org/name or /path/to/checkpoint",
-                                elem_id="sd-model", scale=2)
+                                elem_id="sd-model", scale=4)
             load = gr.Button("Load", elem_id="load-model", scale=0, min_width=80)
         model_status = gr.Markdown("Loading the default model…", elem_id="model-status")
     examples = gr.Dataset(components=[gr.Textbox(visible=False)],
@@ -160,18 +164,28 @@ def changes(recipe: Recipe, info: dict) -> list[str]:
     return said
 
 
+def recipe_reader(form: Form, service: Service):
+    """(the values of `form.page_inputs()`) -> the recipe they make, as the browser
+    showed them; RecipeError or ValueError when they make none."""
+    names = list(form.settings())
+
+    def read(rows, info, *values):
+        *values, shown_json = values
+        settings = state.Settings(info["name"] if info else "", **dict(zip(names, values)))
+        shown = json.loads(shown_json or "{}")
+        rows = state.as_shown(rows, shown.get("rows", []))
+        return service.recipe(rows, info, settings, shown.get("unreadable", []))
+    return read
+
+
 def recipe_handler(form: Form, status, service: Service):
     """The page -> recipe JSON, the status line's "Running…" and a share token; a
     problem goes to the status line and the recipe stays empty (nothing runs)."""
-    names = list(form.settings())
+    read = recipe_reader(form, service)
 
     def prepare(rows, info, *values):
-        *values, shown_json = values
-        settings = state.Settings(info["name"] if info else "", **dict(zip(names, values)))
         try:
-            shown = json.loads(shown_json or "{}")
-            rows = state.as_shown(rows, shown.get("rows", []))
-            recipe = service.recipe(rows, info, settings, shown.get("unreadable", []))
+            recipe = read(rows, info, *values)
         except Exception as err:
             if not isinstance(err, (RecipeError, ValueError)):
                 log.exception("unexpected error while checking the recipe")
@@ -217,9 +231,11 @@ def wire(page, service: Service, then_run) -> list:
                 form.seed: s.seed, form.num_samples: s.num_samples, form.best_of: s.best_of,
                 page.generate.lift: info["lift_by_default"]}
 
-    def apply_recipe(recipe: Recipe, note: str, autorun: bool, asked: bool = False) -> dict:
-        """Every form widget from the recipe, and the old result cleared; it renders at
-        once if `autorun` and it is cheap, or if the visitor `asked` for it."""
+    def apply_recipe(recipe: Recipe, note: str, autorun: bool, asked: bool = False,
+                     landing: bool = False) -> dict:
+        """Every form widget from the recipe, and the old result cleared (on `landing`,
+        the big picture already shows the default's result); it renders at once if
+        `autorun` and it is cheap, or if the visitor `asked` for it."""
         info = service.info(recipe.model)
         said = changes(recipe, info)
         # The status line (always in view) says what happened and what to do next; it
@@ -234,13 +250,14 @@ def wire(page, service: Service, then_run) -> list:
         return {**form.rows.view(state.rows_from_concepts(recipe.concepts), info["choices"]),
                 form.info: info,
                 **model_updates(info, state.settings_from_recipe(recipe)),
-                form.autorun: runs, bar.notice: note, **cleared(), bar.status: line}
+                form.autorun: runs, bar.notice: note, **cleared(keep_picture=landing),
+                bar.status: line}
 
     def apply_default(note: str = "") -> dict:
         info = service.info(service.default_model())
         recipe = service.default_recipe(info)
         if recipe is not None:
-            return apply_recipe(recipe, note, autorun=True)
+            return apply_recipe(recipe, note, autorun=True, landing=True)
         return {**form.rows.view(service.default_rows(info), info["choices"]), form.info: info,
                 **model_updates(info, None), form.autorun: False, bar.notice: note, **cleared()}
 

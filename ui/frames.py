@@ -29,14 +29,17 @@ def unpacked(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def kept_frame(frame: Frame, final: np.ndarray | None = None) -> dict:
+def kept_frame(frame: Frame, final: np.ndarray | None = None,
+               final_map: np.ndarray | None = None) -> dict:
     """A frame as a session keeps it for the scrubber: PNG bytes at the fastest
     setting, about 1/70 of the pixels' memory for a 2D scatter (2.6 KB for 196 KB).
-    `final` stands for the preview and x_t of the run's last picture."""
+    `final` stands for the preview and x_t of the run's last picture, `final_map` for
+    its map (the run's averaged conflict)."""
+    shown_map = frame.map if final_map is None else final_map
     return {"preview": packed(frame.preview if final is None else final),
             "noisy": packed(frame.noisy if final is None else final),
             "concepts": [packed(c) for c in frame.concepts],
-            "map": None if frame.map is None else packed(frame.map),
+            "map": None if shown_map is None else packed(shown_map),
             "concept_maps": [packed(m) for m in frame.concept_maps]}
 
 
@@ -48,9 +51,79 @@ def chosen_view(preview, noisy, map_picture, concepts, concept_maps, show_noisy:
     return (noisy if show_noisy else preview), concepts
 
 
-class Run(dict):
-    """A run's scrubbable frames as a session holds them (a dict that can be weakly
-    referenced, so a session's older runs are freed as soon as it drops them)."""
+class Run:
+    """A run's scrubbable frames as a session holds them. Written only through its
+    methods, under its own lock: the run's thread adds frames while Stop (a request of
+    its own) and the memory budget (another session's run) end or release them.
+    Weakly referenced by KeptFrames, so a session's older runs are freed as soon as it
+    drops them."""
+
+    def __init__(self, labels: tuple[str, ...] | list[str] = ()):
+        self.labels = tuple(labels)
+        self._lock = threading.Lock()
+        self._frames: list[dict] = []
+        self._total: int | None = None
+        self._done = self._ended = self._stopped = self._released = False
+
+    def add(self, frame: dict) -> bool:
+        """Keep a frame, unless Stop fixed the frames or the budget released them."""
+        with self._lock:
+            if self._stopped or self._released:
+                return False
+            self._frames.append(frame)
+            return True
+
+    def stop(self) -> int:
+        """Fix the frames where they are (the run's thread may finish one more step
+        before it sees the cancel); how many there are."""
+        with self._lock:
+            self._stopped = True
+            return len(self._frames)
+
+    def release(self) -> bool:
+        """Free a finished run's frames for the budget; False while it is streaming (its
+        frame k must stay step k)."""
+        with self._lock:
+            if not self._ended:
+                return False
+            self._released = True
+            self._frames.clear()
+            return True
+
+    def progress(self, total: int) -> None:
+        with self._lock:
+            self._total = total
+
+    def end(self, done: bool = False) -> None:
+        """The stream ended (finished, failed or stopped); `done`: with its result."""
+        with self._lock:
+            self._ended = True
+            self._done = self._done or done
+
+    @property
+    def frames(self) -> tuple[dict, ...]:
+        with self._lock:
+            return tuple(self._frames)
+
+    @property
+    def total(self) -> int | None:
+        return self._total
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def released(self) -> bool:
+        return self._released
 
 
 class KeptFrames:
@@ -63,20 +136,12 @@ class KeptFrames:
         self._runs: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def stop(self, live: Run) -> int:
-        """End a run's frames where they are (its thread may finish one more step before
-        it sees the cancel); returns how many there are."""
-        with self._lock:
-            live["stopped"] = True
-            return len(live["frames"])
-
     def keep(self, live: Run, frame: dict) -> None:
         size = sum(len(v) for key in ("preview", "noisy", "map") if (v := frame[key])) + sum(
             len(v) for key in ("concepts", "concept_maps") for v in frame[key])
         with self._lock:
-            if live.get("released") or live.get("stopped"):   # a stopped run's frames are final
+            if not live.add(frame):                      # stopped or released: final
                 return
-            live["frames"].append(frame)
             for key in [k for k, (ref, _) in self._runs.items() if ref() is None]:
                 del self._runs[key]                      # dropped by its session: already freed
             ref, held = self._runs.pop(id(live), (None, 0))
@@ -88,11 +153,9 @@ class KeptFrames:
                 if total <= self.budget:
                     break
                 old = old_ref()
-                if old is None or old is live or not old.get("ended"):
-                    continue                            # still streaming: its frames are step k
+                if old is None or old is live or not old.release():
+                    continue
                 del self._runs[old_key]
-                old["released"] = True
-                old["frames"].clear()
                 total -= freed
 
 

@@ -8,21 +8,26 @@ import gradio as gr
 from composer.facade import Composer
 from composer.media import MAX_PNG_BYTES
 from ui import api, form, tab_compare, tab_generate, tab_runs, tab_sweep
-from ui.page import CSS, PAGE_JS, PRIVATE, QUEUE_SIZE, Page, build_bar
+from ui.page import CSS, HEAD, PAGE_JS, PRIVATE, QUEUE_SIZE, Page, build_bar
+from ui.files import final_picture
 from ui.service import Service
 
 
 def launch_kwargs() -> dict:
     """Appearance arguments that Gradio 6 takes in launch(), and the upload cap."""
-    return {"css": CSS, "js": PAGE_JS, "theme": gr.themes.Soft(), "max_file_size": MAX_PNG_BYTES}
+    return {"css": CSS, "js": PAGE_JS, "head": HEAD, "theme": gr.themes.Soft(),
+            "max_file_size": MAX_PNG_BYTES}
 
 
-def build_demo(composer: Composer | None = None, default_model: str | None = None) -> gr.Blocks:
+def build_demo(composer: Composer | None = None, default_model: str | None = None,
+               landing: bool = True) -> gr.Blocks:
     """The app. `default_model` overrides the preferred first model ('shapes-exact', else
-    'toy2d-energy'; tests use it to start on the fast 2D model)."""
+    'toy2d-energy'; tests use it to start on the fast 2D model). With `landing`, the
+    default example runs once now: the page opens on its picture."""
     service = Service(composer)
     if default_model:
         service.preferred_model = default_model
+    first = service.landing() if landing else None
 
     # Gradio's cache (a run streams hundreds of frame files): swept every 10 min of the
     # files older than 30 min. A session's frames go an hour after its last run.
@@ -38,11 +43,11 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                 the_form = form.build(service, bar.best_of)
             with gr.Column(scale=6, elem_id="result-column"), gr.Tabs() as tabs:
                 with gr.Tab("Generate", id="tab-generate"):
-                    generate = tab_generate.build()
+                    generate = tab_generate.build(None if first is None else final_picture(first))
                 with gr.Tab("Compare samplers", id="tab-compare"):
                     compare = tab_compare.build(service)
-                with gr.Tab("Sweep", id="tab-sweep"):
-                    sweep = tab_sweep.build()
+                with gr.Tab("Sweep", id="tab-sweep") as sweep_tab:
+                    sweep = tab_sweep.build(sweep_tab)
                 with gr.Tab("Runs", id="tab-runs"):
                     runs = tab_runs.build(kept_runs)
         page = Page(demo=demo, bar=bar, form=the_form, generate=generate, compare=compare,

@@ -14,7 +14,7 @@ from composer.recipe import RANGES
 PRIVATE = "private"        # UI-only listeners stay out of the API page
 GPU_GROUP = "gpu"
 # Runs active at once. They take turns on the device one network evaluation at a time,
-# the run that has used it least going first (engine.Device), so however many large
+# the run that has used it least going first (engine.SharedDevice), so however many large
 # jobs are active a small one waits for at most one evaluation per step; a run that is
 # not admitted waits in the queue instead. The budget caps how large one run can be.
 CONCURRENCY_ENV = "COMPOSER_CONCURRENCY"
@@ -27,6 +27,10 @@ CSS = (STATIC / "app.css").read_text()
 PAGE_JS = (STATIC / "page.js").read_text()      # row names for screen readers, weight boxes
 SHOWN_JS = (STATIC / "shown.js").read_text()    # what the form shows, read before a run
 REVEAL_JS = (STATIC / "reveal.js").read_text()  # after Generate: the result on screen
+# In the head, so it runs before the page paints: a link's recipe may differ from the
+# default whose picture the page opens on (app.css hides that picture).
+HEAD = ("<script>if (new URLSearchParams(location.search).has('recipe'))"
+        " document.documentElement.classList.add('from-link');</script>")
 SHARE_JS = """(token) => token ? window.location.origin + window.location.pathname
     + "?recipe=" + token : "" """
 

@@ -1,79 +1,125 @@
-"""A run's MCMC step size and acceptance per noise level, as a small inline SVG
-(a picture the Runs table and Compare can hold in a cell or a line of text)."""
+"""A run's levels as an inline SVG chart: MCMC acceptance and step size, each concept's
+tracked log-density and smc's ESS, stacked over one shared axis of noise levels, with
+tick labels and a key (a picture the Runs tab, Compare and the progress line can hold)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-PAD = 3
 ACCEPTANCE_COLOUR, STEP_COLOUR = "#2563eb", "#f97316"
-
-
-def _polyline(values: list[float], low: float, high: float, colour: str, width: int, height: int,
-              dashed: bool = False) -> str:
-    span = high - low or 1.0
-    count = max(len(values) - 1, 1)
-    points = " ".join(
-        f"{PAD + (width - 2 * PAD) * i / count:.1f},"
-        f"{height - PAD - (height - 2 * PAD) * (v - low) / span:.1f}"
-        for i, v in enumerate(values))
-    dash = " stroke-dasharray='3 2'" if dashed else ""
-    return (f"<polyline points='{points}' fill='none' stroke='{colour}' stroke-width='1.6'"
-            f"{dash}/>")
-
-
-def levels_svg(step_sizes: list[float | None], acceptance: list[float | None], width: int = 168,
-               height: int = 48) -> str:
-    """Acceptance (blue, 0 to 100 %) and the step size (orange dashes, log scale between
-    its smallest and largest) against the noise level, first level on the left; '' when
-    the run made no MCMC moves. The step is a fraction of σ_t."""
-    pairs = [(h, a) for h, a in zip(step_sizes, acceptance) if h is not None]
-    if not pairs:
-        return ""
-    steps = [h for h, _ in pairs]
-    rates = [a for _, a in pairs if a is not None]
-    logs = [math.log(max(h, 1e-12)) for h in steps]
-    title = (f"Step size {min(steps):.3g}–{max(steps):.3g} × σ_t over {len(steps)} levels"
-             + (f"; acceptance {min(rates):.0%}–{max(rates):.0%}, mean "
-                f"{sum(rates) / len(rates):.0%}" if rates else ""))
-    lines = _polyline(logs, min(logs), max(logs), STEP_COLOUR, width, height, dashed=True)
-    if rates:
-        lines += _polyline(rates, 0.0, 1.0, ACCEPTANCE_COLOUR, width, height)
-    return (f"<svg class='levels-plot' role='img' aria-label='{title}' width='{width}' "
-            f"height='{height}' viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"
-            f"<title>{title}</title><rect width='{width}' height='{height}' fill='#f8fafc' "
-            f"stroke='#cbd5e1'/>{lines}</svg>")
-
-
 # One colour per concept row (the tracked log-densities), then the ESS in grey.
 ROW_COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
 ESS_COLOUR = "#64748b"
+LEFT, RIGHT, TOP, GAP, BOTTOM = 40, 6, 4, 8, 26     # margins (px): tick labels left and below
+FONT = "font-family='sans-serif' font-size='10' fill='#334155'"
 
 
-def tracks_svg(log_density: list[tuple[float, ...]], ess: list[float | None], names: list[str],
-               width: int = 240, height: int = 84) -> str:
-    """Per noise level (first on the left): each concept's tracked log-density minus the
-    concepts' mean (solid, one colour per row, a shared scale whose range the title
-    gives) and, for smc, the effective sample size / K (grey dashes, 0 to 1), with a
-    key under the plot; '' when nothing was tracked."""
+@dataclass(frozen=True)
+class Line:
+    values: list[float | None]      # one per level; None where it has no value
+    low: float                      # the panel's scale for this line
+    high: float
+    colour: str
+    name: str                       # its entry in the key
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    lines: list[Line]
+    ticks: tuple[str, str]          # the y axis' labels, bottom and top
+
+
+def mcmc_panel(step_sizes: list[float | None], acceptance: list[float | None]) -> Panel | None:
+    """Acceptance on 0-100 % and the step size (a fraction of σ_t, log scale between its
+    smallest and largest; its range in the key); None without MCMC moves."""
+    steps = [h for h in step_sizes if h is not None]
+    if not steps:
+        return None
+    logs = [None if h is None else math.log(max(h, 1e-12)) for h in step_sizes]
+    kept = [v for v in logs if v is not None]
+    lines = [Line(logs, min(kept), max(kept), STEP_COLOUR,
+                  f"step size {min(steps):.3g}–{max(steps):.3g} × σ_t (log scale)", dashed=True)]
+    rates = [a for a in acceptance if a is not None]
+    if rates:
+        lines.insert(0, Line(list(acceptance), 0.0, 1.0, ACCEPTANCE_COLOUR,
+                             f"acceptance (mean {sum(rates) / len(rates):.0%})"))
+    return Panel("MCMC per level", lines, ("0 %", "100 %") if rates else ("", ""))
+
+
+def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
+                 names: list[str]) -> Panel | None:
+    """Each concept's tracked log-density minus the concepts' mean (one shared scale, in
+    nats) and smc's effective sample size / K (dashed, 0 to 1); None when untracked."""
     tracked = [v for v in log_density if v]
     kept = [e for e in ess if e is not None]
     if not tracked and not kept:
-        return ""
-    lines, key, title = "", [], []
+        return None
+    lines, ticks = [], ("", "")
     if tracked:
-        low = min(min(v) for v in tracked)
-        high = max(max(v) for v in tracked)
+        low, high = min(min(v) for v in tracked), max(max(v) for v in tracked)
         for i, name in enumerate(names[:len(tracked[0])]):
-            colour = ROW_COLOURS[i % len(ROW_COLOURS)]
-            lines += _polyline([v[i] for v in tracked], low, high, colour, width, height)
-            key.append(f"<span style='color:{colour}'>■ {name}</span>")
-        title.append(f"log-density per concept, relative to their mean: {low:.3g} to {high:.3g} nats")
+            lines.append(Line([v[i] if v else None for v in log_density], low, high,
+                              ROW_COLOURS[i % len(ROW_COLOURS)], f"log q: {name}"))
+        ticks = (f"{low:+.3g}", f"{high:+.3g}")
     if kept:
-        lines += _polyline(kept, 0.0, 1.0, ESS_COLOUR, width, height, dashed=True)
-        key.append(f"<span style='color:{ESS_COLOUR}'>- - ESS/K {min(kept):.0%}–{max(kept):.0%}</span>")
-        title.append(f"ESS/K from {min(kept):.0%} to {max(kept):.0%}")
-    label = "; ".join(title) + f"; {max(len(tracked), len(kept))} levels"
-    return (f"<div class='tracks-plot'><svg role='img' aria-label='{label}' width='{width}' "
-            f"height='{height}' viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"
-            f"<title>{label}</title><rect width='{width}' height='{height}' fill='#f8fafc' "
-            f"stroke='#cbd5e1'/>{lines}</svg><div class='tracks-key'>{' '.join(key)}</div></div>")
+        lines.append(Line(list(ess), 0.0, 1.0, ESS_COLOUR,
+                          f"ESS/K {min(kept):.0%}–{max(kept):.0%} (0–1)", dashed=True))
+        ticks = ticks if tracked else ("0", "1")
+    return Panel("tracked log-density (nats, vs the mean)" if tracked else "ESS/K", lines, ticks)
+
+
+def _polyline(line: Line, x, top: float, height: float) -> str:
+    span = line.high - line.low or 1.0
+    points = " ".join(f"{x(i):.1f},{top + height * (1 - (v - line.low) / span):.1f}"
+                      for i, v in enumerate(line.values) if v is not None)
+    dash = " stroke-dasharray='4 2'" if line.dashed else ""
+    return (f"<polyline points='{points}' fill='none' stroke='{line.colour}' "
+            f"stroke-width='1.6'{dash}/>")
+
+
+def chart(panels: list[Panel | None], width: int = 320, height: int = 64) -> str:
+    """The panels stacked over one axis of levels (1 on the left), each with its
+    y labels and title, the levels ticked below, and a key; '' when there is none."""
+    panels = [p for p in panels if p is not None]
+    if not panels:
+        return ""
+    levels = max(len(line.values) for p in panels for line in p.lines)
+    inner = width - LEFT - RIGHT
+    total = TOP + len(panels) * (height + GAP) - GAP + BOTTOM
+
+    def x(i: int) -> float:
+        return LEFT + inner * i / max(levels - 1, 1)
+
+    parts, key = [], []
+    for n, panel in enumerate(panels):
+        top = TOP + n * (height + GAP)
+        parts.append(f"<rect x='{LEFT}' y='{top}' width='{inner}' height='{height}' "
+                     f"fill='#f8fafc' stroke='#cbd5e1'/>"
+                     f"<text x='{LEFT + 4}' y='{top + 11}' {FONT}>{panel.title}</text>"
+                     f"<text x='{LEFT - 4}' y='{top + height}' text-anchor='end' {FONT}>"
+                     f"{panel.ticks[0]}</text>"
+                     f"<text x='{LEFT - 4}' y='{top + 9}' text-anchor='end' {FONT}>"
+                     f"{panel.ticks[1]}</text>")
+        parts.extend(_polyline(line, x, top, height) for line in panel.lines)
+        key.extend(f"<span style='color:{line.colour}'>{'- -' if line.dashed else '■'} "
+                   f"{line.name}</span>" for line in panel.lines)
+    axis = total - BOTTOM + 12
+    middle = (levels + 1) // 2
+    parts.extend(f"<text x='{x(i - 1):.1f}' y='{axis}' text-anchor='middle' {FONT}>{i}</text>"
+                 for i in sorted({1, middle, levels}))
+    parts.append(f"<text x='{LEFT + inner / 2:.1f}' y='{axis + 12}' text-anchor='middle' {FONT}>"
+                 f"noise level (first to last)</text>")
+    label = "; ".join(line.name for p in panels for line in p.lines) + f"; {levels} levels"
+    return (f"<div class='levels-chart'><svg role='img' aria-label='{label}' width='{width}' "
+            f"height='{total}' viewBox='0 0 {width} {total}' xmlns='http://www.w3.org/2000/svg'>"
+            f"<title>{label}</title>{''.join(parts)}</svg>"
+            f"<div class='levels-key'>{' · '.join(key)}</div></div>")
+
+
+def run_chart(frames, names: list[str], width: int = 320, height: int = 64) -> str:
+    """A run's chart from its frames (composer.facade.Frame): MCMC, then tracks."""
+    return chart([mcmc_panel([f.step_size for f in frames], [f.acceptance for f in frames]),
+                  tracks_panel([f.log_density for f in frames], [f.ess for f in frames], names)],
+                 width, height)

@@ -10,15 +10,15 @@ import numpy as np
 from composer.operators import OPERATORS
 from composer.recipe import SAMPLER_LABELS, Recipe, RecipeError
 from ui.files import THUMB_SIDE, page_picture
-from ui.plots import levels_svg, tracks_svg
+from ui.plots import run_chart
 from ui.words import metrics_text
 
-RUN_HEADERS = ["#", "model", "op", "sampler", "run", "compute", "levels", "result"]
-# Sized to fit the result column at 1400 px (653 px): long cells wrap, and the MCMC
-# levels are a picture (ui/plots.py). A phone scrolls the table sideways.
-RUN_WIDTHS = ["28px", "92px", "44px", "72px", "100px", "92px", "96px", "116px"]
-RUN_TYPES = ["number", "str", "str", "str", "str", "str", "html", "str"]
-PLOT_SIZE = (88, 30)
+RUN_HEADERS = ["#", "result", "model", "op", "sampler", "run", "compute"]
+# Sized to fit the result column at 1400 px (653 px): long cells wrap. A phone scrolls
+# the table sideways, "#" and the result pinned (app.css, which knows the first width).
+# The levels of the last run are a chart under the table (ui/plots.py).
+RUN_WIDTHS = ["30px", "140px", "90px", "70px", "70px", "136px", "102px"]
+RUN_TYPES = ["number", "str", "str", "str", "str", "str", "str"]
 KEPT_RUNS = 50          # runs a visitor's browser keeps across reloads and restarts
 
 
@@ -34,20 +34,26 @@ def run_entry(result, seconds: float, evaluations: int) -> dict:
     """What the page keeps of a finished run: its recipe, and what its line says."""
     return {"recipe": result.recipe.to_json(), "seconds": float(seconds),
             "evaluations": int(evaluations), "result": result_summary(result),
-            "levels": levels_svg([f.step_size for f in result.frames],
-                                 [f.acceptance for f in result.frames], *PLOT_SIZE)
-            + tracks(result, *PLOT_SIZE)}
+            "chart": levels_chart(result)}
 
 
 def run_line(number: int, entry: dict) -> list:
-    """The Runs table's line of a kept run (a run brought back from the browser has no
-    plots: they were drawn from its frames; opening it draws them again)."""
+    """The Runs table's line of a kept run."""
     r = Recipe.from_json(entry["recipe"])
     sampler = SAMPLER_LABELS.get(r.sampler.name, r.sampler.name).split(" (")[0]   # "U-HMC"
     samples = f"{r.num_samples} sample{'s' if r.num_samples != 1 else ''}"
-    return [number, r.model, r.operator, sampler, f"{r.steps} steps · seed {r.seed} · {samples}",
-            f"{entry['seconds']:.2f} s · {entry['evaluations']:,} evals", entry.get("levels", ""),
-            entry["result"]]
+    return [number, entry["result"], r.model, r.operator, sampler,
+            f"{r.steps} steps · seed {r.seed} · {samples}",
+            f"{entry['seconds']:.2f} s · {entry['evaluations']:,} evals"]
+
+
+def last_chart(runs: list) -> str:
+    """The chart of the page's last run that has one (a run brought back from the
+    browser has none: it was drawn from the frames; opening the run draws it again)."""
+    for number, entry in reversed(list(enumerate(runs, 1))):
+        if entry.get("chart"):
+            return f"<p class='levels-title'>Run {number}, per noise level</p>{entry['chart']}"
+    return ""
 
 
 def browser_copy(runs: list) -> list:
@@ -73,18 +79,26 @@ def from_browser(kept) -> list:
     return runs[-KEPT_RUNS:]
 
 
-def tracks(result, *size: int) -> str:
-    """The run's tracked log-densities per concept and smc's ESS, per level."""
-    names = [c.text for c in result.recipe.active_concepts]
-    return tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames], names,
-                      *size)
+def levels_chart(result, width: int = 480) -> str:
+    """The run's levels: MCMC acceptance and step, tracked log-densities and ESS."""
+    return run_chart(result.frames, [c.text for c in result.recipe.active_concepts], width)
 
 
 def result_summary(result) -> str:
-    """The Runs table's last cell: the metrics against ground truth (2D), the judge's
-    and the model's verdicts."""
-    metrics = "" if "correct" in result.metrics else metrics_text(result.metrics)
+    """The Runs table's result cell, short enough for six lines in view: the headline
+    metrics against ground truth (2D: MMD and the share in the target's support; every
+    metric is under the run's pictures), the judge's and the model's verdicts."""
+    metrics = "" if "correct" in result.metrics else short_metrics(result.metrics)
     return " · ".join(part for part in (metrics, verdict_summary(result)) if part)
+
+
+HEADLINE_METRICS = {"mmd": "MMD {:.3g}", "in_support": "{:.0%} in support"}
+
+
+def short_metrics(metrics: dict) -> str:
+    """'MMD 0.0821 · 99% in support', or the first two metrics of another kind."""
+    shown = [HEADLINE_METRICS[k].format(v) for k, v in metrics.items() if k in HEADLINE_METRICS]
+    return " · ".join(shown) if shown else metrics_text(dict(list(metrics.items())[:2]))
 
 
 def verdict_summary(result) -> str:
@@ -99,6 +113,27 @@ def verdict_summary(result) -> str:
     return " · ".join(parts)
 
 
+def glance(result) -> str:
+    """'judge 8/8 · model 5/8 · 3 disputed': both verdicts in a few words, or ''."""
+    parts = []
+    if "correct" in result.metrics:
+        n = result.recipe.num_samples
+        parts.append(f"judge {round(result.metrics['correct'] * n)}/{n}")
+    if result.lift:
+        parts.append(f"model {sum(v['holds'] for v in result.lift)}/{len(result.lift)}")
+    if disputed := sum(disputes(result)):
+        parts.append(f"{disputed} disputed")
+    return " · ".join(parts)
+
+
+def disputes(result) -> list[bool]:
+    """Per sample: the judge and the model's lift disagree on whether the composition
+    holds (clutter aside: the lift cannot see it). Empty without both verdicts."""
+    if not (result.verdicts and result.lift):
+        return []
+    return [v["holds"] != m["holds"] for v, m in zip(result.verdicts, result.lift)]
+
+
 PER_SAMPLE_LINES = 16       # more samples (a 2D cloud): each row's share instead
 
 
@@ -110,7 +145,9 @@ def lift_text(result) -> str:
     parts = [f"**By the model (lift; its own opinion, not ground truth):** {holding} of {n} "
              f"samples {OPERATORS[result.recipe.operator].verdict_words()}"]
     if n <= PER_SAMPLE_LINES:
-        parts.extend(lift_line(k, v) for k, v in enumerate(result.lift, 1))
+        disputed = disputes(result) or [False] * n
+        parts.extend(lift_line(k, v) + (" · **disputed**" if d else "")
+                     for k, (v, d) in enumerate(zip(result.lift, disputed), 1))
     else:
         for i, row in enumerate(result.lift[0]["rows"]):
             share = sum(v["rows"][i]["holds"] for v in result.lift) / n
@@ -129,11 +166,14 @@ def lift_line(number: int, verdict: dict) -> str:
     return f"Sample {number}: {rows}"
 
 
-def verdict_line(number: int, verdict: dict) -> str:
-    """'Sample 2: ✓ red circle · ✗ NOT blue · clean ✓' (rows by their row number)."""
+def verdict_line(number: int, verdict: dict, disputed: bool = False) -> str:
+    """'Sample 2: ✓ red circle · ✗ NOT blue · clean ✓' (rows by their row number);
+    `disputed`: the model's lift says otherwise."""
     rows = " · ".join(f"{'✓' if r['holds'] else '✗'} {'NOT ' if r['negate'] else ''}{r['text']} "
                       f"(row {r['row']})" for r in verdict["rows"])
-    return f"Sample {number}: {rows} · clean scene {'✓' if verdict['clean'] else '✗'}"
+    dispute = (f" · **disputed**: the model says it {'fails' if verdict['holds'] else 'holds'}"
+               if disputed else "")
+    return f"Sample {number}: {rows} · clean scene {'✓' if verdict['clean'] else '✗'}{dispute}"
 
 
 def runs_value(runs: list) -> dict:
@@ -145,11 +185,14 @@ def judge_text(result, accept: list) -> str:
     if "correct" in result.metrics:  # an image model with a judge (shapes)
         n = result.recipe.num_samples
         count = {k: round(v * n) for k, v in result.metrics.items()}
+        disputed = disputes(result) or [False] * n
         parts.append(f"**Judge:** {count['correct']} of {n} samples "
                      f"{OPERATORS[result.recipe.operator].verdict_words()} in a clean "
                      f"scene ({count['rows_hold']} of {n} if clutter is ignored; "
-                     f"{count['clean']} of {n} clean)")
-        parts.extend(verdict_line(k, v) for k, v in enumerate(result.verdicts, 1))
+                     f"{count['clean']} of {n} clean; objects no row asked for are allowed)"
+                     + (f"; the model's lift disputes {sum(disputed)}" if any(disputed) else ""))
+        parts.extend(verdict_line(k, v, d)
+                     for k, (v, d) in enumerate(zip(result.verdicts, disputed), 1))
     elif result.metrics:
         parts.append("**Metrics vs ground truth:** " + metrics_text(result.metrics))
     if result.lift:

@@ -140,6 +140,17 @@ class Service:
             raise ComposerError("\n".join(words) or state.plain(str(err))) from None
         return recipe
 
+    def landing(self) -> Result | None:
+        """The default model's example, run once as the page would run it: its result is
+        the page's first picture (no event to wait for), and the first visitor's run is
+        a stored replay. None when there is no cheap example to run."""
+        info = self.info(self.default_model())
+        recipe = self.default_recipe(info)
+        if recipe is None or not self.fast(recipe):
+            return None
+        *_, result = self.stream(recipe, lift=info["lift_by_default"])
+        return result
+
     def fast(self, recipe: Recipe) -> bool:
         """Cheap enough to render unasked when a page opens (built-in models only)."""
         if is_sd_reference(recipe.model):
@@ -168,17 +179,19 @@ class Service:
             yield from stored[0].frames
             yield stored[0]
             return
-        seconds = 0.0
+        sampling = 0.0
         for item, seconds in timed(self.composer.stream(recipe, cancel=cancel, maps=maps, lift=lift)):
-            if isinstance(item, Result) and key[0] in self._examples and not maps:  # as replayed
-                self._replays.put(key, (item, seconds))
+            if isinstance(item, Frame):
+                sampling = seconds
+            elif key[0] in self._examples and not maps:  # as replayed
+                self._replays.put(key, (item, (sampling, seconds - sampling)))
             yield item
 
     def _replay_key(self, recipe: Recipe, lift: bool | None) -> tuple[str, bool]:
         return recipe.to_json(), self.composer.judged(recipe, lift)
 
-    def stored_seconds(self, recipe: Recipe, lift: bool | None = None) -> float | None:
-        """Compute time of the stored run of this recipe, if one is stored."""
+    def stored_seconds(self, recipe: Recipe, lift: bool | None = None) -> tuple[float, float] | None:
+        """(sampling, verdicts) seconds of the stored run of this recipe, if one is stored."""
         stored = self._replays.get(self._replay_key(recipe, lift))
         return None if stored is None else stored[1]
 

@@ -203,7 +203,11 @@ def streamed_run(status):
 class Stoppable:
     """The cancel flags of each session's running streams, so the page's Stop ends them
     through the engine's own flag. Cancelling the Gradio event instead (`cancels=`)
-    left a red "Error" badge on the status line in 3 of 4 Stops."""
+    left a red "Error" badge on the status line in 3 of 4 Stops.
+
+    A session streams one run at a time: a new stream supersedes the session's older
+    ones (their flags are set), so an older run can never finish last and overwrite
+    the newer one's result (the page's landing run did, after an example was opened)."""
 
     def __init__(self):
         self._flags: dict[str, set[threading.Event]] = {}
@@ -213,6 +217,9 @@ class Stoppable:
     def running(self, cancel: threading.Event):
         session = getattr(LocalContext.request.get(None), "session_hash", None)
         with self._lock:
+            if session is not None:
+                for older in self._flags.get(session, ()):
+                    older.set()
             self._flags.setdefault(session, set()).add(cancel)
         try:
             yield

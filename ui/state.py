@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import AUTO, CONCEPT_PATH, MAX_CONCEPTS, SMC, Recipe, RecipeError, parse_json
+from composer.recipe import (AUTO, CONCEPT_PATH, MAX_CONCEPTS, MCMC_SAMPLERS, SMC, Recipe, RecipeError,
+                             parse_json)
 from composer.sweep import SWEPT_LABELS, Sweep, concept_field, field_label
 
 KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points", "particles")
@@ -97,7 +98,7 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _as_int(name: str, value: Any) -> int | None:
+def _as_int(value: Any) -> int | None:
     """Whole numbers from number boxes (which hand back floats) become ints;
     anything else is passed through for the recipe to reject with its message."""
     if _blank(value):
@@ -202,7 +203,7 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
         # plain dicts: the Recipe validates them and names a bad one by its row (concepts[i])
         concepts.append(dict(text=text, weight=row["weight"], negate=row["negate"],
                              beta=row["beta"], muted=row["muted"]))
-    knobs = {k: (_as_int(k, getattr(settings, k)) if k in INTEGER_KNOBS
+    knobs = {k: (_as_int(getattr(settings, k)) if k in INTEGER_KNOBS
                  else (None if _blank(getattr(settings, k)) else getattr(settings, k)))
              for k in KNOBS}
     if settings.sampler != SMC:        # the box stays filled while another sampler is picked
@@ -216,10 +217,10 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
             scale=None if _blank(settings.scale) else settings.scale,
             sampler=dict(name=settings.sampler, scheduler=settings.scheduler or "ddpm",
                          **knobs),
-            steps=_as_int("steps", settings.steps),
-            seed=_as_int("seed", settings.seed),
-            num_samples=_as_int("num_samples", settings.num_samples),
-            best_of=1 if _blank(settings.best_of) else _as_int("best_of", settings.best_of),
+            steps=_as_int(settings.steps),
+            seed=_as_int(settings.seed),
+            num_samples=_as_int(settings.num_samples),
+            best_of=1 if _blank(settings.best_of) else _as_int(settings.best_of),
             temperature=(1.0 if _blank(settings.temperature) or settings.operator != "superdiff_or"
                          else settings.temperature),
         )
@@ -284,10 +285,6 @@ def recipe_from_token(token: str) -> Recipe:
                           f"Showing the default recipe.") from None
 
 
-def share_url(base: str, recipe: Recipe) -> str:
-    return f"{base.split('?')[0]}?recipe={share_token(recipe)}"
-
-
 # --- examples --------------------------------------------------------------------
 
 def example_files(folder: Path = RECIPES_DIR) -> list[Path]:
@@ -308,11 +305,38 @@ SWEEP_DEFAULT = "concepts[0].weight"
 SWEEP_EXAMPLE = "0.5:2:4"      # an AND weight of 0 is refused (every row would be off)
 
 
-def sweep_choices(rows: int) -> list[tuple[str, str]]:
-    """(label, sweep field) for the axis pickers: each row's weight and β, then the
-    recipe-wide knobs."""
-    fields = [f"concepts[{n}].{kind}" for n in range(rows) for kind in ("weight", "beta")]
-    return [(field_label(f), f) for f in fields + list(SWEPT_LABELS)]
+def sweep_choices(recipe: Recipe | None = None) -> list[tuple[str, str]]:
+    """(label, sweep field) for the axis pickers: what applies to `recipe` (each active
+    row's AND weight or NOT β; the MCMC knobs when its sampler has them), then the
+    recipe-wide knobs. Without a recipe, everything a sweep may name (the API's)."""
+    if recipe is None:
+        rows = [f"concepts[{n}].{kind}" for n in range(MAX_CONCEPTS) for kind in ("weight", "beta")]
+    else:
+        rows = [f"concepts[{n}].{'beta' if c.negate else 'weight'}"
+                for n, c in enumerate(recipe.concepts) if not c.muted]
+    knobs = [f for f in SWEPT_LABELS if recipe is None or f not in MCMC_FIELDS
+             or recipe.sampler.name in MCMC_SAMPLERS]
+    return [(field_label(f), f) for f in rows + knobs]
+
+
+MCMC_FIELDS = ("sampler.step_size", "sampler.mcmc_steps")
+SWEEP_PATH = re.compile(r"axes\[(\d+)\]((?:\.\w+)*): ")
+SWEEP_PARTS = {".range.num": "the number of values ", ".values": "", ".range": "the range "}
+
+
+def sweep_words(message: str) -> str:
+    """A sweep error as the page says it: 'axes[0].range.num: must be …' -> 'Sweep axis 1:
+    the number of values must be …'; 'axes: cell (1, 2): concepts[0].weight: …' ->
+    'Cell (1, 2): Row 1 AND weight: …'; 'cost: …' -> '…'."""
+    axis = SWEEP_PATH.match(message)
+    if axis:
+        part = SWEEP_PARTS.get(axis.group(2), "")
+        return f"Sweep axis {int(axis.group(1)) + 1}: {part}{message[axis.end():]}"
+    cell = re.match(r"axes: cell \((\d+), (\d+)\): ", message)
+    if cell:
+        return f"Cell ({cell.group(1)}, {cell.group(2)}): {plain(message[cell.end():])}"
+    rest = message.removeprefix("axes: ").removeprefix("cost: ")
+    return rest[:1].upper() + rest[1:]
 
 
 def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
@@ -341,7 +365,7 @@ def build_sweep(recipe: Recipe, axes: list[tuple[str | None, str]]) -> Sweep:
     try:
         return Sweep.from_dict({"recipe": recipe.to_dict(), "axes": given})
     except RecipeError as err:
-        raise RecipeError(plain(str(err))) from None
+        raise RecipeError(sweep_words(str(err))) from None
 
 
 def _sweep_value(text: str):

@@ -15,8 +15,7 @@ from ui.files import final_picture, page_picture, save_png
 from ui.form import recipe_handler
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHARE_JS, SHOWN_JS
-from ui.plots import ACCEPTANCE_COLOUR, STEP_COLOUR, levels_svg
-from ui.results import result_summary, run_entry, runs_value, tracks
+from ui.results import levels_chart, result_summary, run_entry, runs_value
 from ui.service import Service
 from ui.stack import streamed_run
 from ui.words import flag, is_blank
@@ -52,7 +51,7 @@ def build(service: Service) -> CompareTab:
     with gr.Row(elem_id="compare-grid"):
         images = tuple(gr.Image(label=f"Sampler {k + 1}", type="numpy", format="png",
                                 interactive=False, elem_id=f"compare-{k + 1}", visible=k < 2,
-                                alt_text=f"Sampler {k + 1}")
+                                alt_text=f"Sampler {k + 1}", buttons=[])   # the PNGs are below
                        for k in range(SLOTS))
     status = gr.Markdown("", elem_id="compare-status")
     levels = gr.HTML("", elem_id="compare-levels")
@@ -64,17 +63,11 @@ def build(service: Service) -> CompareTab:
 
 
 def levels_html(names: list[str], results: list) -> str:
-    """Each MCMC run's step size and acceptance against the level, side by side."""
-    plots = [(name, levels_svg([f.step_size for f in r.frames], [f.acceptance for f in r.frames])
-              + tracks(r)) for name, r in zip(names, results)]
+    """Each run's levels (MCMC acceptance and step, tracked log-densities, ESS), side
+    by side."""
     figures = "".join(f"<figure><figcaption>{name}</figcaption>{svg}</figure>"
-                      for name, svg in plots if svg)
-    if not figures:
-        return ""
-    return (f"<div class='levels'>{figures}</div><p class='levels-key'>Per noise level, first on "
-            f"the left: <span style='color:{ACCEPTANCE_COLOUR}'>acceptance</span> (0–100 %) and "
-            f"<span style='color:{STEP_COLOUR}'>step size</span> (dashed, log scale, × σ_t); on "
-            f"ddpm, ddim and smc runs each concept's tracked log-density and smc's ESS.</p>")
+                      for name, r in zip(names, results) if (svg := levels_chart(r, 300)))
+    return f"<div class='levels'>{figures}</div>" if figures else ""
 
 
 def wire(page, service: Service):

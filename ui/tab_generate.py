@@ -2,22 +2,25 @@
 the Frame slider over the kept frames, Stop, and the run's files."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 
 from composer.facade import Frame
 from composer.lift import lift_cost_per_row
 from composer.recipe import MAX_CONCEPTS, Recipe
-from ui.files import STREAMED_FRAMES, final_picture, page_picture, save_outputs
+from ui.files import STREAMED_FRAMES, display, final_picture, page_picture, save_outputs
 from ui.form import recipe_handler
 from ui.frames import KEEP_SECONDS, Run, chosen_view, kept_frame, timed, unpacked
 from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS, SHOWN_JS
-from ui.plots import tracks_svg
-from ui.results import judge_text, run_entry, runs_value, thumb_updates
+from ui.plots import chart, tracks_panel
+from ui.results import glance, judge_text, run_entry, runs_value, thumb_updates
 from ui.service import Service
 from ui.stack import STOPPABLE, streamed_run
-from ui.words import concept_label, flag, is_blank, progress_html
+from ui.words import (concept_label, flag, is_blank, map_key, progress_html, time_text,
+                      view_label)
 
 
 @dataclass(frozen=True)
@@ -34,18 +37,24 @@ class GenerateTab:
     gif: gr.File
     png: gr.File
 
-    def cleared(self) -> dict:
-        """The result area emptied: a new model or recipe makes the old result stale."""
+    def cleared(self, keep_picture: bool = False) -> dict:
+        """The result area emptied: a new model or recipe makes the old result stale
+        (`keep_picture`: the big picture shows the recipe's own result already)."""
         hidden = gr.update(visible=False, value=None)
-        return {self.preview: None, **{image: hidden for image in self.concept_images},
+        picture = gr.update(elem_classes=[]) if keep_picture else gr.update(value=None, elem_classes=[])
+        return {self.preview: picture, **{image: hidden for image in self.concept_images},
                 self.progress: "", self.frames: None, self.frame_slider: gr.update(visible=False),
                 self.metrics: "", self.gif: hidden, self.png: hidden}
 
 
-def build() -> GenerateTab:
+def build(landing: np.ndarray | None = None) -> GenerateTab:
+    """The tab, its big picture showing `landing` (the default example's result) until
+    the page's first event: a picture before any round trip (page.js hides it on a
+    link's page, whose recipe may differ)."""
     frames = gr.State(None, time_to_live=KEEP_SECONDS)
     progress = gr.HTML("", elem_id="progress")
-    preview = gr.Image(label="Predicted x₀", type="numpy", elem_id="preview", format="png",
+    preview = gr.Image(None if landing is None else display(landing), label="Predicted x₀",
+                       type="numpy", elem_id="preview", format="png", elem_classes=["landing"],
                        interactive=False, height=380,
                        alt_text="The composition's predicted clean sample")
     with gr.Row(elem_id="view-options"):
@@ -78,6 +87,23 @@ def build() -> GenerateTab:
                        metrics=metrics, gif=gif, png=png)
 
 
+def big_picture(picture, show_noisy: bool, mapped: bool, density: bool, final: bool = False):
+    """The big picture's update, labelled with what it shows (a map, x_t or x₀)."""
+    return gr.update(value=page_picture(picture),
+                     label=view_label(show_noisy, mapped, density, final))
+
+
+def done_text(result, wall: float, sampling: float, verdicts: float, files: float,
+              replayed: bool) -> str:
+    """'Done: 50 steps in 8.1 s (sampling 3.8 s · …) · judge 8/8 · model 5/8': the wait
+    from start to done and where it went, then both verdicts at a glance."""
+    took = (time_text(wall, sampling, verdicts, files) if not replayed else
+            f"{wall:.1f} s: a stored run of this example, replayed (computed in "
+            f"{sampling + verdicts:.1f} s)")
+    verdict = glance(result)
+    return f"Done: {len(result.frames)} steps in {took}" + (f" · {verdict}" if verdict else "")
+
+
 def wire(page, service: Service):
     """Connect the tab; returns (the Generate event, `then_run`: chains a run after an
     event that may render at once)."""
@@ -89,6 +115,7 @@ def wire(page, service: Service):
         """Stream a run: preview, per-concept thumbnails and progress each step; `lift`
         judges the samples by the model's own lift (None: the model's default). With
         `replay`, a stored run of the same example recipe streams again."""
+        started = time.perf_counter()
         if is_blank(recipe_text):  # the page did not validate: change nothing
             yield {tab.progress: gr.skip()}  # (yielding nothing would blank every output)
             return
@@ -97,8 +124,7 @@ def wire(page, service: Service):
         lift = None if lift is None else flag(lift, "lift")
         labels = [f"Row {n}: {concept_label(c)}"
                   for n, c in enumerate(recipe.concepts, 1) if not c.muted]
-        frames: list[dict] = []
-        live = Run(labels=labels, frames=frames, total=None, done=False, ended=False)
+        live = Run(labels)
         # The last run's result goes before the first step, so nothing stale stays.
         yield {tab.frames: live, tab.frame_slider: gr.update(visible=False),
                tab.gif: gr.update(visible=False, value=None),
@@ -106,20 +132,22 @@ def wire(page, service: Service):
                tab.progress: progress_html(0, 1, " · starting")}
         replay = replay and not show_maps           # stored runs have no maps
         stored = service.stored_seconds(recipe, lift) if replay else None
-        compute, result = 0.0, None
+        sampling = verdicts = 0.0
+        result = None
         tracked, esses, names = [], [], [c.text for c in recipe.active_concepts]
         try:
             for item, compute in timed(service.stream(recipe, replay=replay, cancel=cancel,
                                                       maps=show_maps, lift=lift)):
                 if not isinstance(item, Frame):
-                    result = item
+                    result, verdicts = item, compute - sampling
                     continue
+                sampling = compute
                 service.kept.keep(live, kept_frame(item))
                 tracked.append(item.log_density)
                 esses.append(item.ess)
-                if live.get("stopped"):         # Stop said where the run ended: keep it so
+                if live.stopped:                # Stop said where the run ended: keep it so
                     continue
-                live["total"] = item.total
+                live.progress(item.total)
                 stride = -(-item.total // STREAMED_FRAMES)
                 if (item.index + 1) % stride and item.index + 1 < item.total:
                     continue
@@ -127,76 +155,88 @@ def wire(page, service: Service):
                     "" if item.ess is None else f" · ESS {item.ess:.0%} of the particles")
                 picture, thumbs = chosen_view(item.preview, item.noisy, item.map, item.concepts,
                                               item.concept_maps, show_noisy, show_maps)
-                yield {tab.preview: page_picture(picture),
+                mapped = show_maps and item.map is not None
+                yield {tab.preview: big_picture(picture, show_noisy, mapped, bool(item.concept_maps)),
                        **thumb_updates(tab.concept_images, thumbs, labels),
                        tab.progress: progress_html(item.index + 1, item.total, extra)
-                       + tracks_svg(tracked, esses, names, 240, 56),     # each concept's, live
+                       + (map_key(bool(item.concept_maps)) if mapped else "")
+                       + chart([tracks_panel(tracked, esses, names)], 260, 44),  # live
                        tab.frames: live}
         finally:
-            live["ended"] = True                    # finished, failed or stopped
-        compute = compute if stored is None else stored
-        how = "" if stored is None else ", a stored run of this example replayed"
+            live.end()                              # finished, failed or stopped
+        if cancel is not None and cancel.is_set():  # superseded by a newer run of the page
+            return
+        sampling, verdicts = (sampling, verdicts) if stored is None else stored
         final = final_picture(result)
         last = result.frames[-1]
-        service.kept.keep(live, kept_frame(last, final))
-        live["done"] = True
+        final_map = last.map if result.conflict_map is None else result.conflict_map
+        mapped = show_maps and final_map is not None
+        service.kept.keep(live, kept_frame(last, final, result.conflict_map))
+        live.end(done=True)
+        saving = time.perf_counter()
         gif, png = save_outputs(result, [f.preview for f in result.frames])
+        files, wall = time.perf_counter() - saving, time.perf_counter() - started
         accept = [f.acceptance for f in result.frames if f.acceptance is not None]
         evaluations = service.composer.cost(result.recipe, maps=show_maps)
         judging = service.composer.lift_cost(result.recipe, lift=bool(result.lift))
         judged = f", + {judging:,} for the lift verdicts" if judging else ""
-        runs = (runs or []) + [run_entry(result, compute, evaluations)]
+        runs = (runs or []) + [run_entry(result, sampling + verdicts, evaluations)]
         notes = "".join(f"\n- {n}" for n in result.notes)
-        yield {tab.preview: page_picture(last.map if show_maps and last.map is not None else final),
+        yield {tab.preview: big_picture(final_map if mapped else final, show_noisy, mapped,
+                                        bool(last.concept_maps), final=True),
                tab.frames: live,
-               tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(frames),
-                                           value=len(frames)),
+               tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(live.frames),
+                                           value=len(live.frames)),
                tab.progress: progress_html(len(result.frames), len(result.frames),
-                                           f" · done in {compute:.1f} s")
-               + tracks_svg([f.log_density for f in result.frames], [f.ess for f in result.frames],
-                            names, 240, 56),
+                                           f" · done in {wall:.1f} s")
+               + (map_key(bool(last.concept_maps)) if mapped else "")
+               + chart([tracks_panel([f.log_density for f in result.frames],
+                                     [f.ess for f in result.frames], names)], 260, 44),
                tab.metrics: judge_text(result, accept),
                tab.gif: gr.update(value=gif, visible=True),
                tab.png: gr.update(value=png, visible=True),
                runs_tab.runs: runs, runs_tab.table: runs_value(runs),
-               bar.status: f"Done: {len(result.frames)} steps in {compute:.1f} s "
-                           f"({evaluations:,} network evaluations{judged}{how}).{notes}"}
+               bar.status: done_text(result, wall, sampling, verdicts, files, stored is not None)
+                           + f"  \n{evaluations:,} network evaluations{judged}.{notes}"}
 
-    async def replay(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool,
-                     runs: list | None = None):
+    async def run_or_replay(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool,
+                            runs: list | None = None):
+        """`run`, replaying a stored run of the same example when there is one."""
         async for update in run(recipe_text, show_noisy, show_maps, lift, runs, True):
             yield update
 
     scrubbed = [tab.preview, *tab.concept_images, tab.progress]
 
     def scrub(index, frames, show_noisy, show_maps):
-        if frames and frames.get("released"):
+        if frames and frames.released:
             return {tab.progress: "<div id='progress-text'>This run's frames were released to "
                                   "save the server's memory; run it again to scrub it.</div>"}
-        items = list(frames["frames"]) if frames else []   # may be released meanwhile
+        items = frames.frames if frames else ()
         if not items:
             return {tab.progress: gr.skip()}      # (an empty dict is read as one value)
         i = int(min(max(index or 1, 1), len(items))) - 1
         item = items[i]
-        caption = "final" if frames["done"] and i == len(items) - 1 else f"step {i + 1}"
+        caption = "final" if frames.done and i == len(items) - 1 else f"step {i + 1}"
         picture, pictures = chosen_view(item["preview"], item["noisy"], item["map"],
                                         item["concepts"], item["concept_maps"], show_noisy,
                                         show_maps)
-        return {tab.preview: page_picture(unpacked(picture)),
+        mapped, density = show_maps and item["map"] is not None, bool(item["concept_maps"])
+        return {tab.preview: big_picture(unpacked(picture), show_noisy, mapped, density,
+                                         final=caption == "final"),
                 **thumb_updates(tab.concept_images, [unpacked(c) for c in pictures],
-                                frames["labels"]),
+                                frames.labels),
                 tab.progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
-                              f"({caption})</div>"}
+                              f"({caption})</div>" + (map_key(density) if mapped else "")}
 
     def stopped(frames, request: gr.Request):
         """Stop as a state: where the run stopped, its frames left to scrub. The page's
         running streams end at their next network evaluation (their cancel flags)."""
         STOPPABLE.stop(getattr(request, "session_hash", None))
-        if not frames or frames["done"]:      # no run of this page's to stop: keep "Done: …"
+        if not frames or frames.done:         # no run of this page's to stop: keep "Done: …"
             return {bar.status: gr.skip()}
         # The run's thread may finish one more step before it sees the cancel; the
         # frames end here, so the slider, its label and the scrubber agree.
-        count, total = service.kept.stop(frames), frames["total"]
+        count, total = frames.stop(), frames.total
         if not count:
             return {bar.status: "Stopped before the first step.",
                     tab.frame_slider: gr.update(visible=False),
@@ -212,7 +252,7 @@ def wire(page, service: Service):
         """Generate computes; what opens by itself (a page, a switch, an example)
         may replay a stored run of the same example."""
         fn, visibility = ((run, {"api_name": api_name}) if api_name
-                          else (replay, {"api_visibility": PRIVATE}))
+                          else (run_or_replay, {"api_visibility": PRIVATE}))
         return event.then(None, form.share_token, form.share_link, js=SHARE_JS).then(
             fn, [form.recipe_json, tab.show_xt, tab.show_map, tab.lift, runs_tab.runs], outputs,
             show_progress="minimal", **RUN_QUEUE, **visibility)

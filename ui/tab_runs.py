@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ui.page import PRIVATE
-from ui.results import RUN_HEADERS, RUN_TYPES, RUN_WIDTHS, browser_copy, runs_value
+from ui.results import (RUN_HEADERS, RUN_TYPES, RUN_WIDTHS, browser_copy, last_chart,
+                        runs_value)
 
 # Fixed, so that a restarted server reads what browsers kept. It protects nothing (the
 # browser holds it too): what comes back is checked like an upload (from_browser).
@@ -19,6 +20,7 @@ KEPT_SECRET = "composer-runs-v1"
 class RunsTab:
     runs: gr.State               # this page's runs (ui/results.run_entry)
     table: gr.Dataframe
+    chart: gr.HTML               # the last run's levels
     kept: gr.BrowserState        # the last runs, in the visitor's browser
 
 
@@ -34,7 +36,9 @@ def build(kept: gr.BrowserState) -> RunsTab:
     return RunsTab(runs=gr.State([]),
                    table=gr.Dataframe(headers=RUN_HEADERS, elem_id="runs", interactive=False,
                                       wrap=True, column_widths=RUN_WIDTHS,
-                                      datatype=RUN_TYPES),
+                                      datatype=RUN_TYPES,
+                                      max_height=600),
+                   chart=gr.HTML("", elem_id="runs-chart"),
                    kept=kept)
 
 
@@ -45,5 +49,6 @@ def wire(page) -> None:
     the second as a diff, which Gradio's table applied as an empty one: streams send
     it once, at the end.)"""
     tab = page.runs
-    tab.runs.change(lambda runs: (runs_value(runs), browser_copy(runs)), tab.runs,
-                    [tab.table, tab.kept], queue=False, api_visibility=PRIVATE)
+    tab.runs.change(lambda runs: (runs_value(runs), last_chart(runs), browser_copy(runs)),
+                    tab.runs, [tab.table, tab.chart, tab.kept], queue=False,
+                    api_visibility=PRIVATE)

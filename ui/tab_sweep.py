@@ -6,23 +6,36 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from composer.facade import ComposerError
 from composer.media import labelled_grid, sweep_cell
-from composer.recipe import MAX_CONCEPTS, Recipe
-from composer.sweep import MAX_CELLS
+from composer.recipe import Recipe, RecipeError
+from composer.sweep import MAX_CELLS, Sweep, concept_field
 from ui import state
 from ui.components import quiet_choices
 from ui.files import picture_file, save_sweep
-from ui.form import recipe_handler
+from ui.form import recipe_handler, recipe_reader
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHOWN_JS
 from ui.results import run_entry, runs_value
 from ui.service import Service
-from ui.stack import streamed_run
-from ui.words import is_blank
+from ui.stack import guard, streamed_run
+from ui.words import error_markdown, is_blank
+
+
+# Values a visitor gets on choosing a field, so a new axis is runnable as it stands.
+EXAMPLE_VALUES = {"weight": state.SWEEP_EXAMPLE, "beta": "0:2:5", "scale": "1:9:5",
+                  "sampler.name": "ddim, mala, hmc", "sampler.step_size": "0.05, 0.1, 0.2",
+                  "sampler.mcmc_steps": "1, 2, 4", "steps": "10, 25, 50", "seed": "0, 1, 2, 3"}
+
+
+def example_values(field: str) -> str:
+    row = concept_field(field)
+    return EXAMPLE_VALUES.get(row.group(2) if row else field, "")
 
 
 @dataclass(frozen=True)
 class SweepTab:
+    tab: gr.Tab                  # opening it shows the grid's size and cost
     fields: tuple                # per axis, the swept field (gr.Dropdown)
     values: tuple                # per axis, its values (gr.Textbox)
     button: gr.Button
@@ -31,16 +44,18 @@ class SweepTab:
     files: gr.File
 
 
-def build() -> SweepTab:
+def build(tab: gr.Tab) -> SweepTab:
     gr.Markdown("One knob, or two, over a list of values (`0, 0.5, 1`) or a range "
                 "(`0.5:2:4`, four values from 0.5 to 2), under the form's seed; at most "
-                f"{MAX_CELLS} cells, each a run of its own.")
+                f"{MAX_CELLS} cells, each a run of its own. The menus offer what applies to "
+                "the form's recipe.")
     fields, values = [], []
     for k, (first, example) in enumerate(((state.SWEEP_DEFAULT, state.SWEEP_EXAMPLE),
                                           ("none", ""))):
         with gr.Row():
+            # Every sweepable field, as the API takes them; the page narrows the menu.
             fields.append(quiet_choices(gr.Dropdown(
-                ([] if k == 0 else [("none", "none")]) + state.sweep_choices(MAX_CONCEPTS),
+                ([] if k == 0 else [("none", "none")]) + state.sweep_choices(),
                 value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}", scale=2)))
             values.append(gr.Textbox(example, label="Values", elem_id=f"sweep-values-{k + 1}",
                                      scale=3))
@@ -50,8 +65,24 @@ def build() -> SweepTab:
                      elem_id="sweep-grid", visible=False)
     files = gr.File(label="Grid PNG (carries the sweep) and sweep.json", file_count="multiple",
                     elem_id="sweep-files", interactive=False, visible=False)
-    return SweepTab(fields=tuple(fields), values=tuple(values), button=button, status=status,
+    return SweepTab(tab=tab, fields=tuple(fields), values=tuple(values), button=button, status=status,
                     image=image, files=files)
+
+
+def priced(service: Service, recipe: Recipe,
+           axes: list[tuple[str, str]]) -> tuple[Sweep, str, str]:
+    """The sweep the axes make, its line ('Sweep of 4 cells (4 × 1), 1,000 network
+    evaluations') and its budget (' (a sweep of this model may use …)'); RecipeError
+    in the page's words."""
+    plan = state.build_sweep(recipe, axes)
+    rows, columns = plan.shape
+    try:
+        cost = service.composer.sweep_cost(plan)
+    except ComposerError as err:
+        raise RecipeError(state.sweep_words(str(err))) from None
+    limit = service.composer.sweep_budget(plan.recipe.model)
+    budget = f" (a sweep of this model may use {limit:,})" if limit is not None else ""
+    return plan, f"Sweep of {rows * columns} cells ({rows} × {columns}), {cost:,} network evaluations", budget
 
 
 def wire(page, service: Service):
@@ -66,13 +97,9 @@ def wire(page, service: Service):
         if is_blank(recipe_text):  # the page did not validate: change nothing
             yield {tab.status: gr.skip()}
             return
-        plan = state.build_sweep(Recipe.from_json(recipe_text),
-                                 [(field_1, values_1), (field_2, values_2)])
+        plan, head, budget = priced(service, Recipe.from_json(recipe_text),
+                                    [(field_1, values_1), (field_2, values_2)])
         rows, columns = plan.shape
-        cost = service.composer.sweep_cost(plan)
-        limit = service.composer.sweep_budget(plan.recipe.model)
-        head = f"Sweep of {rows * columns} cells, {cost:,} network evaluations"
-        budget = f" (a sweep of this model may use {limit:,})" if limit is not None else ""
         yield {tab.status: f"{head}: running…{budget}",
                tab.files: gr.update(visible=False, value=None),
                tab.image: gr.update(visible=False, value=None)}
@@ -91,7 +118,41 @@ def wire(page, service: Service):
                tab.status: f"{head}: done.", bar.status: f"{head}: done.",
                runs_tab.table: runs_value(runs)}
 
+    read = recipe_reader(form, service)
+
+    def preview(field_1, values_1, field_2, values_2, *page_values):
+        """The grid's size and cost for the form's recipe as it stands, and axis menus
+        offering only what applies to it; a problem is said here, as the page says it."""
+        try:
+            recipe = read(*page_values)
+        except ValueError as err:
+            return {tab.status: error_markdown(f"The form's recipe cannot run yet: "
+                                               f"{str(err).splitlines()[0]}")}
+        choices = state.sweep_choices(recipe)
+        offered = [f for _, f in choices]
+        field_1 = field_1 if field_1 in offered else offered[0]
+        field_2 = field_2 if field_2 in offered else "none"
+        updates = {tab.fields[0]: gr.update(choices=choices, value=field_1),
+                   tab.fields[1]: gr.update(choices=[("none", "none")] + choices, value=field_2)}
+        try:
+            _, head, budget = priced(service, recipe, [(field_1, values_1), (field_2, values_2)])
+            return {**updates, tab.status: f"{head}{budget}. Press Run sweep."}
+        except ValueError as err:
+            return {**updates, tab.status: error_markdown(str(err))}
+
     axes = [widget for pair in zip(tab.fields, tab.values) for widget in pair]
+    # Unprocessed, as the rows' own events: during a model switch a menu may hold a value
+    # its new choices lack for a moment, which Gradio's preprocessing would refuse.
+    previewed = {"fn": guard(preview), "inputs": [*axes, *form.page_inputs()],  # `shown` last
+                 "outputs": [*tab.fields, tab.status], "js": SHOWN_JS, "queue": False,
+                 "preprocess": False, "api_visibility": PRIVATE}
+    # A new field gets values it can run (.change, not .input: a dropdown's blur is an
+    # input too, and its answer came after the visitor had typed values of their own).
+    for field, box in zip(tab.fields, tab.values):
+        field.change(example_values, field, box, queue=False, api_visibility=PRIVATE)
+    gr.on([tab.tab.select, *(v.change for v in tab.values), form.rows.state.change,
+           form.info.change, *(c.change for c in form.settings().values())],
+          trigger_mode="always_last", **previewed)
     return tab.button.click(
         recipe_handler(form, bar.status, service), form.page_inputs(),
         [form.recipe_json, bar.status, form.share_token], js=SHOWN_JS, concurrency_limit=None,

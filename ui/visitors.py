@@ -1,6 +1,6 @@
 """How many runs one visitor may have active at once.
 
-The device is shared fairly between active runs (composer.engine.Device), but the
+The device is shared fairly between active runs (composer.engine.SharedDevice), but the
 number of active runs is finite (COMPOSER_CONCURRENCY); without a cap, one visitor
 could hold every slot and make everyone else queue. A visitor is a Gradio session
 and also the client's address: every session opened from one address (a page, or a

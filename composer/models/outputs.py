@@ -21,6 +21,7 @@ import torch
 
 from composer.pictures import grid
 
+CONFLICT_COLOUR, CONFLICT_OPACITY = (230, 30, 30), 0.7     # a conflict of 1 over a tile
 
 class Pictures(ABC):
     """A model's samples as RGB uint8 pictures, for frames and results."""
@@ -45,8 +46,8 @@ class Pictures(ABC):
             return None
         heat = torch.nn.functional.interpolate(conflict[:, None].float().cpu(),
                                                size=tiles.shape[1:3], mode="bilinear")
-        alpha = 0.7 * heat[:, 0, :, :, None].numpy()
-        red = np.array([230, 30, 30], np.float32)
+        alpha = CONFLICT_OPACITY * heat[:, 0, :, :, None].numpy()
+        red = np.array(CONFLICT_COLOUR, np.float32)
         return grid((tiles * (1 - alpha) + red * alpha).round().astype(np.uint8))
 
     def density_pictures(self, recipe: Any, density: torch.Tensor,

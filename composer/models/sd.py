@@ -1,7 +1,8 @@
-"""Stable Diffusion 1.x/2.x behind the engine's model contract.
+"""Stable Diffusion 1.x/2.x (and, through composer/models/sdxl.py, SDXL) behind the
+engine's model contract.
 
-`load_sd(name, device)` loads any diffusers Stable Diffusion checkpoint, by hub
-id ("org/name") or local folder, and wraps it in an `SDAdapter`:
+`load_sd(name, device)` loads a diffusers Stable Diffusion or SDXL checkpoint, by hub
+id ("org/name") or local folder, and wraps it in an `SDAdapter` (`SDXLAdapter`):
 
 - `predict` answers every conditioning row (the unconditional "" first for the
   "and" operator, then each concept) for every sample in ONE batched UNet call
@@ -26,6 +27,7 @@ Environment:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -52,6 +54,10 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # SDPA peaks near 0.3 GB a row). Only a starting point: OOM halves the chunk.
 _ROW_BYTES_PER_PIXEL_CHANNEL = 120.0
 CACHE_SIZE = 512     # prompt embeddings kept (77 x 768 fp16 = 118 kB each for SD 1.x)
+# MALA and HMC adapt their step ("auto"); ULA and U-HMC have no acceptance to steer by
+# and keep a fixed 0.1 of sigma_t (composer.engine.AdaptiveStep). Every SD family.
+MCMC_DEFAULTS = {"mcmc_steps": 2, "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
+                 "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -82,7 +88,10 @@ class SDAdapter(ModelAdapter):
         self.text_encoder = pipe.text_encoder
         self.vae = pipe.vae
         self.unet = pipe.unet
-        self.scheduler_config = dict(pipe.scheduler.config)
+        # A latent model's x0 is not bounded by [-1, 1]: a config that leaves the DDIM
+        # keys out (SDXL's Euler config) must not get DDIM's clipping defaults.
+        self.scheduler_config = {"clip_sample": False, "set_alpha_to_one": False,
+                                 **dict(pipe.scheduler.config)}
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelError(f"model: {name!r} predicts {self.prediction_type!r}; only epsilon "
@@ -90,21 +99,21 @@ class SDAdapter(ModelAdapter):
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (self.unet.config.in_channels, height, width)
-        # MALA and HMC adapt their step ("auto"); ULA and U-HMC have no acceptance to
-        # steer by and keep a fixed 0.1 of sigma_t (composer.engine.AdaptiveStep).
-        self.defaults = {"scale": 7.5, "steps": 30, "mcmc_steps": 2,
-                         "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
-                         "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
-        self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
-        self._cache = LRU(CACHE_SIZE)
-        self.text_encoder_calls = 0
-        self.unet_calls = 0
+        self.defaults = {"scale": 7.5, "steps": 30, **MCMC_DEFAULTS}
+        self._counted_and_cached(max_batch)
         self._attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
         if channels_last is None:
             channels_last = self.device.type == "cuda"
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
         self._unet_forward = torch.compile(self.unet) if compile_unet else self.unet
+
+    def _counted_and_cached(self, max_batch: int | None) -> None:
+        """The batch limit, the prompt cache and the call counters (every SD family)."""
+        self.max_batch = max_batch if max_batch is not None else self._estimate_max_batch()
+        self._cache = LRU(CACHE_SIZE)
+        self.text_encoder_calls = 0
+        self.unet_calls = 0
 
     # ---- concepts -----------------------------------------------------------------
     def concept_warnings(self, text: str) -> list[str]:
@@ -121,23 +130,31 @@ class SDAdapter(ModelAdapter):
     def encode(self, texts: tuple[str, ...]) -> SDCondition:
         """Embeddings of the rows; texts seen before come from the cache."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            tokens = self.tokenizer(missing, padding="max_length", truncation=True,
-                                    max_length=self.tokenizer.model_max_length,
-                                    return_tensors="pt")
-            mask = tokens.attention_mask.to(self.device) if self._attention_mask else None
-            with torch.no_grad():
-                hidden = self.text_encoder(tokens.input_ids.to(self.device),
-                                           attention_mask=mask)[0]
-            self.text_encoder_calls += 1
-            fresh = dict(zip(missing, hidden.to(self.net_dtype)))
-            for text, embedding in fresh.items():
-                self._cache.put(text, embedding)
-        else:
-            fresh = {}
+        fresh = self._embed(missing) if missing else {}
+        for text, embedded in fresh.items():
+            self._cache.put(text, embedded)
         # Each row's use makes it the most recently used, in the order of the rows.
-        embeddings = torch.stack([self._cache.get(t, fresh.get(t)) for t in texts])
-        return SDCondition(tuple(texts), embeddings)
+        return self._condition(tuple(texts), [self._cache.get(t, fresh.get(t)) for t in texts])
+
+    def _embed(self, texts: list[str]) -> dict:
+        """text -> its embedding [tokens, width], all in one text-encoder call."""
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True,
+                                max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        mask = tokens.attention_mask.to(self.device) if self._attention_mask else None
+        with torch.no_grad():
+            hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        self.text_encoder_calls += 1
+        return dict(zip(texts, hidden.to(self.net_dtype)))
+
+    def _condition(self, texts: tuple[str, ...], embedded: list) -> SDCondition:
+        return SDCondition(texts, torch.stack(embedded))
+
+    def _row_inputs(self, cond: SDCondition) -> dict[str, torch.Tensor]:
+        """The UNet's conditioning inputs, each [rows, ...] in the order of the rows."""
+        return {"encoder_hidden_states": cond.embeddings}
+
+    def _unet_kwargs(self, inputs: dict[str, torch.Tensor]) -> dict:
+        return {"encoder_hidden_states": inputs["encoder_hidden_states"]}
 
     # ---- predictions --------------------------------------------------------------
     @torch.no_grad()
@@ -146,24 +163,25 @@ class SDAdapter(ModelAdapter):
         """eps for every row and sample, [rows, B, 4, h, w], from one batched UNet call."""
         if with_energy:
             raise ModelError("model: Stable Diffusion has scores only, no energies")
-        rows, batch = cond.embeddings.shape[0], x.shape[0]
+        rows, batch = len(cond.texts), x.shape[0]
         latents = x.to(self.net_dtype).unsqueeze(0).expand(rows, *x.shape).reshape(
             rows * batch, *x.shape[1:])
-        context = cond.embeddings.repeat_interleave(batch, dim=0)     # row-major, like latents
+        inputs = {name: value.repeat_interleave(batch, dim=0)     # row-major, like latents
+                  for name, value in self._row_inputs(cond).items()}
         timestep = torch.as_tensor(t, device=self.device).reshape(-1)[:1].expand(rows * batch)
-        out = self._run_unet(latents, timestep, context).float().reshape(rows, *x.shape)
+        out = self._run_unet(latents, timestep, inputs).float().reshape(rows, *x.shape)
         if self.prediction_type == "v_prediction":
             out = eps_from_v(out, x.float()[None], alpha_bar)
         return out.to(x.dtype), None
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
-                 context: torch.Tensor) -> torch.Tensor:
+                 inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """One UNet call (the only place the UNet runs)."""
         self.unet_calls += 1
-        return self._unet_forward(latents, timestep, encoder_hidden_states=context,
+        return self._unet_forward(latents, timestep, **self._unet_kwargs(inputs),
                                   return_dict=False)[0]
 
-    def _run_unet(self, latents, timestep, context) -> torch.Tensor:
+    def _run_unet(self, latents, timestep, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """All rows at once, or in chunks of `max_batch`; on out-of-memory the chunk
         is halved (and kept halved) and the call retried. Only an OOM at one row
         per call reaches the caller (the facade turns it into a user message)."""
@@ -172,7 +190,7 @@ class SDAdapter(ModelAdapter):
             chunk = total if self.max_batch is None else max(1, min(self.max_batch, total))
             try:
                 return torch.cat([self._forward(latents[i:i + chunk], timestep[i:i + chunk],
-                                                context[i:i + chunk])
+                                                {k: v[i:i + chunk] for k, v in inputs.items()})
                                   for i in range(0, total, chunk)])
             except torch.OutOfMemoryError:
                 if chunk == 1:       # nothing left to split: the caller reports it
@@ -217,7 +235,9 @@ class SDAdapter(ModelAdapter):
         """Pixels [B, 3, H, W] in [-1, 1] (float32, on the CPU), one sample per VAE call."""
         images = []
         for i in range(x0.shape[0]):
-            latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor
+            # SD3's VAE also shifts its latents (shift_factor); SD 1.x/SDXL's do not
+            shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+            latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor + shift
             try:
                 image = self.vae.decode(latent, return_dict=False)[0]
             except torch.OutOfMemoryError:
@@ -232,9 +252,16 @@ class SDAdapter(ModelAdapter):
 
 # One message for every name that does not load, so that the model box tells a visitor
 # nothing about which folders exist on the server; the reason goes to the server log.
-NOT_LOADABLE = ("it is not a model folder (a diffusers Stable Diffusion 1.x/2.x folder: "
-                "model_index.json with unet/, vae/, text_encoder/ and tokenizer/) nor a hub id "
-                "('org/name') that this server can load")
+NOT_LOADABLE = ("it is not a model folder (a diffusers Stable Diffusion 1.x/2.x, SDXL or SD3 "
+                "folder: model_index.json with its unet/ or transformer/, vae/, text_encoder/ "
+                "and tokenizer/) nor a hub id ('org/name') that this server can load")
+# diffusers pipeline class -> its adapter's module and class, and the parts its folder has.
+PIPELINES = {"StableDiffusionPipeline": ("composer.models.sd", "SDAdapter", REQUIRED_PARTS),
+             "StableDiffusionXLPipeline": ("composer.models.sdxl", "SDXLAdapter",
+                                           REQUIRED_PARTS + ("text_encoder_2", "tokenizer_2")),
+             "StableDiffusion3Pipeline": ("composer.models.sd3", "SD3Adapter",
+                                          ("transformer", "vae", "text_encoder", "tokenizer",
+                                           "text_encoder_2", "tokenizer_2"))}
 
 
 def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
@@ -245,22 +272,35 @@ def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
 
 def _check_folder(path: str) -> None:
     index = os.path.join(path, "model_index.json")
-    expected = ("expected a diffusers Stable Diffusion folder: model_index.json with "
+    expected = ("expected a diffusers Stable Diffusion or SDXL folder: model_index.json with "
                 "unet/, vae/, text_encoder/ and tokenizer/ subfolders")
-    missing = [p for p in REQUIRED_PARTS if not os.path.isdir(os.path.join(path, p))]
-    if not os.path.isfile(index):
+    try:
+        with open(index, encoding="utf-8") as f:
+            kind = json.load(f).get("_class_name")
+    except FileNotFoundError:
+        kind = None
+    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        raise ModelError(f"model: {index!r} cannot be read ({err}); {expected}") from None
+    parts = PIPELINES.get(kind, (None, None, REQUIRED_PARTS))[2]
+    missing = [p for p in parts if not os.path.isdir(os.path.join(path, p))]
+    if kind is None:
         missing.insert(0, "model_index.json")
     if missing:
         raise ModelError(f"model: {path!r} is not a Stable Diffusion pipeline ({expected}; "
                          f"missing {', '.join(missing)})")
-    try:
-        with open(index, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"model: {index!r} cannot be read ({err}); {expected}") from None
-    if "text_encoder_2" in info:
-        raise ModelError(f"model: {path!r} looks like SDXL ({info.get('_class_name')}); "
-                         f"only Stable Diffusion 1.x/2.x checkpoints are supported")
+    if kind not in PIPELINES:
+        raise ModelError(f"model: {path!r} is a {kind}; this app runs "
+                         f"{' and '.join(PIPELINES)} checkpoints")
+
+
+def _left_out(path: str) -> dict:
+    """The parts a folder was saved without (model_index.json says [null, null], as for
+    an SD3 without T5): diffusers loads such a pipeline only when told they are None."""
+    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    return {part: None for part, value in index.items()
+            if not part.startswith("_") and value in ([None, None], None)
+            and part not in ("safety_checker", "feature_extractor")}
 
 
 def _network_dtype(device: torch.device) -> torch.dtype:
@@ -274,7 +314,8 @@ def _network_dtype(device: torch.device) -> torch.dtype:
 
 def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype | None = None,
             max_batch: int | None = None, compile_unet: bool | None = None) -> SDAdapter:
-    """Load a diffusers SD 1.x/2.x checkpoint (hub id or local folder)."""
+    """Load a diffusers SD 1.x/2.x or SDXL checkpoint (hub id or local folder); the
+    pipeline's own class (model_index.json) says which adapter wraps it."""
     device = torch.device(device)
     expanded = os.path.expanduser(name)
     is_folder = os.path.isdir(expanded)
@@ -287,28 +328,35 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
         except ModelError as err:
             raise _not_loadable(name, str(err), offline) from None
     dtype = dtype or _network_dtype(device)
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = DiffusionPipeline.from_pretrained(
             expanded if is_folder else name, dtype=dtype, safety_checker=None,
             feature_extractor=None, requires_safety_checker=False,
-            local_files_only=is_folder or offline)
+            local_files_only=is_folder or offline, **(_left_out(expanded) if is_folder else {}))
     except Exception as err:  # hub, file and config errors all mean "cannot load this"
         raise _not_loadable(name, f"the library said: {err}", offline) from None
+    if type(pipe).__name__ not in PIPELINES:
+        raise _not_loadable(name, f"a {type(pipe).__name__}, not one of {', '.join(PIPELINES)}",
+                            offline)
+    module, adapter, _ = PIPELINES[type(pipe).__name__]
     pipe.set_progress_bar_config(disable=True)
     try:
         from diffusers.models.attention_processor import AttnProcessor2_0
-        pipe.unet.set_attn_processor(AttnProcessor2_0())     # SDPA
+        if hasattr(pipe, "unet"):                            # SD3's transformer uses SDPA
+            pipe.unet.set_attn_processor(AttnProcessor2_0())  # SDPA
     except (ImportError, ValueError) as err:
         log.warning("could not set SDPA attention: %s", err)
     pipe.to(device)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.eval().requires_grad_(False)
+    for part in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        if getattr(pipe, part, None) is not None:
+            getattr(pipe, part).eval().requires_grad_(False)
     if compile_unet is None:
         compile_unet = os.environ.get(ENV_COMPILE, "").strip() in ("1", "true", "yes")
     channels_last = os.environ.get(ENV_CHANNELS_LAST, "").strip()
-    return SDAdapter(pipe, name, device, dtype, max_batch=max_batch, compile_unet=compile_unet,
-                     channels_last=None if not channels_last else channels_last in ("1", "true"))
+    wrap = getattr(importlib.import_module(module), adapter)
+    return wrap(pipe, name, device, dtype, max_batch=max_batch, compile_unet=compile_unet,
+                channels_last=None if not channels_last else channels_last in ("1", "true"))
 
 
 __all__ = ["SDAdapter", "SDCondition", "load_sd", "ENV_MAX_BATCH", "ENV_DTYPE", "ENV_COMPILE"]

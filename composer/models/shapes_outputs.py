@@ -32,8 +32,9 @@ class ShapesScoring(Scoring):
     def verdicts(self, recipe, x0: torch.Tensor) -> list[dict]:
         """The analytic judge on each final sample: per active row whether it holds
         (an AND caption is matched by an object, a NOT caption by none), whether the
-        scene is clean, and "correct": a clean scene that satisfies the composition as
-        its operator reads the rows (every row; for an OR, one positive and every NOT)."""
+        scene is clean, "holds": the composition is satisfied as its operator reads the
+        rows (every row; for an OR, one positive and every NOT), and "correct": it holds
+        in a clean scene."""
         rows = [(n, c) for n, c in enumerate(recipe.concepts, 1) if not c.muted and c.coefficient != 0]
         positives = [c.text for _, c in rows if not c.negate]
         negatives = [c.text for _, c in rows if c.negate]
@@ -45,7 +46,7 @@ class ShapesScoring(Scoring):
             per_row = [{"row": n, "text": c.text, "negate": c.negate,
                         "holds": next(absent) if c.negate else next(held)} for n, c in rows]
             holds = operator.satisfied(verdict["positives"], [not v for v in verdict["negatives"]])
-            out.append({"rows": per_row, "clean": verdict["clean"],
+            out.append({"rows": per_row, "clean": verdict["clean"], "holds": holds,
                         "correct": verdict["clean"] and holds})
         return out
 

@@ -1,7 +1,7 @@
 """A tiny random-weight Stable Diffusion checkpoint, written to a folder, for
 the tests and sd_step's quick mode; nothing downloads.
 
-    python -m composer.models.tiny_sd FOLDER
+    python -m composer.models.tiny_sd FOLDER [--xl | --sd3]
 
 The components follow the small configs diffusers uses in its own pipeline
 tests: a two-level UNet with cross-attention, a small four-level VAE (so the
@@ -83,6 +83,89 @@ def save_tiny_sd(folder: str | os.PathLike, **kwargs) -> str:
     return str(folder)
 
 
+def tiny_sdxl_pipeline(sample_size: int = 8, seed: int = 0):
+    """A tiny SDXL: the SD parts above with a second, projecting text encoder, a UNet
+    that reads the concatenated embeddings (2 x HIDDEN wide) and SDXL's pooled text and
+    size conditioning ("text_time"), and SDXL's Euler scheduler config."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    parts = tiny_components(sample_size=sample_size, seed=seed)
+    torch.manual_seed(seed + 1)
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+        layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2 * HIDDEN,
+        attention_head_dim=8, norm_num_groups=8, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + HIDDEN,
+    )
+    tokenizer = parts["tokenizer"]
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=5, max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, layer_norm_eps=1e-5, projection_dim=HIDDEN,
+    ))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                       beta_schedule="scaled_linear", steps_offset=1,
+                                       timestep_spacing="leading")
+    return StableDiffusionXLPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"],
+                                     text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                                     tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=scheduler)
+
+
+def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0):
+    """A tiny SD3: a one-layer rectified-flow transformer on 4-channel latents, two
+    projecting CLIP text encoders and no T5 (the pipeline then feeds zeros in its place,
+    as it does for checkpoints shipped without it), a VAE that shifts its latents, and
+    the flow scheduler with SD3's shift of 3."""
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=2 * HIDDEN,
+        caption_projection_dim=32, pooled_projection_dim=2 * HIDDEN, pos_embed_max_size=16)
+
+    def clip(seed_offset: int):
+        torch.manual_seed(seed + seed_offset)
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=5, max_position_embeddings=MAX_LENGTH,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, layer_norm_eps=1e-5, projection_dim=HIDDEN))
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size * 8,
+        scaling_factor=1.5305, shift_factor=0.0609)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clip(1), tokenizer=tokenizer, text_encoder_2=clip(2),
+        tokenizer_2=tiny_tokenizer(), text_encoder_3=None, tokenizer_3=None)
+
+
+def save_tiny_sd3(folder: str | os.PathLike, **kwargs) -> str:
+    """Write a tiny SD3 pipeline to `folder` (diffusers layout) and return the path."""
+    tiny_sd3_pipeline(**kwargs).save_pretrained(str(folder))
+    return str(folder)
+
+
+def save_tiny_sdxl(folder: str | os.PathLike, **kwargs) -> str:
+    """Write a tiny SDXL pipeline to `folder` (diffusers layout) and return the path."""
+    tiny_sdxl_pipeline(**kwargs).save_pretrained(str(folder))
+    return str(folder)
+
+
 if __name__ == "__main__":
     import sys
-    print(save_tiny_sd(sys.argv[1] if len(sys.argv) > 1 else "tiny-sd"))
+    builder = (save_tiny_sdxl if "--xl" in sys.argv else save_tiny_sd3 if "--sd3" in sys.argv
+               else save_tiny_sd)
+    folders = [a for a in sys.argv[1:] if not a.startswith("--")]
+    print(builder(folders[0] if folders else "tiny-sd"))

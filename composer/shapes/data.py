@@ -129,13 +129,6 @@ def render(scenes: Scenes) -> torch.Tensor:
 
 # --- captions -----------------------------------------------------------------
 
-def object_words(scenes: Scenes, b: int, k: int) -> dict[str, str]:
-    return {"colour": list(COLOURS)[int(scenes.colour[b, k])],
-            "shape": SHAPES[int(scenes.shape[b, k])],
-            "column": COLUMNS[int(scenes.column[b, k])],
-            "row": ROWS[int(scenes.row[b, k])]}
-
-
 def sample_slots(scenes: Scenes, generator: torch.Generator, p_empty: float = 0.1) -> torch.Tensor:
     """Caption slots [B, 4] (colour, shape, column, row), -1 where a kind is left out.
 
@@ -180,11 +173,6 @@ def caption_slots(text: str) -> list[int]:
     """Caption -> 4 slot indices (-1 = not named)."""
     parsed = parse_caption(text)
     return [WORD_INDEX[parsed[k]] if k in parsed else -1 for k in KINDS]
-
-
-def slots_to_caption(slots) -> str:
-    words = [KIND_WORDS[k][int(s)] for k, s in zip(KINDS, slots) if int(s) >= 0]
-    return " ".join(words)
 
 
 def object_matches(obj: dict[str, str], parsed: dict[str, str]) -> bool:

@@ -1,0 +1,99 @@
+"""SD3 (rectified flow) on a tiny random-weight pipeline saved to a folder and loaded
+back offline (composer/models/tiny_sd.py `save_tiny_sd3`): its schedule as a VP one,
+its velocity as eps, its rows as the SD3 pipeline conditions them, and every kind of
+composition on it."""
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from composer.engine import generate                              # noqa: E402
+from composer.models import load_model                            # noqa: E402
+from composer.models.sd3 import SIGMA_EXACT, SD3Adapter, flow_sigma  # noqa: E402
+from composer.models.tiny_sd import save_tiny_sd3                 # noqa: E402
+from composer.recipe import Concept, Recipe, SamplerSpec          # noqa: E402
+from composer.samplers import alphas_cumprod                      # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_tiny_sd3(tmp_path_factory.mktemp("sd3") / "tiny-sd3")
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return load_model(folder, "cpu")
+
+
+def test_an_sd3_folder_loads_as_sd3(model):
+    assert isinstance(model, SD3Adapter) and model.family == "sd"
+    assert model.sample_shape == (4, 8, 8)
+
+
+def test_its_vp_schedule_is_the_flow_schedulers_own(folder, model):
+    """Each training level's abar has the noise-to-signal ratio of the flow scheduler's
+    shifted sigma there (SD3: shift 3), up to the last, capped below s = 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    flow = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+    sigmas = flow.sigmas.flip(0).double()                         # levels 1 .. 1000
+    abar = alphas_cumprod(model.scheduler_config).double()
+    expected = (1 - sigmas) ** 2 / ((1 - sigmas) ** 2 + sigmas ** 2)
+    exact = sigmas <= SIGMA_EXACT                                 # all but the top levels
+    assert int(exact.sum()) > 950
+    torch.testing.assert_close(abar[exact], expected[exact], rtol=1e-4, atol=1e-7)
+    assert 0 < float(abar[-1]) < 1e-5 and bool((abar[1:] < abar[:-1]).all())   # still falling
+    for a in (0.999, 0.5, 0.01):
+        s = flow_sigma(a)
+        assert (1 - s) ** 2 / ((1 - s) ** 2 + s ** 2) == pytest.approx(a)
+
+
+def test_an_exact_velocity_gives_back_the_noise(model, monkeypatch):
+    """If the transformer answered with the true velocity eps - x0 of the flow point,
+    predict must return the eps the VP point was made with: the scale between x_t and
+    x_s and the eps = x_s + (1 - s) v conversion, at every level."""
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn((2, *model.sample_shape), generator=g)
+    eps = torch.randn((2, *model.sample_shape), generator=g)
+    abars = alphas_cumprod(model.scheduler_config)
+    for t in (10, 400, 900):
+        abar = float(abars[t])
+        s = flow_sigma(abar)
+
+        def exact(latents, timestep, inputs, s=s):
+            assert torch.allclose(timestep, torch.full_like(timestep, 1000 * s))
+            noise = (latents - (1 - s) * x0.repeat(2, 1, 1, 1)) / s
+            return noise - x0.repeat(2, 1, 1, 1)
+        monkeypatch.setattr(model, "_forward", exact)
+        x_t = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
+        out, _ = model.predict(x_t, t, abar, model.encode(("", "a red cube")))
+        torch.testing.assert_close(out, eps.expand(2, *eps.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_rows_are_conditioned_as_the_sd3_pipeline_conditions_them(folder, model):
+    from diffusers import StableDiffusion3Pipeline
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True,
+                                                    text_encoder_3=None, tokenizer_3=None)
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        "a red cube", None, None, device="cpu", num_images_per_prompt=1,
+        do_classifier_free_guidance=True, negative_prompt="")
+    cond = model.encode(("", "a red cube"))
+    torch.testing.assert_close(cond.embeddings, torch.cat([negative, embeds]))
+    torch.testing.assert_close(cond.pooled, torch.cat([negative_pooled, pooled]))
+
+
+@pytest.mark.parametrize("operator, sampler", [
+    ("and", "ddim"), ("and", "mala"), ("and", "smc"), ("superdiff_or", "ddpm"),
+])
+def test_every_kind_of_composition_runs_on_sd3(model, folder, operator, sampler):
+    recipe = Recipe(model=folder, concepts=(Concept("a red cube"), Concept("a blue ball")),
+                    operator=operator, sampler=SamplerSpec(sampler), steps=3, seed=2)
+    first = generate(recipe, model).x_t
+    assert first.shape == (1, *model.sample_shape) and torch.isfinite(first).all()
+    assert torch.equal(first, generate(recipe, model).x_t)              # deterministic
