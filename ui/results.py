@@ -143,7 +143,10 @@ def lift_text(result) -> str:
         return ""
     n, holding = len(result.lift), sum(v["holds"] for v in result.lift)
     parts = [f"**By the model (lift; its own opinion, not ground truth):** {holding} of {n} "
-             f"samples {OPERATORS[result.recipe.operator].verdict_words()}"]
+             f"samples {OPERATORS[result.recipe.operator].verdict_words()}"
+             + (" (a noisy estimate: on the landing recipe it misses 4% of the rows the judge "
+                "sees, where the exact world agrees with the judge; docs/lift.md)"
+                if any(disputes(result)) else "")]
     if n <= PER_SAMPLE_LINES:
         disputed = disputes(result) or [False] * n
         parts.extend(lift_line(k, v) + (" · **disputed**" if d else "")
