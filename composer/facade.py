@@ -214,8 +214,10 @@ class Composer:
                 frame = self._frame(pictures, batch, record)
                 frames.append(frame)
                 if record.conflict is not None:       # summed: 1,000 levels of maps add up
-                    conflict = record.conflict if conflict is None else conflict + record.conflict
-                    levels += 1
+                    # smc's last level keeps one particle per sample: a new batch, a new sum
+                    same = conflict is not None and conflict.shape == record.conflict.shape
+                    conflict, levels = ((conflict + record.conflict, levels + 1) if same
+                                        else (record.conflict, 1))
                 yield frame
             final, by_model = self._judge(model, filled, batch, record.x_t, control, judged)
         except torch.cuda.OutOfMemoryError:
