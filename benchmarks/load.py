@@ -75,7 +75,7 @@ class Server:
                                                        "COMPOSER_FRAMES_MB": str(FRAMES_MB),
                                                        "COMPOSER_DISK_MB": str(DISK_MB),
                                                        "GRADIO_TEMP_DIR": str(self.cache)})
-        deadline = time.time() + 120
+        deadline = time.time() + 300      # start-up renders the landing example
         while True:
             try:
                 urllib.request.urlopen(self.url + "config", timeout=2)

@@ -263,8 +263,10 @@ def wire(page, service: Service):
         [form.recipe_json, bar.status, form.share_token], js=SHOWN_JS, concurrency_limit=None,
         api_visibility=PRIVATE), api_name="generate")
     for control in (tab.frame_slider, tab.show_xt, tab.show_map):
+        # Unprocessed: a slider position from the last run may exceed the new run's
+        # maximum for a moment, which Gradio would refuse with a traceback; scrub clamps.
         control.change(scrub, [tab.frame_slider, tab.frames, tab.show_xt, tab.show_map], scrubbed,
-                       queue=False, api_visibility=PRIVATE)
+                       queue=False, preprocess=False, api_visibility=PRIVATE)
     bar.stop.click(stopped, tab.frames, [bar.status, tab.frame_slider, tab.progress], queue=False,
                    api_visibility=PRIVATE)
     return generated, then_run
