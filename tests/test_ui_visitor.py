@@ -192,22 +192,21 @@ def test_links_that_cannot_be_honoured_say_so(page, app_url):
 def test_compare_and_rows_are_capped_in_the_controls(page, app_url):
     page.goto(app_url)
     wait_text(page, "#status", "Done: ")
-    for _ in range(6):
-        if page.locator("#add-row").is_enabled():
-            page.click("#add-row")
-            page.wait_for_timeout(400)
-    page.wait_for_selector("#concept-8-text")
-    assert not page.locator("#add-row").is_enabled()
+    set_number(page, "#num-samples input", 200)        # the caps are the point, not the run
+    for rows in range(3, 9):
+        page.click("#add-row")
+        page.wait_for_selector(f"#concept-{rows}-text")
     wait_text(page, "#add-row", "At most 8 concepts")          # greyed, and saying why
+    assert not page.locator("#add-row").is_enabled()
     page.get_by_role("tab", name="Compare samplers").click()
-    for label in ("DDPM", "ULA (annealed Langevin)", "HMC (Metropolis)"):
+    checked = "#compare-samplers input:checked"
+    for count, label in enumerate(("DDPM", "ULA (annealed Langevin)"), 3):   # beside DDIM, MALA
         page.locator("#compare-samplers label", has_text=label).click()
-        page.wait_for_timeout(300)
-    assert page.locator("#compare-samplers input:checked").count() == 4
-    page.locator("#compare-samplers label", has_text="U-HMC").click()
-    page.wait_for_timeout(500)
-    assert page.locator("#compare-samplers input:checked").count() == 4
+        page.wait_for_function("([s, n]) => document.querySelectorAll(s).length === n",
+                               arg=[checked, count])
+    page.locator("#compare-samplers label", has_text="HMC (Metropolis)").click()
     wait_text(page, "#compare-status", "up to 4 samplers")    # the reason, on the page
+    assert page.locator(checked).count() == 4
     page.click("#compare")
     wait_text(page, "#status", "Compared")
     status = page.inner_text("#compare-status")
