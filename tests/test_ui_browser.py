@@ -237,7 +237,6 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     watch(page)
     page.click("#generate")
     wait_shown(page, "Running…", then="Done: ")
-    page.wait_for_selector("#progress .levels-chart svg", state="attached")   # drawn live
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs-chart .levels-chart svg", state="attached")
     assert "a cat" in page.locator("#runs-chart .levels-key").first.text_content()

@@ -93,8 +93,10 @@ def test_settings_build_a_recipe_with_defaults_left_empty():
         state.build_recipe(rows, state.Settings(model="toy2d-energy", seed=None))
     with pytest.raises(RecipeError, match="Seed: must be an integer, got 3.7"):
         state.build_recipe(rows, state.Settings(model="toy2d-energy", seed=3.7))
-    with pytest.raises(RecipeError, match="Steps: not a number"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy"), ["Steps"])
+    with pytest.raises(RecipeError, match=r"Seed: not a number; type digits \(for example 20\)"):
+        state.build_recipe(rows, state.Settings(model="toy2d-energy"), ["Seed"])  # not "0.5"
+    with pytest.raises(RecipeError, match=r"Global scale α: not a number; .*example 0.5\)"):
+        state.build_recipe(rows, state.Settings(model="toy2d-energy"), ["Global scale α"])
     with pytest.raises(RecipeError, match=r"Row 2 β: must be in \[0, 10\], got -2"):
         state.build_recipe([rows[0], {**rows[1], "beta": -2.0}], state.Settings(model="toy2d-energy"))
     settings = state.Settings(model="toy2d-energy", sampler="mala", step_size=0.2,
@@ -122,8 +124,11 @@ def test_a_run_takes_the_rows_as_the_page_shows_them():
     assert state.as_shown(rows, toggling)[1] == rows[1]
     assert state.as_shown(rows, shown[:1]) == rows        # a row added or removed mid-flight
     cleared = state.as_shown(rows, [{**shown[0], "weight": ""}, shown[1]])
-    with pytest.raises(RecipeError, match="Row 1 AND weight"):
-        state.build_recipe(cleared, state.Settings(model="toy2d-energy"))
+    with pytest.raises(RecipeError, match="Row 1: the AND weight is empty; type a number"):
+        state.build_recipe(cleared, state.Settings(model="toy2d-energy"))   # letters typed: ''
+    negated_blank = state.as_shown(rows, [shown[0], {**shown[1], "weight": ""}])
+    with pytest.raises(RecipeError, match="Row 2: the β is empty"):
+        state.build_recipe(negated_blank, state.Settings(model="toy2d-energy"))
 
 
 def test_unexpected_errors_are_masked_and_logged(caplog):

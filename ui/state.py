@@ -33,6 +33,8 @@ FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps", "bes
                 **{f"sampler.{k}": label for k, label in KNOB_LABELS.items()}}
 ROW_FIELD_LABELS = {"text": "prompt", "weight": "AND weight", "beta": "β", "negate": "NOT",
                     "muted": "mute"}
+WHOLE_NUMBER_LABELS = {FIELD_LABELS[k] for k in ("seed", "num_samples", "steps", "best_of")} | {
+    KNOB_LABELS[k] for k in INTEGER_KNOBS}
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "assets" / "recipes"
 
 def new_row(text: str = "", weight: float = 1.0, negate: bool = False, beta: float = 1.0,
@@ -190,7 +192,9 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
     not read as a number (`unreadable`, their labels) are all refused. Blank
     steps, scale and knobs mean the model's default, as their placeholders say."""
     if unreadable:
-        raise RecipeError(f"{unreadable[0]}: not a number; type digits (for example 0.5 or 20)")
+        label = unreadable[0]
+        example = "20" if label in WHOLE_NUMBER_LABELS else "0.5"
+        raise RecipeError(f"{label}: not a number; type digits (for example {example})")
     if _blank(settings.seed):
         raise RecipeError("Seed: is empty; enter a whole number, or press Random seed")
     if _blank(settings.num_samples):
@@ -200,6 +204,10 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
         text = (row.get("text") or "").strip()
         if not text:
             raise RecipeError(f"Row {n}: the prompt is empty; write one or remove the row")
+        number = "beta" if row["negate"] else "weight"
+        if _blank(row[number]):      # what a number box hands back for letters typed into it
+            raise RecipeError(f"Row {n}: the {ROW_FIELD_LABELS[number]} is empty; type a number "
+                              "(for example 1.5)")
         # plain dicts: the Recipe validates them and names a bad one by its row (concepts[i])
         concepts.append(dict(text=text, weight=row["weight"], negate=row["negate"],
                              beta=row["beta"], muted=row["muted"]))
