@@ -237,6 +237,14 @@ def test_or_on_a_score_only_stable_diffusion_in_the_page(page, app_url, tmp_path
     watch(page)
     page.click("#generate")
     wait_shown(page, "Running…", then="Done: ")
+    page.wait_for_selector("#progress .levels-chart svg", state="attached")
+    scrub = page.locator("#frame-slider input[type=number]")
+    scrub.fill("1")
+    scrub.press("Enter")
+    wait_text(page, "#progress", "Frame 1 / ")
+    # Scrubbing keeps the chart (it replaced the chart with the frame's label, and so did
+    # the slider's own change event at the end of a run when it landed after the last update).
+    assert page.locator("#progress .levels-chart svg").count() == 1
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs-chart .levels-chart svg", state="attached")
     assert "a cat" in page.locator("#runs-chart .levels-key").first.text_content()

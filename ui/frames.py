@@ -60,6 +60,7 @@ class Run:
 
     def __init__(self, labels: tuple[str, ...] | list[str] = ()):
         self.labels = tuple(labels)
+        self.chart = ""      # the run's levels chart, kept under every scrubbed frame
         self._lock = threading.Lock()
         self._frames: list[dict] = []
         self._total: int | None = None

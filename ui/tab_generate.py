@@ -172,6 +172,8 @@ def wire(page, service: Service):
         final_map = last.map if result.conflict_map is None else result.conflict_map
         mapped = show_maps and final_map is not None
         service.kept.keep(live, kept_frame(last, final, result.conflict_map))
+        live.chart = chart([tracks_panel([f.log_density for f in result.frames],
+                                         [f.ess for f in result.frames], names)], 260, 44)
         live.end(done=True)
         saving = time.perf_counter()
         gif, png = save_outputs(result, [f.preview for f in result.frames])
@@ -189,9 +191,7 @@ def wire(page, service: Service):
                                            value=len(live.frames)),
                tab.progress: progress_html(len(result.frames), len(result.frames),
                                            f" · done in {wall:.1f} s")
-               + (map_key(bool(last.concept_maps)) if mapped else "")
-               + chart([tracks_panel([f.log_density for f in result.frames],
-                                     [f.ess for f in result.frames], names)], 260, 44),
+               + (map_key(bool(last.concept_maps)) if mapped else "") + live.chart,
                tab.metrics: judge_text(result, accept),
                tab.gif: gr.update(value=gif, visible=True),
                tab.png: gr.update(value=png, visible=True),
@@ -226,7 +226,8 @@ def wire(page, service: Service):
                 **thumb_updates(tab.concept_images, [unpacked(c) for c in pictures],
                                 frames.labels),
                 tab.progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
-                              f"({caption})</div>" + (map_key(density) if mapped else "")}
+                              f"({caption})</div>" + (map_key(density) if mapped else "")
+                              + frames.chart}    # (the slider's own change after a run kept it)
 
     def stopped(frames, request: gr.Request):
         """Stop as a state: where the run stopped, its frames left to scrub. The page's
