@@ -227,7 +227,7 @@ def wire(page, service: Service):
                                 frames.labels),
                 tab.progress: f"<div id='progress-text'>Frame {i + 1} / {len(items)} "
                               f"({caption})</div>" + (map_key(density) if mapped else "")
-                              + frames.chart}    # (the slider's own change after a run kept it)
+                              + frames.chart}    # the chart belongs to the run, not one frame
 
     def stopped(frames, request: gr.Request):
         """Stop as a state: where the run stopped, its frames left to scrub. The page's
