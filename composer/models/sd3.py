@@ -25,8 +25,9 @@ import os
 
 import torch
 
+from composer.knobs import family_defaults
 from composer.models.base import ModelError
-from composer.models.sd import ENV_MAX_BATCH, MCMC_DEFAULTS, SDAdapter
+from composer.models.sd import ENV_MAX_BATCH, SDAdapter
 from composer.models.sdxl import SDXLCondition, clip_states
 
 # At s = 1 the VP form has abar = 0 (x0 undefined): the levels above SIGMA_EXACT are
@@ -62,15 +63,9 @@ class SD3Adapter(SDAdapter):
     def __init__(self, pipe, name: str, device: torch.device, dtype: torch.dtype,
                  max_batch: int | None = None, compile_unet: bool = False,
                  channels_last: bool | None = None):  # noqa: ARG002 - a UNet's option
-        self.name = name
-        self.device = torch.device(device)
-        self.dtype = torch.float32
-        self.net_dtype = dtype
-        self.tokenizer, self.text_encoder = pipe.tokenizer, pipe.text_encoder
-        self.tokenizer_2, self.text_encoder_2 = pipe.tokenizer_2, pipe.text_encoder_2
+        self._take_parts(pipe, name, device, dtype)
         self.tokenizer_3 = getattr(pipe, "tokenizer_3", None)
         self.text_encoder_3 = getattr(pipe, "text_encoder_3", None)
-        self.vae, self.transformer = pipe.vae, pipe.transformer
         flow = dict(pipe.scheduler.config)
         levels = int(flow.get("num_train_timesteps", 1000))
         if flow.get("use_dynamic_shifting"):
@@ -82,8 +77,18 @@ class SD3Adapter(SDAdapter):
         self.prediction_type = "flow"
         size = self.transformer.config.sample_size
         self.sample_shape = (self.transformer.config.in_channels, size, size)
-        self.defaults = {"scale": 7.0, "steps": 28, **MCMC_DEFAULTS}
+        self.defaults = {"scale": 7.0, "steps": 28, **family_defaults("sd")}
         self._counted_and_cached(max_batch)
+
+    def _take_parts(self, pipe, name: str, device: torch.device, dtype: torch.dtype) -> None:
+        """The pipeline's transformer, VAE and first two text encoders (FLUX's too)."""
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self.net_dtype = dtype
+        self.tokenizer, self.text_encoder = pipe.tokenizer, pipe.text_encoder
+        self.tokenizer_2, self.text_encoder_2 = pipe.tokenizer_2, pipe.text_encoder_2
+        self.vae, self.transformer = pipe.vae, pipe.transformer
 
     def _estimate_max_batch(self) -> int | None:
         """COMPOSER_SD_MAX_BATCH, else unsplit (the UNet-based estimate does not apply);

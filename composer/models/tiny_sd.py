@@ -1,7 +1,7 @@
 """A tiny random-weight Stable Diffusion checkpoint, written to a folder, for
 the tests and sd_step's quick mode; nothing downloads.
 
-    python -m composer.models.tiny_sd FOLDER [--xl | --sd3]
+    python -m composer.models.tiny_sd FOLDER [--xl | --sd3 | --flux]
 
 The components follow the small configs diffusers uses in its own pipeline
 tests: a two-level UNet with cross-attention, a small four-level VAE (so the
@@ -116,13 +116,22 @@ def tiny_sdxl_pipeline(sample_size: int = 8, seed: int = 0):
                                      tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=scheduler)
 
 
+def shifting_vae(sample_size: int, scaling: float, shift: float):
+    """The small four-level VAE of the flow models, which scale and shift their latents."""
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size * 8,
+        scaling_factor=scaling, shift_factor=shift)
+
+
 def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0):
     """A tiny SD3: a one-layer rectified-flow transformer on 4-channel latents, two
     projecting CLIP text encoders and no T5 (the pipeline then feeds zeros in its place,
     as it does for checkpoints shipped without it), a VAE that shifts its latents, and
     the flow scheduler with SD3's shift of 3."""
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     tokenizer = tiny_tokenizer()
@@ -140,15 +149,53 @@ def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0):
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, layer_norm_eps=1e-5, projection_dim=HIDDEN))
     torch.manual_seed(seed + 3)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size * 8,
-        scaling_factor=1.5305, shift_factor=0.0609)
+    vae = shifting_vae(sample_size, scaling=1.5305, shift=0.0609)
     return StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=clip(1), tokenizer=tokenizer, text_encoder_2=clip(2),
         tokenizer_2=tiny_tokenizer(), text_encoder_3=None, tokenizer_3=None)
+
+
+def tiny_flux_pipeline(sample_size: int = 8, seed: int = 0):
+    """A tiny FLUX: a one-double, one-single-block transformer with guidance embedding on
+    packed 4-channel latents (16 per token), a CLIP encoder for the pooled vector and a
+    small T5 encoder for the tokens (read by a byte tokenizer), a VAE that scales and
+    shifts its latents, and the flow scheduler with FLUX's shift by resolution."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from composer.models.flux import T5_TOKENS
+
+    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_tokenizer(max_length=T5_TOKENS)
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=HIDDEN, pooled_projection_dim=HIDDEN,
+        guidance_embeds=True, axes_dims_rope=(4, 6, 6))
+    torch.manual_seed(seed + 1)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    torch.manual_seed(seed + 2)
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer_2), d_model=HIDDEN, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
+        decoder_start_token_id=0))
+    torch.manual_seed(seed + 3)
+    vae = shifting_vae(sample_size, scaling=0.3611, shift=0.1159)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096)
+    return FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae,
+                        text_encoder=text_encoder, tokenizer=tokenizer,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+
+
+def save_tiny_flux(folder: str | os.PathLike, **kwargs) -> str:
+    """Write a tiny FLUX pipeline to `folder` (diffusers layout) and return the path."""
+    tiny_flux_pipeline(**kwargs).save_pretrained(str(folder))
+    return str(folder)
 
 
 def save_tiny_sd3(folder: str | os.PathLike, **kwargs) -> str:
@@ -166,6 +213,6 @@ def save_tiny_sdxl(folder: str | os.PathLike, **kwargs) -> str:
 if __name__ == "__main__":
     import sys
     builder = (save_tiny_sdxl if "--xl" in sys.argv else save_tiny_sd3 if "--sd3" in sys.argv
-               else save_tiny_sd)
+               else save_tiny_flux if "--flux" in sys.argv else save_tiny_sd)
     folders = [a for a in sys.argv[1:] if not a.startswith("--")]
     print(builder(folders[0] if folders else "tiny-sd"))
