@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -154,24 +155,28 @@ def metadata(config, args, step, log, total, device, model) -> dict:
                          "target": getattr(args, "target", "noisy")}}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    run_dir, out = Path(args.run_dir), Path(args.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    config = ShapesConfig(dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch,
-                          stem=args.stem, text_tokens=args.text_tokens)
+@dataclass
+class Training:
+    """What a training run carries from step to step, and what a checkpoint keeps."""
+    model: ShapesDenoiser
+    ema: ShapesDenoiser
+    opt: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    log: list = field(default_factory=list)
+    elapsed: float = 0.0          # seconds trained in earlier sessions (a resumed run)
+
+
+def start(args, config: ShapesConfig, device: torch.device, ckpt_path: Path) -> Training:
+    """A fresh run, one initialised from --init, or one resumed from its checkpoint."""
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     model = ShapesDenoiser(config).to(device)
     ema = ShapesDenoiser(config).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    step, log, elapsed = 0, [], 0.0
+    run = Training(model, ema, torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0),
+                   generator)
     if args.init and not (args.resume and ckpt_path.exists()):
         init = torch.load(args.init, map_location=device, weights_only=False)
         model.load_state_dict(init["model"])
@@ -184,81 +189,105 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--resume: checkpoint config {ckpt['config']} differs from {config.to_dict()}")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
+        run.opt.load_state_dict(ckpt["opt"])
         generator.set_state(ckpt["rng"])
-        step, log, elapsed = ckpt["step"], ckpt["log"], ckpt["elapsed"]
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min so far)", flush=True)
-    if args.export_only:
-        if not ckpt_path.exists():
-            raise SystemExit(f"--export-only: no checkpoint in {run_dir}")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        config = ShapesConfig(**ckpt["config"])
-        ema = ShapesDenoiser(config)
-        ema.load_state_dict(ckpt["ema"])
-        step, log, total = ckpt["step"], ckpt["log"], ckpt["elapsed"]
-        if ckpt.get("args"):
-            args = argparse.Namespace(**{**ckpt["args"], "out": args.out})
-        meta = metadata(config, args, step, log, total, device, ema)
-        export(out, ema, meta)
-        plot_loss(log, out / "loss.png")
-        print(json.dumps(meta["training"]), flush=True)
-        return meta
-    abar = alphas_cumprod(SCHEDULER_CONFIG).to(device)
-    num_t = len(abar)
-    world = shapes_world().to(device) if args.target == "exact" else None
-    print(f"params {count_parameters(model):,} config {config.to_dict()} device {device}", flush=True)
-    start = time.time()
-    last_ckpt = start
-    running, count = 0.0, 0
-    while step < args.steps:
-        scenes = sample_scenes(args.batch, generator)
-        x0 = render(scenes).to(device)
-        slots = sample_slots(scenes, generator, args.p_empty).to(device)
-        t = torch.randint(0, num_t, (args.batch,), generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        a = abar[t][:, None, None, None]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, args)
-        if args.target == "exact":
-            x0, noise = exact_targets(world, xt, a, slots)
-        loss = torch.mean((model(xt, t, slots) - loss_target(args.prediction, noise, x0, a)) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        running += loss.item()
-        count += 1
-        now = time.time()
-        if args.snapshot_every and step % args.snapshot_every == 0:
-            export(run_dir / "snapshots" / f"step_{step}", ema,
-                   metadata(config, args, step, log, elapsed + now - start, device, model))
-        if step % args.log_every == 0 or step == args.steps:
-            log.append({"step": step, "loss": running / count, "time": elapsed + now - start})
-            print(f"step {step} loss {running / count:.4f} lr {learning_rate(step, args):.2e} "
-                  f"{(elapsed + now - start) / 60:.1f} min", flush=True)
-            running, count = 0.0, 0
-        out_of_time = args.time_limit and (now - start) > args.time_limit * 60
-        if now - last_ckpt > args.checkpoint_every or step == args.steps or out_of_time:
-            save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, elapsed + now - start, config,
-                            args)
-            plot_loss(log, run_dir / "loss.png")
-            last_ckpt = now
-        if out_of_time:
-            print(f"time limit reached at step {step}", flush=True)
-            break
-    total = elapsed + time.time() - start
-    save_checkpoint(ckpt_path, model, ema, opt, generator, step, log, total, config, args)
-    meta = metadata(config, args, step, log, total, device, model)
-    export(out, ema, meta)
-    plot_loss(log, out / "loss.png")
+        run.step, run.log, run.elapsed = ckpt["step"], ckpt["log"], ckpt["elapsed"]
+        print(f"resumed at step {run.step} ({run.elapsed / 60:.1f} min so far)", flush=True)
+    return run
+
+
+def export_only(args, run_dir: Path, ckpt_path: Path, device: torch.device) -> dict:
+    """--export-only: the checkpoint's EMA weights, exported as a finished run would."""
+    if not ckpt_path.exists():
+        raise SystemExit(f"--export-only: no checkpoint in {run_dir}")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    config = ShapesConfig(**ckpt["config"])
+    ema = ShapesDenoiser(config)
+    ema.load_state_dict(ckpt["ema"])
+    if ckpt.get("args"):
+        args = argparse.Namespace(**{**ckpt["args"], "out": args.out})
+    return finish(args, config, ckpt["step"], ckpt["log"], ckpt["elapsed"], device, ema, ema)
+
+
+def train_step(run: Training, args, abar: torch.Tensor, world, device: torch.device) -> float:
+    """One optimiser step on a fresh batch (the data are drawn, never stored); its loss."""
+    scenes = sample_scenes(args.batch, run.generator)
+    x0 = render(scenes).to(device)
+    slots = sample_slots(scenes, run.generator, args.p_empty).to(device)
+    t = torch.randint(0, len(abar), (args.batch,), generator=run.generator).to(device)
+    noise = torch.randn(x0.shape, generator=run.generator).to(device)
+    a = abar[t][:, None, None, None]
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    for group in run.opt.param_groups:
+        group["lr"] = learning_rate(run.step, args)
+    if args.target == "exact":
+        x0, noise = exact_targets(world, xt, a, slots)
+    loss = torch.mean((run.model(xt, t, slots) - loss_target(args.prediction, noise, x0, a)) ** 2)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.opt.step()
+    decay = min(args.ema, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for pe, pm in zip(run.ema.parameters(), run.model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    run.step += 1
+    return loss.item()
+
+
+def finish(args, config: ShapesConfig, step: int, log: list, total: float, device: torch.device,
+           ema: ShapesDenoiser, described: ShapesDenoiser) -> dict:
+    """Export the EMA weights with their metadata (parameters counted on `described`)."""
+    meta = metadata(config, args, step, log, total, device, described)
+    export(Path(args.out), ema, meta)
+    plot_loss(log, Path(args.out) / "loss.png")
     print(json.dumps(meta["training"]), flush=True)
     return meta
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    config = ShapesConfig(dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch,
+                          stem=args.stem, text_tokens=args.text_tokens)
+    if args.export_only:
+        return export_only(args, run_dir, ckpt_path, device)
+    run = start(args, config, device, ckpt_path)
+    abar = alphas_cumprod(SCHEDULER_CONFIG).to(device)
+    world = shapes_world().to(device) if args.target == "exact" else None
+    print(f"params {count_parameters(run.model):,} config {config.to_dict()} device {device}", flush=True)
+    begun = last_ckpt = time.time()
+    running, count = 0.0, 0
+    while run.step < args.steps:
+        running, count = running + train_step(run, args, abar, world, device), count + 1
+        now = time.time()
+        so_far = run.elapsed + now - begun
+        if args.snapshot_every and run.step % args.snapshot_every == 0:
+            export(run_dir / "snapshots" / f"step_{run.step}", run.ema,
+                   metadata(config, args, run.step, run.log, so_far, device, run.model))
+        if run.step % args.log_every == 0 or run.step == args.steps:
+            run.log.append({"step": run.step, "loss": running / count, "time": so_far})
+            print(f"step {run.step} loss {running / count:.4f} lr "
+                  f"{learning_rate(run.step, args):.2e} {so_far / 60:.1f} min", flush=True)
+            running, count = 0.0, 0
+        out_of_time = args.time_limit and (now - begun) > args.time_limit * 60
+        if now - last_ckpt > args.checkpoint_every or run.step == args.steps or out_of_time:
+            save_checkpoint(ckpt_path, run.model, run.ema, run.opt, run.generator, run.step,
+                            run.log, so_far, config, args)
+            plot_loss(run.log, run_dir / "loss.png")
+            last_ckpt = now
+        if out_of_time:
+            print(f"time limit reached at step {run.step}", flush=True)
+            break
+    total = run.elapsed + time.time() - begun
+    save_checkpoint(ckpt_path, run.model, run.ema, run.opt, run.generator, run.step, run.log, total,
+                    config, args)
+    return finish(args, config, run.step, run.log, total, device, run.ema, run.model)
 
 
 if __name__ == "__main__":

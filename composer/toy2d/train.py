@@ -31,6 +31,7 @@ from composer.toy2d.net import (SCHEDULER_CONFIG, UNCONDITIONAL, ToyNet, read_me
 
 VARIANTS = ("score", "energy")
 DROP_CONDITION = 0.1
+CARD_TEMPLATE = Path(__file__).with_name("model_card.md")   # filled by write_model_card
 
 
 def sample_timesteps(n: int, levels: int, low_noise: float, generator: torch.Generator
@@ -108,114 +109,30 @@ def component_support(folder: str | Path, variant: str, samples: int = 2000) -> 
 
 
 def write_model_card(folder: str | Path) -> Path:
+    """MODEL_CARD.md of the weights in `folder`: composer/toy2d/model_card.md filled in from
+    their metadata and each component's measured support."""
     metas = {v: read_metadata(weights_path(folder, v)) for v in VARIANTS
              if weights_path(folder, v).exists()}
     support = {v: component_support(folder, v) for v in metas}
-    support_rows = "\n".join(f"| toy2d-{v} | " + " | ".join(f"{shares[c]:.1%}" for c in CONCEPTS)
-                             + " |" for v, shares in support.items())
-    weakest = min(share for shares in support.values() for share in shares.values())
     from composer.models.toy2d import Toy2DModel
-    steps = Toy2DModel.defaults["steps"]
-    commands = "\n".join(f"- {v}: `{m['command']}`" for v, m in metas.items())
-    rows = "\n".join(
-        f"| toy2d-{v} | `{weights_path('assets/toy2d', v).name}` | {m['params']} | {m['steps']} "
-        f"| {m['batch']} | {m['final_loss']} | {m['train_seconds']} s |" for v, m in metas.items())
     any_meta = next(iter(metas.values()))
     config = json.loads(any_meta["config"])
-    logs = "\n".join(f"- {v}: " + ", ".join(f"{s}: {l}" for s, l in json.loads(m["loss_log"]))
-                     for v, m in metas.items())
-    text = f"""# toy2d: score and energy diffusion models for the RRR 2D setups
-
-Two small conditional diffusion models trained by this project on the 2D
-distributions of Reduce, Reuse, Recycle (Du et al. 2023). They exist so that
-every sampler and operator of the composer can be scored against ground truth
-(see `docs/toy2d.md`, `benchmarks/toy2d.py`).
-
-## Data
-
-Six components, each point drawn from a uniformly chosen one:
-
-| concept | distribution |
-|---|---|
-| `ring` | 8 Gaussians on a circle of radius 0.5, std 0.03 |
-| `bar` | U([-0.2, 0.2] x [-1, 1]) |
-| `left_bar` | U([-0.3, -0.1] x [-1, 1]) |
-| `right_bar` | U([0.1, 0.3] x [-1, 1]) |
-| `big_box` | U([-0.7, 0.7]^2) |
-| `small_box` | U([-0.3, 0.3]^2) |
-
-The label is replaced by the unconditional row `""` with probability
-{DROP_CONDITION}, so `""` models the marginal over all six components.
-Data are drawn fresh every step from the exact samplers (no fixed data set).
-
-## Architecture
-
-Conditional residual MLP (`composer/toy2d/net.py`): width {config['width']},
-{config['blocks']} residual blocks with SiLU, the (timestep, label)
-conditioning (16 sinusoidal frequencies + a learned label embedding, through a
-small MLP) added in every block; 2 outputs f(x, t, c). The input x enters with
-{config.get('fourier', 0)} Fourier frequencies, [x, sin(2^k pi x), cos(2^k pi x)]: an MLP on raw
-coordinates draws the ring's narrow modes (std 0.03) smeared along the circle.
-
-- `toy2d-score`: eps(x, t, c) = f(x, t, c).
-- `toy2d-energy`: E(x, t, c) = 1/2 |f(x, t, c)|^2, eps = grad_x E by autograd;
-  the energy in nats is U = E / sigma_t, defined up to a constant per (t, c)
-  (E >= 0 and reaches about 0 at every mode, which keeps components comparable
-  for the mixture operator).
-
-Schedule: discrete variance-preserving, diffusers config
-`{json.dumps(SCHEDULER_CONFIG)}`
-for training. Sampling sets `clip_sample: true` (the data lie in [-1, 1]², the
-default `clip_sample_range`): at the top level ᾱ is 2·10⁻⁴, and without the clip a
-composed ε (which no single model predicted) was amplified about 30× there, so the
-product diverged under every sampler when all 100 levels were used.
-
-## Training
-
-Denoising loss |eps_theta(x_t, t, c) - eps|^2 summed over the 2 coordinates,
-t uniform over the 100 steps except that a share {any_meta.get('low_noise', '0')} of each batch is
-drawn from the lowest 20 (where the ring's modes are resolved); the energy model
-differentiates through grad_x E (create_graph=True). The two variants train at
-the same time, one CPU thread each. Adam, learning rate {any_meta['lr']} with cosine decay to
-1% of it, seed {any_meta['seed']}, one CPU thread (torch {any_meta['torch']}).
-
-| model | file | parameters | steps | batch | final loss (mean of last log window) | training wall time |
-|---|---|---|---|---|---|---|
-{rows}
-
-Wall times are for one thread each on a 2-core AMD EPYC with nothing else
-running (the two variants side by side).
-
-## Each component on its own
-
-Share of 2000 DDPM samples of each component (the adapter's {steps} steps, seed 0)
-inside that component's support (for the ring: within 3 std of a mode, which
-holds 98.9% of exact samples). The weakest is {weakest:.1%}; the lab's target is 97%.
-
-| model | {' | '.join(CONCEPTS)} |
-|---|{'---|' * len(CONCEPTS)}
-{support_rows}
-
-Loss logs (step: mean loss over the preceding window):
-
-{logs}
-
-Commands (both at once, one per core):
-
-{commands}
-
-## Limits
-
-Toy models for a lab, not for any other use. They are kept small (about
-{int(any_meta['params']) // 1000}k parameters) so that one HMC composition of 1000 samples runs in a few
-seconds on one CPU thread (`benchmarks/toy2d.py` times it). The energies carry an
-unknown constant per (t, concept); E >= 0 with E about 0 at the modes is what
-makes components comparable for the mixture and the bounded negation.
-Far from the data (|x| > 5, where no training point lies at any noise level) the
-gradients grow several times faster than the true scores; unadjusted samplers
-(ULA, U-HMC) with large steps can be thrown there and diverge, which is why their
-default steps are small (`composer/models/toy2d.py`).
-"""
+    text = CARD_TEMPLATE.read_text().format(
+        drop_condition=DROP_CONDITION, width=config["width"], blocks=config["blocks"],
+        fourier=config.get("fourier", 0), schedule=json.dumps(SCHEDULER_CONFIG),
+        low_noise=any_meta.get("low_noise", "0"), lr=any_meta["lr"], seed=any_meta["seed"],
+        torch=any_meta["torch"], kilo_params=int(any_meta["params"]) // 1000,
+        steps=Toy2DModel.defaults["steps"], concepts=" | ".join(CONCEPTS),
+        columns="---|" * len(CONCEPTS),
+        weakest=min(share for shares in support.values() for share in shares.values()),
+        rows="\n".join(
+            f"| toy2d-{v} | `{weights_path('assets/toy2d', v).name}` | {m['params']} | {m['steps']} "
+            f"| {m['batch']} | {m['final_loss']} | {m['train_seconds']} s |" for v, m in metas.items()),
+        support_rows="\n".join(f"| toy2d-{v} | " + " | ".join(f"{shares[c]:.1%}" for c in CONCEPTS)
+                               + " |" for v, shares in support.items()),
+        logs="\n".join(f"- {v}: " + ", ".join(f"{s}: {l}" for s, l in json.loads(m["loss_log"]))
+                       for v, m in metas.items()),
+        commands="\n".join(f"- {v}: `{m['command']}`" for v, m in metas.items()))
     path = Path(folder) / "MODEL_CARD.md"
     path.write_text(text)
     return path
