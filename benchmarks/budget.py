@@ -3,7 +3,7 @@
     python -m benchmarks.budget [--threads 0]
 
 For each built-in model, times one run of its default example recipe through
-the facade, divides by that run's cost (engine.cost: network evaluations) to get
+the facade, divides by that run's cost (composer.plan.cost: network evaluations) to get
 seconds per evaluation, and multiplies by the model's budget. Prints JSON and
 writes benchmarks/results/budget.json.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from composer import engine
 from composer.facade import Composer
+from composer.plan import budget, cost, prepare
 from composer.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +38,18 @@ def main() -> dict:
     for name, example in EXAMPLES.items():
         recipe = Recipe.from_json((ROOT / "assets/recipes" / example).read_text())
         model = composer.model(name)
-        filled = engine.prepare(recipe, model)
+        filled = prepare(recipe, model)
         composer.render(recipe)                                  # warm-up
         start = time.perf_counter()
         composer.render(recipe)
         seconds = time.perf_counter() - start
-        evaluations = engine.cost(filled, model)
+        evaluations = cost(filled, model)
         per_evaluation = seconds / evaluations
         rows.append({"model": name, "recipe": example, "sampler": filled.sampler.name,
                      "evaluations": evaluations, "seconds": round(seconds, 3),
                      "us_per_evaluation": round(per_evaluation * 1e6, 2),
-                     "budget": engine.budget(model),
-                     "budget_seconds": round(per_evaluation * engine.budget(model), 1)})
+                     "budget": budget(model),
+                     "budget_seconds": round(per_evaluation * budget(model), 1)})
         print(json.dumps(rows[-1]), flush=True)
     report = {"benchmark": "budget", "device": "cpu", "threads": torch.get_num_threads(),
               "load_average": [round(v, 2) for v in os.getloadavg()], "models": rows}

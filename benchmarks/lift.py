@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from composer.engine import cost, generate
+from composer.engine import generate
 from composer.evaluation import PerSample, run_task
 from composer.lift import DRAWS, LEVEL_FRACTIONS, best_of, lift_cost, measure_lift
 from composer.models import load_model
+from composer.plan import cost
 from composer.pictures import from_uint8
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.toy2d.data import COMPONENTS, CONCEPTS, RING_STD, ring_centres

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from composer.engine import generate, prepare
+from composer.engine import generate
+from composer.plan import prepare
 from composer.lift import DRAWS, LEVEL_FRACTIONS, SEED_OFFSET, measure_lift, timesteps, verdicts
 from composer.models import load_model, scoring_of
 from composer.recipe import Recipe

@@ -52,10 +52,11 @@ from pathlib import Path
 
 import torch
 
-from composer.engine import alpha_bar, candidates, cost, prepare, rule_of, sample
+from composer.engine import alpha_bar, sample
 from composer.evaluation import OR_WEIGHTS, PerSample, make_compositions, run_task
 from composer.lift import best_of, lift_cost, measure_lift
 from composer.models import load_model
+from composer.plan import candidates, cost, prepare, rule_of
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.samplers import make_scheduler
 from composer.toy2d.data import COMPONENTS, SETUPS

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from composer.evaluation import run_task
+from composer.knobs import add_arguments, from_arguments
 from composer.models import load_model
 from composer.models.shapes import ShapesModel
 from composer.pictures import enlarge, grid
-from composer.recipe import AUTO, SamplerSpec
+from composer.recipe import SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,11 +105,6 @@ def update_doc(path: Path, text: str) -> None:
         path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
-def step_size(text: str) -> float | str:
-    """--step-size: a number, or "auto" (MALA and HMC adapt it during the run)."""
-    return AUTO if text == AUTO else float(text)
-
-
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shapes-exact,shapes",
@@ -124,10 +120,7 @@ def main() -> dict:
     p.add_argument("--beta", type=float, default=1.0, help="NOT strength")
     p.add_argument("--clip-sample", choices=("model", "on", "off"), default="model",
                    help="clip predicted x0 to [-1, 1] in DDIM/DDPM steps (default: the model's config)")
-    p.add_argument("--mcmc-steps", type=int, default=None)
-    p.add_argument("--step-size", type=step_size, default=None,
-                   help="a fraction of sigma_t, or 'auto' (mala, hmc); default: the model's")
-    p.add_argument("--leapfrog-steps", type=int, default=None)
+    add_arguments(p)      # --mcmc-steps, --step-size, --leapfrog-steps, ...
     p.add_argument("--families", default="placed,free")
     p.add_argument("--tasks", default="and1,and2,and3,not")
     p.add_argument("--samplers", default="ddim,ula,uhmc,mala,hmc")
@@ -159,8 +152,7 @@ def main() -> dict:
         report["models"][name] = {"defaults": model.defaults, "scheduler": model.scheduler_config,
                                   "training": getattr(model, "meta", {}).get("training")}
         for sampler in args.samplers.split(","):
-            spec = SamplerSpec(name=sampler, mcmc_steps=args.mcmc_steps, step_size=args.step_size,
-                               leapfrog_steps=args.leapfrog_steps)
+            spec = SamplerSpec(name=sampler, **from_arguments(args))
             for family in args.families.split(","):
                 for task in args.tasks.split(","):
                     # Each composition is repeated --samples times, on different noise.

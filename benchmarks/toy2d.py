@@ -51,10 +51,12 @@ import torch
 from PIL import Image
 
 from benchmarks.toy2d_tables import markdown, markdown_default_product, markdown_extra
-from composer.engine import NonFiniteError, evaluations_per_level, generate, sample
+from composer.engine import NonFiniteError, generate, sample
+from composer.knobs import KNOBS
 from composer.maps import GRID, grid_points
 from composer.media import labelled_grid
 from composer.models import load_model
+from composer.plan import evaluations_per_level
 from composer.recipe import Concept, Recipe, SamplerSpec
 from composer.toy2d.data import CONCEPTS
 from composer.toy2d.data import SETUPS as TARGETS
@@ -199,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "support": "fraction of samples in the target's support (product: 3-std "
                               "disks around the two ring modes inside the bar)"},
         "defaults": {"steps": knobs.steps, "scale": knobs.scale,
-                     **{k: getattr(knobs.sampler, k) for k in
-                        ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points")}},
+                     **{k.name: getattr(knobs.sampler, k.name) for k in KNOBS
+                        if getattr(knobs.sampler, k.name) is not None}},
         "runs": runs, "claims": claims, "product_seeds": seeds,
         "negation_forms": negation_forms, "negation_choice": negation_choice,
         "component_support": components, "targets": targets, "product_budget": budget,

@@ -78,6 +78,13 @@ def writing(path: str):
         raise ComposerError(f"--out: cannot write into {path} ({err.strerror})") from None
 
 
+def price(sampling: int, judging: int, limit: int | None, what: str) -> str:
+    """'1,200 network evaluations (+ 300 for the lift verdicts); a run may use 10,000'."""
+    verdicts = f" (+ {judging:,} for the lift verdicts)" if judging else ""
+    allowed = f"; a {what} may use {limit:,}" if limit is not None else ""
+    return f"{sampling:,} network evaluations{verdicts}{allowed}"
+
+
 def render(args: argparse.Namespace) -> None:
     recipe = Recipe.from_json(read_bytes(args.recipe, "recipe"))
     if args.model:
@@ -85,7 +92,10 @@ def render(args: argparse.Namespace) -> None:
     if args.best_of is not None:
         recipe = dataclasses.replace(recipe, best_of=args.best_of)
     out = output_folder(args.out)
-    result = Composer(device(args.device)).render(recipe, lift=args.lift)
+    composer = Composer(device(args.device))
+    planned = composer.plan(recipe, lift=args.lift)
+    print(f"render: {price(planned.sampling, planned.judging, planned.budget, 'run')}", flush=True)
+    *_, result = composer.run(planned)
     with writing(args.out):
         (out / "recipe.json").write_text(result.recipe.to_json() + "\n")
         if result.points is not None:
@@ -112,11 +122,12 @@ def sweep(args: argparse.Namespace) -> None:
     out = output_folder(args.out)
     composer = Composer(device(args.device))
     rows, columns = plan.shape
-    cost, limit = composer.sweep_cost(plan), composer.sweep_budget(plan.recipe.model)
-    print(f"sweep: {rows * columns} cells, {cost:,} network evaluations"
-          + (f" (a sweep may use {limit:,})" if limit is not None else ""), flush=True)
+    planned = composer.sweep_plan(plan)
+    judging = sum(cell.judging for *_, cell in planned.cells)
+    print(f"sweep: {rows * columns} cells, "
+          f"{price(planned.total - judging, judging, planned.budget, 'sweep')}", flush=True)
     pictures, records = [], []
-    for cell in composer.sweep(plan):
+    for cell in composer.sweep(planned):
         result, (i, j) = cell.result, cell.position
         picture, summary = sweep_cell(result.images, result.metrics)
         pictures.append(((i, j), picture, summary))

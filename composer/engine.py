@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from composer.lift import lift_cost
-from composer.maps import GRID, conflict_map, density_map, grid_points
-from composer.models.base import ModelAdapter, ModelError
-from composer.operators import OPERATORS, Rule, compose, fk_log_weight, make_rule
-from composer.recipe import AUTO, MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
+from composer.knobs import KNOBS
+from composer.maps import conflict_map, density_map, grid_points
+from composer.models.base import ModelAdapter
+from composer.operators import Rule, compose, fk_log_weight
+from composer.plan import Plan, candidates, particles, prepare, rule_of, tracks_density
+from composer.recipe import AUTO, SMC, Recipe, RecipeError, SamplerSpec
 from composer.samplers import MCMC, SMC_WINDOW, Evaluation, MCMCKnobs, Particles, make_scheduler, reverse_step
 from composer.tracking import equal_change_step, initial_log_density, ito_change, step_beta
 
@@ -65,125 +65,9 @@ class StepRecord:
     resampled: int = 0               # smc: samples whose particles were resampled here
 
 
-BUDGET_SCALE_ENV = "COMPOSER_BUDGET_SCALE"
-
-
-def evaluations_per_level(spec: SamplerSpec, has_energy: bool) -> int:
-    """Batched model calls at one noise level: the MCMC moves, then the reverse
-    step (which reuses the evaluation MALA and HMC end on)."""
-    if not spec.is_mcmc:
-        return 1
-    k = spec.mcmc_steps
-    if spec.name == "ula":
-        return k + 1
-    if spec.name == "mala":     # score-only models integrate along the line: points - 2 more
-        return 1 + k * (1 if has_energy else spec.line_points - 1)
-    return 1 + k * spec.leapfrog_steps
-
-
-def candidates(recipe: Recipe) -> Recipe:
-    """What a best-of-N recipe samples: N candidates per sample in one batch (sample i's
-    candidates at i*N .. i*N + N - 1, as composer.lift.best_of reads them)."""
-    if recipe.best_of == 1:
-        return recipe
-    return replace(recipe, num_samples=recipe.num_samples * recipe.best_of, best_of=1)
-
-
-def rule_of(recipe: Recipe) -> Rule:
-    return make_rule(recipe.concepts, recipe.operator, recipe.scale, recipe.negation,
-                     recipe.temperature)
-
-
-def particles(spec: SamplerSpec) -> int:
-    """Particles per sample: smc's K, else 1."""
-    return spec.particles if spec.name == SMC else 1
-
-
-def tracks_density(spec: SamplerSpec) -> bool:
-    """Whether the rows' log-densities are tracked: on variance-preserving reverse steps
-    (the Ito estimator's setting), not across MCMC moves."""
-    return not spec.is_mcmc and spec.reverse in MCMC_PREDICTORS
-
-
-def cost(recipe: Recipe, model: ModelAdapter, maps: bool = False) -> int:
-    """Network rows a filled-in recipe's sampling costs: steps x calls per level x rows x
-    samples (best_of candidates each, smc's K particles each), plus, for a 2D model's
-    density maps, every row at each grid point every step. The lift verdicts come on
-    top (judging_cost)."""
-    rows = len(rule_of(recipe).texts)
-    grid = GRID * GRID if maps and model.plane is not None else 0
-    batch = candidates(recipe).num_samples * particles(recipe.sampler)
-    return recipe.steps * rows * (evaluations_per_level(recipe.sampler, model.has_energy) * batch + grid)
-
-
-def judging_cost(recipe: Recipe, judged: bool) -> int:
-    """Network rows the lift verdicts of a run cost: every candidate's, when the run is
-    judged (always when best_of > 1, which chooses by them)."""
-    return lift_cost(candidates(recipe)) if judged or recipe.best_of > 1 else 0
-
-
-def budget(model: ModelAdapter) -> int | None:
-    """The most network rows one run of this model may cost: the adapter's
-    CPU-sized budget times COMPOSER_BUDGET_SCALE (a GPU Space raises it)."""
-    if model.max_evaluations is None:
-        return None
-    try:
-        scale = float(os.environ.get(BUDGET_SCALE_ENV, "1"))
-    except ValueError:
-        scale = 1.0
-    return int(model.max_evaluations * scale) if math.isfinite(scale) and scale > 0 else model.max_evaluations
-
-
-def prepare(recipe: Recipe, model: ModelAdapter, maps: bool = False, lift: bool = False) -> Recipe:
-    """Fill the model's defaults and check what only the model can check (the cost
-    with the maps and the lift verdicts if they are asked for)."""
-    recipe = recipe.with_defaults(model.defaults)
-    for i, concept in enumerate(recipe.concepts):
-        try:
-            model.check_concept(concept.text)
-        except ModelError as err:
-            raise RecipeError(f"concepts[{i}].text: {err}") from None
-    operator, spec = OPERATORS[recipe.operator], recipe.sampler
-    if operator.needs_energy and not model.has_energy:
-        raise RecipeError(f"operator: {operator.name} needs an energy-parameterised model; "
-                          f"{recipe.model!r} only has scores (superdiff_or is the OR for "
-                          f"score-only models)")
-    if operator.tracks_density and not tracks_density(spec):
-        raise RecipeError(f"operator: {operator.name} weighs the rows by log-densities tracked "
-                          f"along variance-preserving reverse steps; use the sampler ddpm, ddim "
-                          f"or smc, got {spec.name!r}")
-    if spec.name == SMC and not rule_of(recipe).linear:
-        raise RecipeError(f"sampler: smc weighs particles toward the product of the rows, "
-                          f"prod q_i^c_i; operator {operator.name!r} (negation "
-                          f"{recipe.negation!r}) is not such a product: use 'and' or 'product' "
-                          f"with negation 'ratio'")
-    if recipe.negation == "bounded" and not model.has_energy:
-        raise RecipeError(f"negation: the bounded form needs an energy-parameterised model; "
-                          f"{recipe.model!r} only has scores (use negation 'ratio')")
-    levels = model.scheduler_config.get("num_train_timesteps", 1000)
-    if recipe.steps > levels:
-        raise RecipeError(f"steps: {recipe.model!r} was trained with {levels} noise levels; "
-                          f"use at most {levels}, got {recipe.steps}")
-    if recipe.num_samples > model.max_samples:
-        raise RecipeError(f"num_samples: {recipe.model!r} takes at most {model.max_samples}, "
-                          f"got {recipe.num_samples}")
-    if recipe.num_samples * recipe.best_of > model.max_samples:
-        raise RecipeError(f"best_of: {recipe.model!r} draws at most {model.max_samples} samples "
-                          f"at once; {recipe.num_samples} samples x best of {recipe.best_of} "
-                          f"candidates is {recipe.num_samples * recipe.best_of}; lower the samples "
-                          f"to {model.max_samples // recipe.best_of} or fewer, or the best of to "
-                          f"{max(model.max_samples // recipe.num_samples, 1)}")
-    # smc's particles are held to the budget, not to max_samples: the adapters chunk a
-    # large batch under their memory budget, and the result has num_samples samples.
-    limit, needed = budget(model), cost(recipe, model, maps) + judging_cost(recipe, lift)
-    if limit is not None and needed > limit:
-        with_maps = ", plus the density maps' grid" if maps and model.plane is not None else ""
-        with_lift = ", plus the lift verdicts" if judging_cost(recipe, lift) else ""
-        raise RecipeError(f"cost: this run needs {needed:,} network evaluations (steps x calls "
-                          f"per step x rows x samples{with_maps}{with_lift}); one run of "
-                          f"{recipe.model!r} may use {limit:,}. Use fewer steps, samples, "
-                          f"concepts or MCMC steps")
-    return recipe
+def move_knobs(spec: SamplerSpec, step: float, **fixed) -> MCMCKnobs:
+    """What each MCMC move takes: the scaled step h and the spec's knobs, some `fixed`."""
+    return MCMCKnobs(step=step, **{k.name: getattr(spec, k.name) for k in KNOBS if k.moves} | fixed)
 
 
 def alpha_bar(scheduler, index: int, t) -> float:
@@ -233,8 +117,7 @@ class AdaptiveStep:
         evaluation, rates, steps = None, [], []
         for _ in range(spec.mcmc_steps):
             steps.append(math.exp(self.log_step))
-            knobs = MCMCKnobs(1, steps[-1] * sigma, spec.leapfrog_steps, spec.damping,
-                              spec.line_points)
+            knobs = move_knobs(spec, steps[-1] * sigma, mcmc_steps=1)
             moved = MCMC[spec.name](_reusing(density, x, evaluation), x, knobs, generator)
             x, evaluation = moved.x, moved.evaluation
             rates.append(float(moved.acceptance.mean()))
@@ -350,12 +233,21 @@ def alpha_bar_after(scheduler, index: int) -> float:
 @torch.no_grad()
 def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
            maps: bool = False) -> Iterator[StepRecord]:
-    """Yield one StepRecord per reverse step. Deterministic for a seed on a device,
-    maps on or off. Setting `control.cancel` raises Cancelled before the next network
-    evaluation. `maps` adds the density (2D models: one more evaluation per step, on
-    the grid) or the conflict map (image models under "and": no evaluation)."""
-    recipe = prepare(recipe, model, maps)
-    control = control or Control()
+    """Yield one StepRecord per reverse step of `recipe` as it is (no best-of candidates),
+    after planning it. Deterministic for a seed on a device, maps on or off. Setting
+    `control.cancel` raises Cancelled before the next network evaluation. `maps` adds the
+    density (2D models: one more evaluation per step, on the grid) or the conflict map
+    (image models under "and": no evaluation)."""
+    return _records(prepare(recipe, model, maps), model, control or Control(), maps)
+
+
+def run(planned: Plan, model: ModelAdapter, control: Control | None = None) -> Iterator[StepRecord]:
+    """The records of a planned run: every best-of candidate, sampled in one batch."""
+    return _records(candidates(planned.recipe), model, control or Control(), planned.maps)
+
+
+def _records(recipe: Recipe, model: ModelAdapter, control: Control,
+             maps: bool) -> Iterator[StepRecord]:
     spec = recipe.sampler
     rule = rule_of(recipe)
     cond = model.encode(rule.texts)
@@ -363,15 +255,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     scheduler.set_timesteps(recipe.steps, device=model.device)
     # On the CPU whatever the model's device: a share link reproduces everywhere.
     generator = torch.Generator("cpu").manual_seed(recipe.seed)
-    shape = (recipe.num_samples * particles(spec), *model.sample_shape)
-    x = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
-    x = x * scheduler.init_noise_sigma
-    swarm = None
-    if spec.name == SMC:
-        swarm = Particles(recipe.num_samples, spec.particles, x.device)
-        # The weights correct toward prod_i q_i^{c_i} from its own start: each q_i is
-        # N(0, I) at the first level, so their product is N(0, I / sum_i c_i).
-        x = x / math.sqrt(float(rule.coefficients.sum()))
+    x, swarm = _start(recipe, model, rule, scheduler, generator)
     log_q = initial_log_density(x, len(rule.texts)) if tracks_density(spec) else None
     # Energies are needed for mixture, and make Metropolis tests exact.
     with_energy = model.has_energy and (rule.needs_energy or spec.is_metropolis)
@@ -380,16 +264,7 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
         density = composed_density(model, rule, cond, t, abar, with_energy, control, log_q)
-        acceptance = evaluation = step_size = None
-        if spec.is_mcmc and spec.mcmc_steps > 0 and spec.step_size == AUTO:
-            x, evaluation, acceptance, step_size = adapt.level(density, x, spec, abar, generator)
-        elif spec.is_mcmc and spec.mcmc_steps > 0:
-            knobs = MCMCKnobs(spec.mcmc_steps, spec.step_size * math.sqrt(1.0 - abar),
-                              spec.leapfrog_steps, spec.damping, spec.line_points)
-            moved = MCMC[spec.name](density, x, knobs, generator)
-            x, evaluation = moved.x, moved.evaluation  # MCMC predictors leave inputs unscaled
-            acceptance = None if moved.acceptance is None else float(moved.acceptance.mean())
-            step_size = spec.step_size
+        x, evaluation, acceptance, step_size = _moves(spec, adapt, density, x, abar, generator)
         model_input = scheduler.scale_model_input(x, t)
         if evaluation is None:
             evaluation = density(model_input)
@@ -417,14 +292,46 @@ def sample(recipe: Recipe, model: ModelAdapter, control: Control | None = None,
                 if "conflict" in views:
                     views["conflict"] = views["conflict"][keep]
         if not torch.isfinite(x).all():
-            raise NonFiniteError(
-                f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "
-                f"of {total}; likely causes: a sampler that overshoots on this composition "
-                f"({recipe.sampler.name!r}: try another sampler, or another number of steps), "
-                f"or a scale or weights so large that the composed prediction overflows")
+            raise NonFiniteError(_not_finite(spec, index, total))
         tracked = None if log_q is None else log_q[rule.concept_rows]
         yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views,
                          log_density=tracked, ess=ess, resampled=resampled)
+
+
+def _start(recipe: Recipe, model: ModelAdapter, rule: Rule, scheduler,
+           generator: torch.Generator) -> tuple[torch.Tensor, Particles | None]:
+    """The first x_T (smc: K particles per sample, and their swarm)."""
+    spec = recipe.sampler
+    shape = (recipe.num_samples * particles(spec), *model.sample_shape)
+    x = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
+    x = x * scheduler.init_noise_sigma
+    if spec.name != SMC:
+        return x, None
+    # The weights correct toward prod_i q_i^{c_i} from its own start: each q_i is
+    # N(0, I) at the first level, so their product is N(0, I / sum_i c_i).
+    return (x / math.sqrt(float(rule.coefficients.sum())),
+            Particles(recipe.num_samples, spec.particles, x.device))
+
+
+def _moves(spec: SamplerSpec, adapt: AdaptiveStep | None, density, x: torch.Tensor, abar: float,
+           generator: torch.Generator):
+    """One level's MCMC moves (none for reverse samplers): x, the density's evaluation
+    there when known, the mean acceptance and the step used (a fraction of sigma_t)."""
+    if not spec.is_mcmc or spec.mcmc_steps == 0:
+        return x, None, None, None
+    if adapt is not None:
+        return adapt.level(density, x, spec, abar, generator)
+    moved = MCMC[spec.name](density, x, move_knobs(spec, spec.step_size * math.sqrt(1.0 - abar)),
+                            generator)
+    acceptance = None if moved.acceptance is None else float(moved.acceptance.mean())
+    return moved.x, moved.evaluation, acceptance, spec.step_size  # inputs left unscaled
+
+
+def _not_finite(spec: SamplerSpec, index: int, total: int) -> str:
+    return (f"steps: the sample stopped being finite (NaN or infinity) at step {index + 1} "
+            f"of {total}; likely causes: a sampler that overshoots on this composition "
+            f"({spec.name!r}: try another sampler, or another number of steps), "
+            f"or a scale or weights so large that the composed prediction overflows")
 
 
 def _maps(model: ModelAdapter, rule: Rule, cond, t, abar: float, control: Control,

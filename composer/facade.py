@@ -27,6 +27,7 @@ from composer.models import (
     scoring_of,
 )
 from composer.operators import OPERATORS
+from composer.plan import Plan, budget, candidates, make_plan
 from composer.recipe import Recipe, RecipeError
 from composer.sweep import Sweep
 
@@ -79,6 +80,7 @@ class Result:
     # Image models with maps: each level's conflict map averaged over the run, laid over
     # the last frame's candidates (a single level's fades as the predictions agree).
     conflict_map: np.ndarray | None = None
+    plan: Plan | None = None            # what the run was planned to do and cost
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,17 @@ class SweepCell:
     position: tuple[int, int]           # (row, column) in the sweep's grid
     labels: tuple[str, ...]             # "field = value" per axis
     result: Result
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    sweep: Sweep
+    cells: tuple[tuple[tuple[int, int], tuple[str, ...], Plan], ...]   # (position, labels, plan)
+    budget: int | None                  # the most the whole sweep may cost
+
+    @property
+    def total(self) -> int:
+        return sum(planned.total for *_, planned in self.cells)
 
 
 @dataclass(frozen=True)
@@ -164,53 +177,35 @@ class Composer:
         return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
                          m.max_samples, dict(m.defaults), m.description, m.lift_by_default)
 
-    def check(self, recipe: Recipe, maps: bool = False,
-              lift: bool | None = None) -> tuple[Recipe, tuple[str, ...]]:
-        """The recipe with defaults filled, and notes for the user; raises ComposerError."""
-        model = self.model(recipe.model)
+    def plan(self, recipe: Recipe, maps: bool = False, lift: bool | None = None) -> Plan:
+        """What one run of the recipe will do and cost (composer/plan.py): its filled
+        recipe, notes, verdicts and price, worked out once; ComposerError if it cannot run.
+        `lift` judges the samples by the model's own lift (None: the model's default,
+        left out with a note when it would take the run over its budget)."""
         try:
-            filled = engine.prepare(recipe, model, maps, self.judged(recipe, lift, maps))
+            return make_plan(recipe, self.model(recipe.model), maps, lift)
         except (RecipeError, ModelError) as err:
             raise ComposerError(str(err)) from None
-        notes = tuple(note for c in filled.active_concepts for note in model.concept_warnings(c.text))
-        return filled, notes + tuple(model.recipe_notes(filled))
-
-    def judged(self, recipe: Recipe, lift: bool | None = None, maps: bool = False) -> bool:
-        """Whether a run of the recipe is judged by the model's lift: always when
-        best_of > 1 (the lift chooses the candidates), else as asked, else the model's
-        default, as long as the verdicts do not take the run over its budget."""
-        if recipe.best_of > 1 or lift is not None:
-            return recipe.best_of > 1 or lift
-        model = self.model(recipe.model)
-        limit = engine.budget(model)
-        if not model.lift_by_default or limit is None:
-            return model.lift_by_default
-        try:
-            filled = engine.prepare(recipe, model, maps)
-        except (RecipeError, ModelError):
-            return True                     # check() says what is wrong with the recipe
-        return engine.cost(filled, model, maps) + engine.judging_cost(filled, True) <= limit
 
     def stream(self, recipe: Recipe, cancel: threading.Event | None = None, maps: bool = False,
                lift: bool | None = None) -> Iterator[Frame | Result]:
         """Yield a Frame per step, then the Result. Setting `cancel` stops the run
         before its next network evaluation (raises Cancelled). `maps` adds each
         frame's density or conflict map (composer.maps); samples are the same. `lift`
-        judges the samples by the model's own lift (None: the model's default); with
-        best_of > 1 the frames show every candidate and the Result keeps the chosen."""
-        judged = self.judged(recipe, lift, maps)
-        filled, notes = self.check(recipe, maps, judged)
-        model = self.model(recipe.model)
-        if lift is None and model.lift_by_default and not judged:
-            notes += ("The model's lift verdicts were left out: they would take this run over "
-                      "its budget.",)
+        as in `plan`; with best_of > 1 the frames show every candidate and the Result
+        keeps the chosen."""
+        yield from self.run(self.plan(recipe, maps, lift), cancel)
+
+    def run(self, planned: Plan, cancel: threading.Event | None = None) -> Iterator[Frame | Result]:
+        """`stream` of a run already planned."""
+        filled, notes, model = planned.recipe, planned.notes, self.model(planned.recipe.model)
         pictures, scoring = pictures_of(model), scoring_of(model)
-        batch = engine.candidates(filled)
+        batch = candidates(filled)
         frames: list[Frame] = []
         control = engine.Control(cancel or threading.Event(), self._device.turn())
         record, conflict, levels = None, None, 0
         try:
-            for record in engine.sample(batch, model, control, maps):
+            for record in engine.run(planned, model, control):
                 frame = self._frame(pictures, batch, record)
                 frames.append(frame)
                 if record.conflict is not None:       # summed: 1,000 levels of maps add up
@@ -219,7 +214,7 @@ class Composer:
                     conflict, levels = ((conflict + record.conflict, levels + 1) if same
                                         else (record.conflict, 1))
                 yield frame
-            final, by_model = self._judge(model, filled, batch, record.x_t, control, judged)
+            final, by_model = self._judge(model, filled, batch, record.x_t, control, planned.judged)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise ComposerError("out of GPU memory: try fewer samples or fewer concepts") from None
@@ -235,7 +230,8 @@ class Composer:
                                                                            conflict / levels)
         yield Result(filled, tuple(pictures.result_images(filled, final)), pictures.points(final),
                      tuple(frames), notes, scoring.metrics(filled, final),
-                     tuple(scoring.verdicts(filled, final) or ()), tuple(by_model), conflict)
+                     tuple(scoring.verdicts(filled, final) or ()), tuple(by_model), conflict,
+                     planned)
 
     @staticmethod
     def _judge(model: ModelAdapter, recipe: Recipe, batch: Recipe, final: torch.Tensor,
@@ -256,51 +252,35 @@ class Composer:
         *_, result = self.stream(recipe, cancel=cancel, maps=maps, lift=lift)
         return result
 
-    def cost(self, recipe: Recipe, maps: bool = False) -> int:
-        """Network evaluations one run of the recipe makes (defaults filled in), with
-        the density maps' if asked for; the lift verdicts' are `lift_cost`."""
-        filled, _ = self.check(recipe, maps)
-        return engine.cost(filled, self.model(recipe.model), maps)
-
-    def lift_cost(self, recipe: Recipe, lift: bool | None = None) -> int:
-        """Network evaluations of the run's lift verdicts (0 when it is not judged)."""
-        judged = self.judged(recipe, lift)
-        filled, _ = self.check(recipe, lift=judged)
-        return engine.judging_cost(filled, judged)
-
     def budget(self, name: str) -> int | None:
         """The most network evaluations one run of this model may make."""
-        return engine.budget(self.model(name))
+        return budget(self.model(name))
 
-    def sweep_budget(self, name: str) -> int | None:
-        """The most network evaluations one whole sweep of this model may make:
-        SWEEP_RUNS times one run's budget (each cell is also held to one run's)."""
-        limit = self.budget(name)
-        return None if limit is None else SWEEP_RUNS * limit
-
-    def sweep_cost(self, sweep: Sweep) -> int:
-        """Network evaluations of the whole sweep; raises ComposerError naming the
-        first cell that cannot run, or the total over the sweep budget, before
-        anything runs."""
-        total = 0
-        for (i, j), recipe, _ in sweep.cells():
+    def sweep_plan(self, sweep: Sweep) -> SweepPlan:
+        """Every cell's plan and the whole sweep's price; raises ComposerError naming the
+        first cell that cannot run, or the total over the sweep budget, before anything
+        runs. A sweep may cost SWEEP_RUNS times one run's budget (each cell is also held
+        to one run's)."""
+        cells = []
+        for (i, j), recipe, labels in sweep.cells():
             try:
-                total += self.cost(recipe)
+                cells.append(((i, j), labels, self.plan(recipe)))
             except ComposerError as err:
                 raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
-        limit = self.sweep_budget(sweep.recipe.model)
-        if limit is not None and total > limit:
+        limit = self.budget(sweep.recipe.model)
+        planned = SweepPlan(sweep, tuple(cells), None if limit is None else SWEEP_RUNS * limit)
+        if planned.budget is not None and planned.total > planned.budget:
             raise ComposerError(
-                f"cost: this sweep needs {total:,} network evaluations in all; a sweep of "
-                f"{sweep.recipe.model!r} may use {limit:,} ({SWEEP_RUNS} times one run's budget). "
-                f"Use fewer cells, steps, samples or MCMC steps")
-        return total
+                f"cost: this sweep needs {planned.total:,} network evaluations in all; a sweep of "
+                f"{sweep.recipe.model!r} may use {planned.budget:,} ({SWEEP_RUNS} times one run's "
+                f"budget). Use fewer cells, steps, samples or MCMC steps")
+        return planned
 
-    def sweep(self, sweep: Sweep, cancel: threading.Event | None = None) -> Iterator[SweepCell]:
-        """Run every cell, row by row, yielding each as it finishes."""
-        self.sweep_cost(sweep)
-        for position, recipe, labels in sweep.cells():
-            yield SweepCell(position, labels, self.render(recipe, cancel))
+    def sweep(self, planned: SweepPlan, cancel: threading.Event | None = None) -> Iterator[SweepCell]:
+        """Run every cell of a planned sweep, row by row, yielding each as it finishes."""
+        for position, labels, cell in planned.cells:
+            *_, result = self.run(cell, cancel)
+            yield SweepCell(position, labels, result)
 
     @staticmethod
     def _frame(pictures: Pictures, recipe: Recipe, record: engine.StepRecord) -> Frame:

@@ -35,7 +35,7 @@ x (distinct texts + 1) x samples network rows (`lift_cost`).
 Stable Diffusion's samples are latents: the lift works on them directly (CompLift
 does the same), so no VAE pass is needed.
 
-How a caller uses it (`recipe` filled by engine.prepare; x0 as the engine returns it):
+How a caller uses it (`recipe` filled by composer.plan.prepare; x0 as the engine returns it):
 
     print(lift_cost(recipe))                       # network rows, before running
     result = measure_lift(model, recipe, record.x_t)       # record = engine.generate(...)

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, Strict
                       StrictStr, TypeAdapter, ValidationError, ValidationInfo, field_validator)
 from pydantic.dataclasses import dataclass
 
+from composer.knobs import AUTO, BY_NAME, KNOBS, Knob
 from composer.operators import OPERATORS as OPERATOR_REGISTRY
 
 RECIPE_VERSION = 1
@@ -34,9 +35,7 @@ MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
 # Sequential Monte Carlo: K particles per sample, Feynman-Kac weights (composer/engine.py).
 SMC = "smc"
 SAMPLERS = REVERSE_SAMPLERS + MCMC_SAMPLERS + (SMC,)
-SMC_PARTICLES = 4      # K when the recipe leaves it out
 METROPOLIS_SAMPLERS = ("mala", "hmc")
-AUTO = "auto"          # a step size adapted during the run (MALA, HMC)
 # How pages, grids and messages name the samplers.
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
@@ -47,9 +46,8 @@ MCMC_PREDICTORS = ("ddpm", "ddim")
 # Every numeric field's range; the fields and the error messages both read it.
 RANGES = {"weight": (0, 10), "beta": (0, 10), "scale": (0, 50), "steps": (1, 1000),
           "seed": (0, 2**32 - 1), "num_samples": (1, 4096), "best_of": (1, 8),
-          "mcmc_steps": (0, 50), "step_size": (0, 2), "leapfrog_steps": (1, 20),
-          "damping": (0, 1), "line_points": (2, 33), "particles": (1, 16), "temperature": (0, 10)}
-OPEN_BELOW = ("step_size", "temperature")        # a step of 0 would not move; T = 0 ignores q
+          "temperature": (0, 10), **{k.name: (k.low, k.high) for k in KNOBS}}
+OPEN_BELOW = ("temperature", *(k.name for k in KNOBS if k.open_below))   # T = 0 ignores q
 # Strictness is on each scalar type (Strict()): pydantic's model-wide strict=True would
 # also refuse the dicts and lists that the nested rows and sampler arrive as.
 CONFIG = ConfigDict(extra="forbid")
@@ -104,6 +102,20 @@ def _real(name: str) -> Any:
     low, high = RANGES[name]
     below = {"gt": low} if name in OPEN_BELOW else {"ge": low}
     return Annotated[float, Strict(), Field(le=high, allow_inf_nan=False, **below)]
+
+
+def _knob_type(knob: Knob) -> Any:
+    number = _integer(knob.name) if knob.integer else _real(knob.name)
+    return (number | Literal[AUTO] if knob.auto else number) | None
+
+
+def _with_knobs(cls):
+    """One field per declared knob (composer/knobs.py), after the class's own; None
+    takes the model's default."""
+    for knob in KNOBS:
+        cls.__annotations__[knob.name] = _knob_type(knob)
+        setattr(cls, knob.name, None)
+    return cls
 
 
 def _prompt(text: str) -> str:
@@ -170,37 +182,29 @@ class Concept:
 
 @_raising_recipe_errors("sampler")
 @dataclass(frozen=True, config=CONFIG)
+@_with_knobs
 class SamplerSpec:
     """A sampler and its knobs. `None` knobs take the model's defaults.
 
     - name: a reverse-diffusion scheduler (ddpm, ddim, euler, euler_ancestral,
       dpmpp) or an annealed MCMC sampler (ula, uhmc, mala, hmc).
     - scheduler: for MCMC samplers, the reverse step taken between levels.
-    - mcmc_steps: MCMC steps at each noise level.
-    - step_size: MCMC step length as a fraction of the noise level sigma_t
-      (ULA/MALA proposal std, HMC leapfrog step), or "auto" (MALA and HMC): adapted
-      during the run toward a target acceptance (composer/engine.py, `AdaptiveStep`).
-    - leapfrog_steps, damping: HMC trajectory length and momentum persistence.
-    - line_points: trapezoid points for the log-density difference on
-      score-only models (Sjoberg et al. 2023).
-    - particles: smc's K, particles per sample (left out of to_dict when None).
+    - the knobs of composer/knobs.py, one field each (docs/recipe.md's table): step_size
+      may be "auto" (MALA and HMC), adapted during the run toward a target acceptance
+      (composer/engine.py, `AdaptiveStep`); particles is smc's K, left out of to_dict
+      when None.
     """
     name: Literal[SAMPLERS] = "ddim"
     scheduler: Literal[MCMC_PREDICTORS] = "ddpm"
-    mcmc_steps: _integer("mcmc_steps") | None = None
-    step_size: _real("step_size") | Literal["auto"] | None = None
-    leapfrog_steps: _integer("leapfrog_steps") | None = None
-    damping: _real("damping") | None = None
-    line_points: _integer("line_points") | None = None
-    particles: _integer("particles") | None = None
 
-    @field_validator("particles")
+    @field_validator(*(k.name for k in KNOBS if k.only))
     @classmethod
-    def _particles_of_smc(cls, particles: Any, info: ValidationInfo) -> Any:
-        name = info.data.get("name")
-        if particles is not None and name is not None and name != SMC:
-            raise ValueError(f"particles are the smc sampler's; {name!r} takes none")
-        return particles
+    def _knob_of_its_samplers(cls, value: Any, info: ValidationInfo) -> Any:
+        name, only = info.data.get("name"), BY_NAME[info.field_name].only
+        if value is not None and name is not None and name not in only:
+            raise ValueError(f"{info.field_name} are the {'/'.join(only)} sampler's; "
+                             f"{name!r} takes none")
+        return value
 
     @field_validator("step_size")
     @classmethod
@@ -301,11 +305,8 @@ class Recipe:
         sampler: a dict from sampler name to value (samplers it leaves out keep None)."""
         def pick(value):
             return value.get(self.sampler.name) if isinstance(value, dict) else value
-        knobs = {k: pick(defaults[k]) for k in ("mcmc_steps", "step_size", "leapfrog_steps",
-                                                "damping", "line_points")
-                 if getattr(self.sampler, k) is None}
-        if self.sampler.name == SMC and self.sampler.particles is None:
-            knobs["particles"] = defaults.get("particles", SMC_PARTICLES)
+        knobs = {k.name: pick(defaults.get(k.name, k.default)) for k in KNOBS
+                 if getattr(self.sampler, k.name) is None}
         top = {k: defaults[k] for k in ("scale", "steps") if getattr(self, k) is None}
         return dataclasses.replace(self, sampler=dataclasses.replace(self.sampler, **knobs), **top)
 
@@ -318,8 +319,9 @@ class Recipe:
             del data["best_of"]
         if self.temperature == 1.0:
             del data["temperature"]
-        if self.sampler.particles is None:
-            del data["sampler"]["particles"]
+        for knob in KNOBS:
+            if not knob.always_written and getattr(self.sampler, knob.name) is None:
+                del data["sampler"][knob.name]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:

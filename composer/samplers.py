@@ -19,13 +19,15 @@ along the straight line for MALA, and along the leapfrog path for HMC (free).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Callable
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler)
 from diffusers.utils.torch_utils import randn_tensor
+
+from composer.knobs import KNOBS
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -89,13 +91,10 @@ class Evaluation:
 Density = Callable[[torch.Tensor], Evaluation]
 
 
-@dataclass(frozen=True)
-class MCMCKnobs:
-    steps: int            # MCMC steps per noise level
-    step: float           # h = step_size * sigma_t, already scaled
-    leapfrog_steps: int = 3
-    damping: float = 0.5
-    line_points: int = 5
+# A move's arguments: h = step_size * sigma_t, already scaled, and the knobs that
+# moves take as they are (composer/knobs.py: mcmc_steps, leapfrog_steps, damping, ...).
+MCMCKnobs = make_dataclass("MCMCKnobs", [("step", float)] + [
+    (k.name, int if k.integer else float) for k in KNOBS if k.moves], frozen=True)
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ def ula(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
         ) -> MCMCResult:
     """Unadjusted Langevin: x <- x + eta * score(x) + sqrt(2 eta) z."""
     eta = knobs.step ** 2 / 2
-    for _ in range(knobs.steps):
+    for _ in range(knobs.mcmc_steps):
         x = x + eta * density(x).score + knobs.step * gaussian(x, generator)
     return MCMCResult(x)
 
@@ -146,7 +145,7 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
     eta = knobs.step ** 2 / 2
     current = density(x)
     accepted = torch.zeros(x.shape[0], device=x.device)
-    for _ in range(knobs.steps):
+    for _ in range(knobs.mcmc_steps):
         proposal = x + eta * current.score + knobs.step * gaussian(x, generator)
         proposed = density(proposal)
         forward = -_dot(proposal - x - eta * current.score, proposal - x - eta * current.score)
@@ -157,7 +156,7 @@ def mala(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
         x = torch.where(_expand(accept, x), proposal, x)
         current = _select(accept, proposed, current)
         accepted += accept.float()
-    return MCMCResult(x, accepted / max(knobs.steps, 1), current)
+    return MCMCResult(x, accepted / max(knobs.mcmc_steps, 1), current)
 
 
 def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
@@ -198,7 +197,7 @@ def uhmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.G
     """Unadjusted HMC: partial momentum refresh, then L leapfrog steps, no test."""
     v = gaussian(x, generator)
     current = density(x)
-    for _ in range(knobs.steps):
+    for _ in range(knobs.mcmc_steps):
         v = _refresh(v, knobs.damping, generator)
         x, v, current, _ = _leapfrog(density, x, v, current, knobs)
     return MCMCResult(x, None, current)
@@ -214,7 +213,7 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
     v = gaussian(x, generator)
     current = density(x)
     accepted = torch.zeros(x.shape[0], device=x.device)
-    for _ in range(knobs.steps):
+    for _ in range(knobs.mcmc_steps):
         v = _refresh(v, knobs.damping, generator)
         x_new, v_new, proposed, path_log_ratio = _leapfrog(density, x, v, current, knobs)
         log_ratio = (current.energy - proposed.energy
@@ -227,7 +226,7 @@ def hmc(density: Density, x: torch.Tensor, knobs: MCMCKnobs, generator: torch.Ge
         v = torch.where(mask, v_new, -v)
         current = _select(accept, proposed, current)
         accepted += accept.float()
-    return MCMCResult(x, accepted / max(knobs.steps, 1), current)
+    return MCMCResult(x, accepted / max(knobs.mcmc_steps, 1), current)
 
 
 MCMC = {"ula": ula, "uhmc": uhmc, "mala": mala, "hmc": hmc}

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from composer.knobs import KNOBS
 from composer.recipe import CONCEPT_PATH, SAMPLER_LABELS, SMC, Recipe, RecipeError, echo, parse_json
 
 SWEEP_VERSION = 1
@@ -29,7 +30,7 @@ MAX_AXES = 2
 MAX_CELLS = 25
 MAX_VALUES = 25
 TOP_FIELDS = ("scale", "steps", "seed")
-SAMPLER_FIELDS = ("sampler.name", "sampler.step_size", "sampler.mcmc_steps")
+SAMPLER_FIELDS = ("sampler.name", *(f"sampler.{k.name}" for k in KNOBS if k.swept))
 FIELDS = ("concepts[i].weight", "concepts[i].beta") + TOP_FIELDS + SAMPLER_FIELDS
 
 
@@ -47,8 +48,9 @@ class Axis:
         return f"{field_label(self.field)} = {shown}"
 
 
-SWEPT_LABELS = {"scale": "α (scale)", "sampler.name": "sampler", "sampler.step_size": "MCMC step size",
-                "sampler.mcmc_steps": "MCMC steps per level", "steps": "steps", "seed": "seed"}
+SWEPT_LABELS = {"scale": "α (scale)", "sampler.name": "sampler",
+                **{f"sampler.{k.name}": k.label for k in KNOBS if k.swept},
+                "steps": "steps", "seed": "seed"}
 
 
 def concept_field(field: str) -> re.Match | None:

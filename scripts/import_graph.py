@@ -16,14 +16,14 @@ from pathlib import Path
 # Bottom to top. The first matching prefix names a module's layer.
 LAYERS = [
     # The operators' registry is part of the recipe's vocabulary (names, NOT rows, verdicts).
-    ("schema", ("composer.operators", "composer.recipe", "composer.sweep", "composer.pictures",
-                "composer.lru")),
+    ("schema", ("composer.knobs", "composer.operators", "composer.recipe", "composer.sweep",
+                "composer.pictures", "composer.lru")),
     ("worlds", ("composer.shapes.data", "composer.shapes.model", "composer.shapes.judge",
                 "composer.shapes.exact", "composer.toy2d.data", "composer.toy2d.net",
                 "composer.toy2d.lab", "composer.shapes", "composer.toy2d")),
     ("adapters", ("composer.models",)),
     ("samplers", ("composer.samplers", "composer.tracking")),
-    ("engine", ("composer.engine", "composer.maps", "composer.lift")),
+    ("engine", ("composer.engine", "composer.plan", "composer.maps", "composer.lift")),
     ("facade", ("composer.facade", "composer.media", "composer.evaluation")),
     ("tools", ("composer.__main__", "composer.shapes.train", "composer.toy2d.train")),
     ("ui", ("ui",)),

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from composer.engine import cost, prepare
 from composer.models import BUILTIN_MODELS, load_model
-from composer.models.tiny_sd import save_tiny_sd, save_tiny_sd3, save_tiny_sdxl
+from composer.models.tiny_sd import save_tiny_flux, save_tiny_sd, save_tiny_sd3, save_tiny_sdxl
+from composer.plan import cost, prepare
 from composer.recipe import RANGES, Concept, Recipe, RecipeError
 from composer.samplers import alphas_cumprod
 from gaussians import GaussianModel
@@ -25,6 +25,7 @@ ADAPTERS = {
     "tiny-sd": (lambda tmp: load_model(save_tiny_sd(tmp / "tiny-sd"), "cpu"), ("a cat", "a dog")),
     "tiny-sdxl": (lambda tmp: load_model(save_tiny_sdxl(tmp / "tiny-sdxl"), "cpu"), ("a cat", "a dog")),
     "tiny-sd3": (lambda tmp: load_model(save_tiny_sd3(tmp / "tiny-sd3"), "cpu"), ("a cat", "a dog")),
+    "tiny-flux": (lambda tmp: load_model(save_tiny_flux(tmp / "tiny-flux"), "cpu"), ("a cat", "a dog")),
     "gaussians": (lambda tmp: GaussianModel(), ("left", "right")),
 }
 LEVEL = 0.4          # a point of the schedule where every model's outputs are informative

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from composer import engine
 from composer.__main__ import main
 from composer.facade import Composer, ComposerError
 from composer.lift import best_of, measure_lift
+from composer.plan import candidates as candidates_of
 from composer.recipe import Recipe
 from gaussians import GaussianModel
 
@@ -56,7 +56,7 @@ def test_best_of_keeps_each_samples_best_candidate(composer):
 
     pool = composer.render(dataclasses.replace(RECIPE, num_samples=RECIPE.num_samples * n),
                            lift=False)
-    filled = engine.candidates(chosen.recipe)
+    filled = candidates_of(chosen.recipe)
     candidates = torch.as_tensor(pool.points, dtype=torch.float32)
     judged = measure_lift(composer.model("gaussians"), filled, candidates)
     keep = best_of(judged, n)
@@ -68,9 +68,10 @@ def test_best_of_keeps_each_samples_best_candidate(composer):
 
 def test_best_of_costs_n_runs_and_its_verdicts(composer):
     plain, four = RECIPE, dataclasses.replace(RECIPE, best_of=4)
-    assert composer.cost(four) == 4 * composer.cost(plain)
-    assert composer.lift_cost(four, lift=False) == 4 * composer.lift_cost(plain, lift=True) > 0
-    assert composer.lift_cost(plain, lift=False) == 0
+    assert composer.plan(four).sampling == 4 * composer.plan(plain).sampling
+    assert composer.plan(four, lift=False).judging == 4 * composer.plan(plain, lift=True).judging > 0
+    assert composer.plan(plain, lift=False).judging == 0
+    assert composer.plan(four, lift=False).judged          # best of N chooses by the lift
     model = composer.model("gaussians")
     model.max_samples = 40
     with pytest.raises(ComposerError, match=r"best_of: .* 12 samples x best of 4 candidates is 48; "

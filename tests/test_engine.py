@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from composer.engine import generate, prepare, sample
+from composer.engine import generate, sample
+from composer.plan import prepare
 from composer.models import ModelError, load_model
 from composer.recipe import Recipe, RecipeError
 from composer.samplers import SCHEDULERS
@@ -102,7 +103,7 @@ def test_more_steps_than_training_levels_is_refused():
 @pytest.mark.parametrize("name,energy", [("ddim", True), ("ula", True), ("mala", True),
                                          ("mala", False), ("uhmc", True), ("hmc", False)])
 def test_cost_counts_the_evaluations_a_run_makes(name, energy):
-    from composer.engine import cost
+    from composer.plan import cost
     model = GaussianModel(energy=energy)
     filled = prepare(recipe(sampler={"name": name, "mcmc_steps": 2, "leapfrog_steps": 3,
                                      "line_points": 4}), model)

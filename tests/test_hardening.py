@@ -50,7 +50,7 @@ def test_one_sample_of_a_2d_setup_runs_or_is_refused_in_one_line(tmp_path, capsy
 def test_one_sample_skips_mmd_with_a_note(composer):
     recipe = Recipe.from_dict({"model": "toy2d-energy", "operator": "product", "steps": 3,
                                "concepts": [{"text": "ring"}, {"text": "bar"}], "num_samples": 1})
-    _, notes = composer.check(recipe)
+    notes = composer.plan(recipe).notes
     assert any("MMD" in n and "2 samples" in n for n in notes)
     result = composer.render(recipe)
     assert "mmd" not in result.metrics and "in_support" in result.metrics
@@ -80,14 +80,12 @@ def test_a_sweep_cannot_escape_the_budget(composer):
              "sampler": {"name": "hmc", "mcmc_steps": 49, "leapfrog_steps": 1}, "steps": 100,
              "num_samples": 1000}
     plan = Sweep.from_dict({"recipe": heavy, "axes": [{"field": "seed", "range": {"start": 0, "stop": 24, "num": 25}}]})
-    single = composer.cost(plan.recipe)
+    single = composer.plan(plan.recipe).total
     assert single <= composer.budget("toy2d-energy")       # each cell alone is allowed
     with pytest.raises(ComposerError, match=f"{SWEEP_RUNS} times one run's budget"):
-        composer.sweep_cost(plan)
-    with pytest.raises(ComposerError):
-        next(composer.sweep(plan))
+        composer.sweep_plan(plan)
     small = Sweep.from_dict({"recipe": heavy, "axes": [{"field": "seed", "values": [0, 1]}]})
-    assert composer.sweep_cost(small) == 2 * single
+    assert composer.sweep_plan(small).total == 2 * single
 
 
 @pytest.mark.parametrize("value", [None, 5, 2.5, ["x"], {"a": 1}])

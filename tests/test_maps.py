@@ -81,7 +81,7 @@ def test_scores_of_narrow_modes_integrate_to_mass_in_the_right_place():
 def test_the_maps_grid_counts_toward_the_budget(monkeypatch):
     """Every row is evaluated at each of the 64x64 grid points every step, and that
     counts toward the model's budget (here scaled down to 1M evaluations)."""
-    from composer.engine import cost, prepare
+    from composer.plan import cost, prepare
     from composer.models import load_model
     model = load_model("toy2d-energy", "cpu")
     recipe = Recipe(model="toy2d-energy", concepts=(Concept("ring"), Concept("bar")),

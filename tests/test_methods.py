@@ -11,6 +11,7 @@ import torch
 
 from composer import engine
 from composer.operators import OPERATORS, SuperDiffAnd, compose, fk_log_weight, make_rule
+from composer.plan import cost, prepare
 from composer.recipe import Concept, Recipe, RecipeError, SamplerSpec
 from composer.samplers import effective_sample_size, make_scheduler, systematic_resample
 from composer.tracking import ito_change
@@ -191,8 +192,8 @@ def test_smc_is_deterministic_and_records_ess(gaussians):
 def test_smc_costs_k_runs(gaussians):
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("up")), operator="product",
                     sampler=SamplerSpec("smc", particles=4), steps=10, num_samples=3)
-    filled = engine.prepare(recipe, gaussians)
-    assert engine.cost(filled, gaussians) == 4 * engine.cost(
+    filled = prepare(recipe, gaussians)
+    assert cost(filled, gaussians) == 4 * cost(
         dataclasses.replace(filled, sampler=SamplerSpec("ddpm")), gaussians)
     before = gaussians.calls
     list(engine.sample(recipe, gaussians))
@@ -256,22 +257,22 @@ def test_superdiff_needs_variance_preserving_reverse_steps(gaussians, sampler):
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("up")),
                     operator="superdiff_or", sampler=SamplerSpec(sampler))
     with pytest.raises(RecipeError, match="use the sampler ddpm, ddim or smc"):
-        engine.prepare(recipe, gaussians)
+        prepare(recipe, gaussians)
 
 
 def test_smc_refuses_operators_that_are_no_product(gaussians):
     recipe = Recipe(model="gaussians", concepts=(Concept("left"), Concept("up")),
                     operator="mixture", sampler=SamplerSpec("smc"))
     with pytest.raises(RecipeError, match="smc weighs particles toward the product"):
-        engine.prepare(recipe, gaussians)
+        prepare(recipe, gaussians)
 
 
 def test_or_runs_on_score_only_models_and_refuses_not_rows():
     score_only = GaussianModel(energy=False)
     rows = (Concept("left"), Concept("up"))
     with pytest.raises(RecipeError, match="mixture needs an energy-parameterised model"):
-        engine.prepare(Recipe(model="g", concepts=rows, operator="mixture"), score_only)
-    engine.prepare(Recipe(model="g", concepts=rows, operator="superdiff_or"), score_only)
+        prepare(Recipe(model="g", concepts=rows, operator="mixture"), score_only)
+    prepare(Recipe(model="g", concepts=rows, operator="superdiff_or"), score_only)
     with pytest.raises(RecipeError, match="superdiff_or takes no NOT rows"):
         Recipe(model="g", concepts=(Concept("left"), Concept("up", negate=True)),
                operator="superdiff_or")

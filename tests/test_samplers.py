@@ -37,7 +37,7 @@ def mixture(x, with_energy=True):
 def run(name, density, step, steps=300, chains=3000, seed=0, start=None):
     generator = torch.Generator().manual_seed(seed)
     x = start if start is not None else torch.randn(chains, 2, generator=generator)
-    knobs = MCMCKnobs(steps=steps, step=step, leapfrog_steps=3, damping=0.5, line_points=5)
+    knobs = MCMCKnobs(mcmc_steps=steps, step=step, leapfrog_steps=3, damping=0.5, line_points=5)
     result = MCMC[name](density, x, knobs, generator)
     return result.x, result.acceptance
 
@@ -189,7 +189,7 @@ def test_proposals_and_momenta_come_from_the_cpu_generator_on_any_device(name):
     Space and on a laptop (the draws were made on the chains' device)."""
     def standard(x):
         return Evaluation(eps=x, sigma=1.0, energy=0.5 * (x * x).sum(1))
-    knobs = MCMCKnobs(steps=3, step=0.5, leapfrog_steps=2, damping=0.5, line_points=3)
+    knobs = MCMCKnobs(mcmc_steps=3, step=0.5, leapfrog_steps=2, damping=0.5, line_points=3)
     on_cpu, on_meta = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     MCMC[name](standard, torch.zeros(16, 2), knobs, on_cpu)
     moved = MCMC[name](standard, torch.zeros(16, 2, device="meta"), knobs, on_meta)

@@ -339,7 +339,7 @@ def test_verdicts_by_the_model_on_stable_diffusion_when_asked(folders):
     best = composer.render(dataclasses.replace(two_rows, best_of=2))
     assert len(best.images) == 2 and len(best.lift) == 2
     from composer.lift import lift_cost_per_row
-    assert composer.lift_cost(two_rows, lift=True) == lift_cost_per_row() * 3 * 2   # rows + ""
+    assert composer.plan(two_rows, lift=True).judging == lift_cost_per_row() * 3 * 2   # rows + ""
 
 
 @pytest.mark.parametrize("operator, sampler", [("superdiff_or", "ddpm"), ("superdiff_and", "ddim"),

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from composer.engine import generate, prepare
+from composer.engine import generate
+from composer.plan import prepare
 from composer.models import load_model, pictures_of, scoring_of
 from composer.models.base import ModelError
 from composer.models.shapes import ShapesModel

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from composer import engine
+from composer.plan import cost, prepare
 from composer.__main__ import main
 from composer.facade import Composer
 from composer.media import SWEEP_CHUNK, recipe_from_png
@@ -29,7 +29,7 @@ def composer():
 def test_a_beta_sweep_reproduces_the_individual_runs_bit_for_bit(composer):
     plan = Sweep.from_dict({"recipe": SHAPES, "axes": [{"field": "concepts[1].beta",
                                                         "values": [0, 1.5, 3]}]})
-    cells = list(composer.sweep(plan))
+    cells = list(composer.sweep(composer.sweep_plan(plan)))
     assert [c.position for c in cells] == [(0, 0), (1, 0), (2, 0)]
     assert cells[1].labels == ("Row 2 NOT β = 1.5",)
     for cell, beta in zip(cells, (0, 1.5, 3)):
@@ -47,8 +47,9 @@ def test_cost_is_the_sum_of_the_cells(composer):
         {"field": "steps", "range": {"start": 2, "stop": 6, "num": 3}}]})
     assert plan.shape == (2, 3) and plan.axes[1].values == (2.0, 4.0, 6.0)
     model = composer.model("toy2d-energy")
-    expected = sum(engine.cost(engine.prepare(r, model), model) for _, r, _ in plan.cells())
-    assert composer.sweep_cost(plan) == expected
+    expected = sum(cost(prepare(r, model), model) for _, r, _ in plan.cells())
+    planned = composer.sweep_plan(plan)
+    assert planned.total == expected and all(not cell.judged for *_, cell in planned.cells)
     assert [r.steps for _, r, _ in plan.cells()][:3] == [2, 4, 6]
 
 
@@ -77,7 +78,7 @@ def test_a_cell_the_model_refuses_is_named_before_anything_runs(composer):
     from composer.facade import ComposerError
     plan = Sweep.from_dict({"recipe": TOY, "axes": [{"field": "steps", "values": [2, 500]}]})
     with pytest.raises(ComposerError, match=r"axes: cell \(2, 1\): steps"):
-        next(composer.sweep(plan))
+        composer.sweep_plan(plan)
 
 
 def test_cli_sweep_writes_a_grid_that_carries_the_sweep(tmp_path, capsys):
@@ -105,7 +106,7 @@ def test_the_shipped_sweep_example_is_valid(composer):
     from pathlib import Path
     plan = Sweep.from_json((Path(__file__).resolve().parents[1] / "assets/sweeps/shapes_not_beta.json")
                            .read_text())
-    assert plan.shape == (4, 2) and composer.sweep_cost(plan) > 0
+    assert plan.shape == (4, 2) and composer.sweep_plan(plan).total > 0
 
 
 def test_the_sweep_tab_defaults_run_on_every_example(composer):
@@ -117,7 +118,7 @@ def test_the_sweep_tab_defaults_run_on_every_example(composer):
         if recipe.concepts[0].negate:
             continue
         plan = state.build_sweep(recipe, [(state.SWEEP_DEFAULT, state.SWEEP_EXAMPLE), ("none", "")])
-        assert composer.sweep_cost(plan) > 0, path.name
+        assert composer.sweep_plan(plan).total > 0, path.name
 
 
 def test_sweep_labels_name_fields_and_samplers_as_the_page_does():

@@ -99,15 +99,16 @@ def test_settings_build_a_recipe_with_defaults_left_empty():
         state.build_recipe(rows, state.Settings(model="toy2d-energy"), ["Global scale α"])
     with pytest.raises(RecipeError, match=r"Row 2 β: must be in \[0, 10\], got -2"):
         state.build_recipe([rows[0], {**rows[1], "beta": -2.0}], state.Settings(model="toy2d-energy"))
-    settings = state.Settings(model="toy2d-energy", sampler="mala", step_size=0.2,
-                              mcmc_steps=3.0, steps=10.0, seed=7.0, num_samples=100.0)
+    settings = state.Settings(model="toy2d-energy", sampler="mala",
+                              knobs={"step_size": 0.2, "mcmc_steps": 3.0}, steps=10.0, seed=7.0,
+                              num_samples=100.0)
     recipe = state.build_recipe(rows, settings)
     assert recipe.sampler.mcmc_steps == 3 and isinstance(recipe.sampler.mcmc_steps, int)
     assert recipe.sampler.leapfrog_steps is None and recipe.scale is None
     assert recipe.concepts[1].coefficient == -3.0
-    assert state.settings_from_recipe(recipe).step_size == 0.2
+    assert state.settings_from_recipe(recipe).knobs["step_size"] == 0.2
     with pytest.raises(RecipeError, match=r"Step size \(× σ_t\): must be in \(0, 2\]"):
-        state.build_recipe(rows, state.Settings(model="toy2d-energy", step_size=5.0))
+        state.build_recipe(rows, state.Settings(model="toy2d-energy", knobs={"step_size": 5.0}))
 
 
 def test_a_run_takes_the_rows_as_the_page_shows_them():

@@ -60,8 +60,8 @@ class Run:
 
     def __init__(self, labels: tuple[str, ...] | list[str] = ()):
         self.labels = tuple(labels)
-        self.chart = ""      # the run's levels chart, kept under every scrubbed frame
         self._lock = threading.Lock()
+        self._chart = ""     # the run's levels chart, kept under every scrubbed frame
         self._frames: list[dict] = []
         self._total: int | None = None
         self._done = self._ended = self._stopped = self._released = False
@@ -95,11 +95,13 @@ class Run:
         with self._lock:
             self._total = total
 
-    def end(self, done: bool = False) -> None:
-        """The stream ended (finished, failed or stopped); `done`: with its result."""
+    def end(self, done: bool = False, chart: str = "") -> None:
+        """The stream ended (finished, failed or stopped); `done`: with its result and
+        its levels `chart`."""
         with self._lock:
             self._ended = True
             self._done = self._done or done
+            self._chart = chart or self._chart
 
     @property
     def frames(self) -> tuple[dict, ...]:
@@ -109,6 +111,10 @@ class Run:
     @property
     def total(self) -> int | None:
         return self._total
+
+    @property
+    def chart(self) -> str:
+        return self._chart
 
     @property
     def done(self) -> bool:

@@ -7,7 +7,7 @@ import gradio as gr
 
 from composer.facade import Composer
 from composer.media import MAX_PNG_BYTES
-from ui import api, form, tab_compare, tab_generate, tab_runs, tab_sweep
+from ui import api, form, form_events, tab_compare, tab_generate, tab_runs, tab_sweep
 from ui.page import CSS, HEAD, PAGE_JS, PRIVATE, QUEUE_SIZE, Page, build_bar
 from ui.files import final_picture
 from ui.service import Service
@@ -54,7 +54,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
                     sweep=sweep, runs=runs, tabs=tabs)
 
         generated, then_run = tab_generate.wire(page, service)
-        opened = form.wire(page, service, then_run)
+        opened = form_events.wire(page, service, then_run)
         compared = tab_compare.wire(page, service)
         swept = tab_sweep.wire(page, service)
         tab_runs.wire(page)

@@ -32,7 +32,7 @@ class RowWidgets:
     buttons: dict           # ACTIONS name -> gr.Button
 
     def values(self) -> list:
-        """What a visitor edits, in the order `Rows.current` reads it."""
+        """What a visitor edits."""
         return [self.free, self.choice, self.weight, self.negate]
 
 
@@ -42,22 +42,24 @@ class Rows:
     widgets: list           # RowWidgets, one per possible row
     add: gr.Button
 
-    def inputs(self) -> list:
-        return [self.state, *[box for w in self.widgets for box in w.values()]]
+    def inputs(self) -> set:
+        """What `current` reads: handlers get their values by component (a dict)."""
+        return {self.state, *[box for w in self.widgets for box in w.values()]}
 
     def outputs(self) -> list:
         return [self.state, self.add, *[c for w in self.widgets
                                         for c in (w.group, *w.values(), *w.buttons.values())]]
 
-    def current(self, rows: list[dict], values, choices) -> list[dict]:
-        """The rows as the boxes show them now (an out-of-range or unreadable weight is
-        kept as typed: the recipe refuses it with the row's name)."""
-        rows = [dict(r) for r in rows or []]
-        for row, (free, choice, weight, _) in zip(rows, _chunks(values, 4)):
-            text = choice if choices else free
+    def current(self, values: dict, choices) -> list[dict]:
+        """The rows as the boxes show them now, from the values of `inputs()` (an
+        out-of-range or unreadable weight is kept as typed: the recipe refuses it with
+        the row's name)."""
+        rows = [dict(r) for r in values[self.state] or []]
+        for row, w in zip(rows, self.widgets):
+            text = values[w.choice] if choices else values[w.free]
             row["text"] = "" if text is None else str(text)
-            if weight is not None:
-                row["beta" if row["negate"] else "weight"] = state.number_or_text(weight)
+            if values[w.weight] is not None:
+                row["beta" if row["negate"] else "weight"] = state.number_or_text(values[w.weight])
         return rows
 
     def view(self, rows: list[dict], choices, shown: list[dict] | None = None,
@@ -107,9 +109,9 @@ def build() -> Rows:
 def wire(rows: Rows, info: gr.State, private: dict) -> None:
     """Each row's buttons and NOT box, and Add: read the boxes, change, show."""
     def act(action: str, index: int | None):
-        def handler(model_info, old, *values):
-            choices = (model_info or {}).get("choices")
-            shown = rows.current(old, values, choices)
+        def handler(values: dict):
+            choices = (values[info] or {}).get("choices")
+            shown = rows.current(values, choices)
             if action == "add":
                 default = choices or [""]
                 new = state.row_action(shown, "add", default_text=default[len(shown) % len(default)])
@@ -119,20 +121,22 @@ def wire(rows: Rows, info: gr.State, private: dict) -> None:
         return handler
 
     def negate(index: int):
-        def handler(model_info, ticked, old, *values):
-            choices = (model_info or {}).get("choices")
-            shown = rows.current(old, values, choices)
+        def handler(values: dict):
+            choices = (values[info] or {}).get("choices")
+            shown = rows.current(values, choices)
+            ticked = values[rows.widgets[index].negate]
             new = [dict(r, negate=bool(ticked)) if i == index else r for i, r in enumerate(shown)]
             return rows.view(new, choices, shown, new_choices=False)   # the weight follows
         return handler
 
     # Unprocessed: Gradio would clamp or reject an out-of-range weight before we see it.
     events = {"queue": False, "preprocess": False, **private}
-    rows.add.click(act("add", None), [info, *rows.inputs()], rows.outputs(), **events)
+    inputs = {info, *rows.inputs()}
+    rows.add.click(act("add", None), inputs, rows.outputs(), **events)
     for i, w in enumerate(rows.widgets):
         for action, button in w.buttons.items():
-            button.click(act(action, i), [info, *rows.inputs()], rows.outputs(), **events)
-        w.negate.input(negate(i), [info, w.negate, *rows.inputs()], rows.outputs(), **events)
+            button.click(act(action, i), inputs, rows.outputs(), **events)
+        w.negate.input(negate(i), inputs, rows.outputs(), **events)
         w.free.submit(None, js=CLICK_GENERATE_JS)
 
 
@@ -159,11 +163,6 @@ def _row(n: int) -> RowWidgets:
 
 def _shown_weight(row: dict):
     return row["beta"] if row["negate"] else row["weight"]
-
-
-def _chunks(values, size: int):
-    values = list(values)
-    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def weight_label(n: int, negate: bool) -> str:

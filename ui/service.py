@@ -134,7 +134,7 @@ class Service:
             raise RecipeError("\n".join(problems))
         recipe = state.build_recipe(rows, settings, unreadable)
         try:
-            self.composer.check(recipe)
+            self.composer.plan(recipe)
         except ComposerError as err:
             words = state.row_problems(rows, vocabulary=vocabulary) if vocabulary else []
             raise ComposerError("\n".join(words) or state.plain(str(err))) from None
@@ -156,43 +156,41 @@ class Service:
         if is_sd_reference(recipe.model):
             return False
         try:
-            limit = self.composer.budget(recipe.model)
-            return limit is not None and self.composer.cost(recipe) <= limit // 2
+            planned = self.composer.plan(recipe)
         except ComposerError:
             return False
+        return planned.budget is not None and planned.sampling <= planned.budget // 2
 
     def cost_line(self, recipe: Recipe) -> str:
         """'Running… 1,200 network evaluations; this model allows 1,000,000 per run.'
         (the sampling's; the lift verdicts' are said when the run is done)"""
-        cost, limit = self.composer.cost(recipe), self.composer.budget(recipe.model)
-        allowed = "" if limit is None else f"; this model allows {limit:,} per run"
-        return f"Running… {cost:,} network evaluations{allowed}."
+        planned = self.composer.plan(recipe)
+        allowed = "" if planned.budget is None else f"; this model allows {planned.budget:,} per run"
+        return f"Running… {planned.sampling:,} network evaluations{allowed}."
 
     # --- runs ---------------------------------------------------------------------
     def stream(self, recipe: Recipe, replay: bool = False, cancel: threading.Event | None = None,
                maps: bool = False, lift: bool | None = None) -> Iterator[Frame | Result]:
         """The run's frames, then its Result. Runs of the shipped example recipes are
         stored, and with `replay` a stored run is streamed again instead of computed."""
-        key = self._replay_key(recipe, lift)
+        planned = self.composer.plan(recipe, maps, lift)
+        key = (recipe.to_json(), planned.judged)
         stored = self._replays.get(key) if replay else None
         if stored is not None:
             yield from stored[0].frames
             yield stored[0]
             return
         sampling = 0.0
-        for item, seconds in timed(self.composer.stream(recipe, cancel=cancel, maps=maps, lift=lift)):
+        for item, seconds in timed(self.composer.run(planned, cancel)):
             if isinstance(item, Frame):
                 sampling = seconds
             elif key[0] in self._examples and not maps:  # as replayed
                 self._replays.put(key, (item, (sampling, seconds - sampling)))
             yield item
 
-    def _replay_key(self, recipe: Recipe, lift: bool | None) -> tuple[str, bool]:
-        return recipe.to_json(), self.composer.judged(recipe, lift)
-
     def stored_seconds(self, recipe: Recipe, lift: bool | None = None) -> tuple[float, float] | None:
         """(sampling, verdicts) seconds of the stored run of this recipe, if one is stored."""
-        stored = self._replays.get(self._replay_key(recipe, lift))
+        stored = self._replays.get((recipe.to_json(), self.composer.plan(recipe, lift=lift).judged))
         return None if stored is None else stored[1]
 
     def compare_recipes(self, recipe: Recipe, samplers: list[str], models: list[str] = (),

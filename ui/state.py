@@ -14,27 +14,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-from composer.recipe import (AUTO, CONCEPT_PATH, MAX_CONCEPTS, MCMC_SAMPLERS, SMC, Recipe, RecipeError,
+from composer.knobs import BY_NAME, KNOBS
+from composer.recipe import (AUTO, CONCEPT_PATH, MAX_CONCEPTS, MCMC_SAMPLERS, Recipe, RecipeError,
                              parse_json)
 from composer.sweep import SWEPT_LABELS, Sweep, concept_field, field_label
 
-KNOBS = ("mcmc_steps", "step_size", "leapfrog_steps", "damping", "line_points", "particles")
-INTEGER_KNOBS = ("mcmc_steps", "leapfrog_steps", "line_points", "particles")
-KNOB_LABELS = {"mcmc_steps": "MCMC steps per level", "step_size": "Step size (× σ_t)",
-               "leapfrog_steps": "Leapfrog steps (HMC)", "damping": "Momentum damping (U-HMC/HMC)",
-               "line_points": "Line points (score-only Metropolis)",
-               "particles": "Particles per sample K (SMC)"}
 # Recipe paths as the page labels them, so a message points at the box to fix.
 FIELD_LABELS = {"seed": "Seed", "num_samples": "Samples", "steps": "Steps", "best_of": "Best of",
                 "scale": "Global scale α", "operator": "Operator", "negation": "Negation form",
                 "temperature": "OR temperature T",
                 "sampler.name": "Sampler", "sampler.scheduler": "Reverse step between MCMC levels (and SMC's)",
                 "concepts": "Concepts", "model": "Model",
-                **{f"sampler.{k}": label for k, label in KNOB_LABELS.items()}}
+                **{f"sampler.{k.name}": k.label for k in KNOBS}}
 ROW_FIELD_LABELS = {"text": "prompt", "weight": "AND weight", "beta": "β", "negate": "NOT",
                     "muted": "mute"}
 WHOLE_NUMBER_LABELS = {FIELD_LABELS[k] for k in ("seed", "num_samples", "steps", "best_of")} | {
-    KNOB_LABELS[k] for k in INTEGER_KNOBS}
+    k.label for k in KNOBS if k.integer}
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "assets" / "recipes"
 
 def new_row(text: str = "", weight: float = 1.0, negate: bool = False, beta: float = 1.0,
@@ -82,17 +77,18 @@ class Settings:
     scale: float | None = None
     sampler: str = "ddim"
     scheduler: str = "ddpm"
-    mcmc_steps: float | None = None
-    step_size: float | None = None
-    leapfrog_steps: float | None = None
-    damping: float | None = None
-    line_points: float | None = None
-    particles: float | None = None
+    knobs: dict[str, Any] = dataclasses.field(default_factory=dict)   # by composer/knobs.py name
     steps: float | None = None
     seed: float | None = 0
     num_samples: float | None = 1
     best_of: float | None = 1
     temperature: float | None = 1.0
+
+    @classmethod
+    def of(cls, model: str, values: dict[str, Any]) -> "Settings":
+        """From values by field name, the knobs' among them by their own names."""
+        knobs = {k: v for k, v in values.items() if k in BY_NAME}
+        return cls(model=model, knobs=knobs, **{k: v for k, v in values.items() if k not in BY_NAME})
 
 
 
@@ -108,6 +104,12 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _knob_value(knob, value: Any) -> Any:
+    if knob.integer:
+        return _as_int(value)
+    return None if _blank(value) else value
 
 
 def row_problems(rows: list[dict], vocabulary=None, choices=None) -> list[str]:
@@ -211,11 +213,9 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
         # plain dicts: the Recipe validates them and names a bad one by its row (concepts[i])
         concepts.append(dict(text=text, weight=row["weight"], negate=row["negate"],
                              beta=row["beta"], muted=row["muted"]))
-    knobs = {k: (_as_int(getattr(settings, k)) if k in INTEGER_KNOBS
-                 else (None if _blank(getattr(settings, k)) else getattr(settings, k)))
-             for k in KNOBS}
-    if settings.sampler != SMC:        # the box stays filled while another sampler is picked
-        knobs["particles"] = None
+    knobs = {k.name: _knob_value(k, settings.knobs.get(k.name)) for k in KNOBS
+             # a box stays filled while a sampler that does not take it is picked
+             if not k.only or settings.sampler in k.only}
     try:
         return Recipe(
             model=settings.model,
@@ -238,14 +238,12 @@ def build_recipe(rows: list[dict], settings: Settings, unreadable: list[str] = (
 
 def settings_from_recipe(recipe: Recipe) -> Settings:
     s = recipe.sampler
+    # "auto" is every model's default for MALA and HMC; the number box shows it as its
+    # placeholder ("default auto (mala, hmc)")
+    knobs = {k.name: None if getattr(s, k.name) == AUTO else getattr(s, k.name) for k in KNOBS}
     return Settings(model=recipe.model, operator=recipe.operator, negation=recipe.negation,
-                    scale=recipe.scale,
-                    sampler=s.name, scheduler=s.scheduler, mcmc_steps=s.mcmc_steps,
-                    # "auto" is every model's default for MALA and HMC; the number box
-                    # shows it as its placeholder ("default auto (mala, hmc)")
-                    step_size=None if s.step_size == AUTO else s.step_size,
-                    leapfrog_steps=s.leapfrog_steps, damping=s.damping,
-                    line_points=s.line_points, particles=s.particles, steps=recipe.steps,
+                    scale=recipe.scale, sampler=s.name, scheduler=s.scheduler, knobs=knobs,
+                    steps=recipe.steps,
                     seed=recipe.seed, num_samples=recipe.num_samples, best_of=recipe.best_of,
                     temperature=recipe.temperature)
 
@@ -322,12 +320,14 @@ def sweep_choices(recipe: Recipe | None = None) -> list[tuple[str, str]]:
     else:
         rows = [f"concepts[{n}].{'beta' if c.negate else 'weight'}"
                 for n, c in enumerate(recipe.concepts) if not c.muted]
-    knobs = [f for f in SWEPT_LABELS if recipe is None or f not in MCMC_FIELDS
-             or recipe.sampler.name in MCMC_SAMPLERS]
+    knobs = [f for f in SWEPT_LABELS if recipe is None or _applies(f, recipe.sampler.name)]
     return [(field_label(f), f) for f in rows + knobs]
 
 
-MCMC_FIELDS = ("sampler.step_size", "sampler.mcmc_steps")
+def _applies(field: str, sampler: str) -> bool:
+    """Whether a swept field means anything under `sampler` (a knob only for its samplers)."""
+    knob = BY_NAME.get(field.removeprefix("sampler."))
+    return knob is None or sampler in (knob.only or MCMC_SAMPLERS)
 SWEEP_PATH = re.compile(r"axes\[(\d+)\]((?:\.\w+)*): ")
 SWEEP_PARTS = {".range.num": "the number of values ", ".values": "", ".range": "the range "}
 

@@ -3,7 +3,7 @@ the Frame slider over the kept frames, Stop, and the run's files."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -14,7 +14,7 @@ from composer.recipe import MAX_CONCEPTS, Recipe
 from ui.files import STREAMED_FRAMES, display, final_picture, page_picture, save_outputs
 from ui.form import recipe_handler
 from ui.frames import KEEP_SECONDS, Run, chosen_view, kept_frame, timed, unpacked
-from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS, SHOWN_JS
+from ui.page import PRIVATE, REVEAL_JS, RUN_QUEUE, SHARE_JS
 from ui.plots import chart, tracks_panel
 from ui.results import glance, judge_text, run_entry, runs_value, thumb_updates
 from ui.service import Service
@@ -104,110 +104,119 @@ def done_text(result, wall: float, sampling: float, verdicts: float, files: floa
     return f"Done: {len(result.frames)} steps in {took}" + (f" · {verdict}" if verdict else "")
 
 
-def wire(page, service: Service):
-    """Connect the tab; returns (the Generate event, `then_run`: chains a run after an
-    event that may render at once)."""
-    tab, bar, form, runs_tab = page.generate, page.bar, page.form, page.runs
+class GenerateEvents:
+    """The tab's handlers: the run (`run`, the /generate endpoint), the scrubber and Stop."""
 
-    @streamed_run(bar.status)
-    def run(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool | None = None,
-            runs: list | None = None, replay: bool = False, cancel=None):
+    def __init__(self, page, service: Service):
+        self.page, self.service = page, service
+        self.tab, self.bar, self.runs_tab = page.generate, page.bar, page.runs
+        self.run = streamed_run(page.bar.status)(self._stream)
+
+    def _stream(self, recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool | None = None,
+                runs: list | None = None, replay: bool = False, cancel=None):
         """Stream a run: preview, per-concept thumbnails and progress each step; `lift`
         judges the samples by the model's own lift (None: the model's default). With
         `replay`, a stored run of the same example recipe streams again."""
-        started = time.perf_counter()
+        started, tab = time.perf_counter(), self.tab
         if is_blank(recipe_text):  # the page did not validate: change nothing
             yield {tab.progress: gr.skip()}  # (yielding nothing would blank every output)
             return
         recipe = Recipe.from_json(recipe_text)
-        show_noisy, show_maps = flag(show_noisy, "show_noisy"), flag(show_maps, "show_maps")
+        view = View(flag(show_noisy, "show_noisy"), flag(show_maps, "show_maps"),
+                    [c.text for c in recipe.active_concepts])
         lift = None if lift is None else flag(lift, "lift")
-        labels = [f"Row {n}: {concept_label(c)}"
-                  for n, c in enumerate(recipe.concepts, 1) if not c.muted]
-        live = Run(labels)
+        live = Run([f"Row {n}: {concept_label(c)}"
+                    for n, c in enumerate(recipe.concepts, 1) if not c.muted])
         # The last run's result goes before the first step, so nothing stale stays.
         yield {tab.frames: live, tab.frame_slider: gr.update(visible=False),
                tab.gif: gr.update(visible=False, value=None),
                tab.png: gr.update(visible=False, value=None), tab.metrics: "",
                tab.progress: progress_html(0, 1, " · starting")}
-        replay = replay and not show_maps           # stored runs have no maps
-        stored = service.stored_seconds(recipe, lift) if replay else None
+        replay = replay and not view.maps           # stored runs have no maps
+        stored = self.service.stored_seconds(recipe, lift) if replay else None
         sampling = verdicts = 0.0
         result = None
-        tracked, esses, names = [], [], [c.text for c in recipe.active_concepts]
         try:
-            for item, compute in timed(service.stream(recipe, replay=replay, cancel=cancel,
-                                                      maps=show_maps, lift=lift)):
+            for item, compute in timed(self.service.stream(recipe, replay=replay, cancel=cancel,
+                                                           maps=view.maps, lift=lift)):
                 if not isinstance(item, Frame):
                     result, verdicts = item, compute - sampling
                     continue
                 sampling = compute
-                service.kept.keep(live, kept_frame(item))
-                tracked.append(item.log_density)
-                esses.append(item.ess)
-                if live.stopped:                # Stop said where the run ended: keep it so
-                    continue
-                live.progress(item.total)
-                stride = -(-item.total // STREAMED_FRAMES)
-                if (item.index + 1) % stride and item.index + 1 < item.total:
-                    continue
-                extra = ("" if item.acceptance is None else f" · acceptance {item.acceptance:.0%}") + (
-                    "" if item.ess is None else f" · ESS {item.ess:.0%} of the particles")
-                picture, thumbs = chosen_view(item.preview, item.noisy, item.map, item.concepts,
-                                              item.concept_maps, show_noisy, show_maps)
-                mapped = show_maps and item.map is not None
-                yield {tab.preview: big_picture(picture, show_noisy, mapped, bool(item.concept_maps)),
-                       **thumb_updates(tab.concept_images, thumbs, labels),
-                       tab.progress: progress_html(item.index + 1, item.total, extra)
-                       + (map_key(bool(item.concept_maps)) if mapped else "")
-                       + chart([tracks_panel(tracked, esses, names)], 260, 44),  # live
-                       tab.frames: live}
+                update = self.step(live, item, view)
+                if update is not None:
+                    yield update
         finally:
             live.end()                              # finished, failed or stopped
         if cancel is not None and cancel.is_set():  # superseded by a newer run of the page
             return
-        sampling, verdicts = (sampling, verdicts) if stored is None else stored
-        final = final_picture(result)
-        last = result.frames[-1]
+        timing = ((sampling, verdicts) if stored is None else stored) + (started, stored is not None)
+        yield self.done(live, result, view, runs, timing)
+
+    def step(self, live: Run, item: Frame, view: "View") -> dict | None:
+        """A step's frame kept for the scrubber; the page's update every few steps."""
+        self.service.kept.keep(live, kept_frame(item))
+        view.tracked.append(item.log_density)
+        view.esses.append(item.ess)
+        if live.stopped:                # Stop said where the run ended: keep it so
+            return None
+        live.progress(item.total)
+        stride = -(-item.total // STREAMED_FRAMES)
+        if (item.index + 1) % stride and item.index + 1 < item.total:
+            return None
+        extra = ("" if item.acceptance is None else f" · acceptance {item.acceptance:.0%}") + (
+            "" if item.ess is None else f" · ESS {item.ess:.0%} of the particles")
+        picture, thumbs = chosen_view(item.preview, item.noisy, item.map, item.concepts,
+                                      item.concept_maps, view.noisy, view.maps)
+        mapped = view.maps and item.map is not None
+        return {self.tab.preview: big_picture(picture, view.noisy, mapped, bool(item.concept_maps)),
+                **thumb_updates(self.tab.concept_images, thumbs, live.labels),
+                self.tab.progress: progress_html(item.index + 1, item.total, extra)
+                + (map_key(bool(item.concept_maps)) if mapped else "")
+                + chart([tracks_panel(view.tracked, view.esses, view.names)], 260, 44),  # live
+                self.tab.frames: live}
+
+    def done(self, live: Run, result, view: "View", runs: list | None, timing: tuple) -> dict:
+        """The finished run: its final picture, files, verdicts and the honest time."""
+        (sampling, verdicts, started, replayed), tab = timing, self.tab
+        final, last = final_picture(result), result.frames[-1]
         final_map = last.map if result.conflict_map is None else result.conflict_map
-        mapped = show_maps and final_map is not None
-        service.kept.keep(live, kept_frame(last, final, result.conflict_map))
-        live.chart = chart([tracks_panel([f.log_density for f in result.frames],
-                                         [f.ess for f in result.frames], names)], 260, 44)
-        live.end(done=True)
+        mapped = view.maps and final_map is not None
+        self.service.kept.keep(live, kept_frame(last, final, result.conflict_map))
+        live.end(done=True, chart=chart([tracks_panel([f.log_density for f in result.frames],
+                                                      [f.ess for f in result.frames], view.names)],
+                                        260, 44))
         saving = time.perf_counter()
         gif, png = save_outputs(result, [f.preview for f in result.frames])
         files, wall = time.perf_counter() - saving, time.perf_counter() - started
         accept = [f.acceptance for f in result.frames if f.acceptance is not None]
-        evaluations = service.composer.cost(result.recipe, maps=show_maps)
-        judging = service.composer.lift_cost(result.recipe, lift=bool(result.lift))
+        evaluations, judging = result.plan.sampling, result.plan.judging
         judged = f", + {judging:,} for the lift verdicts" if judging else ""
         runs = (runs or []) + [run_entry(result, sampling + verdicts, evaluations)]
         notes = "".join(f"\n- {n}" for n in result.notes)
-        yield {tab.preview: big_picture(final_map if mapped else final, show_noisy, mapped,
-                                        bool(last.concept_maps), final=True),
-               tab.frames: live,
-               tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(live.frames),
-                                           value=len(live.frames)),
-               tab.progress: progress_html(len(result.frames), len(result.frames),
-                                           f" · done in {wall:.1f} s")
-               + (map_key(bool(last.concept_maps)) if mapped else "") + live.chart,
-               tab.metrics: judge_text(result, accept),
-               tab.gif: gr.update(value=gif, visible=True),
-               tab.png: gr.update(value=png, visible=True),
-               runs_tab.runs: runs, runs_tab.table: runs_value(runs),
-               bar.status: done_text(result, wall, sampling, verdicts, files, stored is not None)
-                           + f"  \n{evaluations:,} network evaluations{judged}.{notes}"}
+        return {tab.preview: big_picture(final_map if mapped else final, view.noisy, mapped,
+                                         bool(last.concept_maps), final=True),
+                tab.frames: live,
+                tab.frame_slider: gr.update(visible=True, minimum=1, maximum=len(live.frames),
+                                            value=len(live.frames)),
+                tab.progress: progress_html(len(result.frames), len(result.frames),
+                                            f" · done in {wall:.1f} s")
+                + (map_key(bool(last.concept_maps)) if mapped else "") + live.chart,
+                tab.metrics: judge_text(result, accept),
+                tab.gif: gr.update(value=gif, visible=True),
+                tab.png: gr.update(value=png, visible=True),
+                self.runs_tab.runs: runs, self.runs_tab.table: runs_value(runs),
+                self.bar.status: done_text(result, wall, sampling, verdicts, files, replayed)
+                + f"  \n{evaluations:,} network evaluations{judged}.{notes}"}
 
-    async def run_or_replay(recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool,
+    async def run_or_replay(self, recipe_text: str, show_noisy: bool, show_maps: bool, lift: bool,
                             runs: list | None = None):
         """`run`, replaying a stored run of the same example when there is one."""
-        async for update in run(recipe_text, show_noisy, show_maps, lift, runs, True):
+        async for update in self.run(recipe_text, show_noisy, show_maps, lift, runs, True):
             yield update
 
-    scrubbed = [tab.preview, *tab.concept_images, tab.progress]
-
-    def scrub(index, frames, show_noisy, show_maps):
+    def scrub(self, index, frames, show_noisy, show_maps):
+        tab = self.tab
         if frames and frames.released:
             return {tab.progress: "<div id='progress-text'>This run's frames were released to "
                                   "save the server's memory; run it again to scrub it.</div>"}
@@ -229,10 +238,11 @@ def wire(page, service: Service):
                               f"({caption})</div>" + (map_key(density) if mapped else "")
                               + frames.chart}    # the chart belongs to the run, not one frame
 
-    def stopped(frames, request: gr.Request):
+    def stopped(self, frames, request: gr.Request):
         """Stop as a state: where the run stopped, its frames left to scrub. The page's
         running streams end at their next network evaluation (their cancel flags)."""
         STOPPABLE.stop(getattr(request, "session_hash", None))
+        bar, tab = self.bar, self.tab
         if not frames or frames.done:         # no run of this page's to stop: keep "Done: …"
             return {bar.status: gr.skip()}
         # The run's thread may finish one more step before it sees the cancel; the
@@ -246,28 +256,45 @@ def wire(page, service: Service):
                 tab.frame_slider: gr.update(visible=True, minimum=1, maximum=count, value=count),
                 tab.progress: f"<div id='progress-text'>Stopped at step {count} / {total}</div>"}
 
+
+@dataclass
+class View:
+    """How a run is shown, and the levels chart's tracks as they come."""
+    noisy: bool
+    maps: bool
+    names: list
+    tracked: list = field(default_factory=list)
+    esses: list = field(default_factory=list)
+
+
+def wire(page, service: Service):
+    """Connect the tab; returns (the Generate event, `then_run`: chains a run after an
+    event that may render at once)."""
+    tab, bar, form, runs_tab = page.generate, page.bar, page.form, page.runs
+    events = GenerateEvents(page, service)
     outputs = [tab.preview, *tab.concept_images, tab.progress, tab.frames, tab.frame_slider,
                tab.metrics, tab.gif, tab.png, runs_tab.runs, runs_tab.table, bar.status]
 
     def then_run(event, api_name=None):
         """Generate computes; what opens by itself (a page, a switch, an example)
         may replay a stored run of the same example."""
-        fn, visibility = ((run, {"api_name": api_name}) if api_name
-                          else (run_or_replay, {"api_visibility": PRIVATE}))
+        fn, visibility = ((events.run, {"api_name": api_name}) if api_name
+                          else (events.run_or_replay, {"api_visibility": PRIVATE}))
         return event.then(None, form.share_token, form.share_link, js=SHARE_JS).then(
             fn, [form.recipe_json, tab.show_xt, tab.show_map, tab.lift, runs_tab.runs], outputs,
             show_progress="minimal", **RUN_QUEUE, **visibility)
 
     bar.generate.click(None, js=REVEAL_JS)
-    generated = then_run(bar.generate.click(
-        recipe_handler(form, bar.status, service), form.page_inputs(),
-        [form.recipe_json, bar.status, form.share_token], js=SHOWN_JS, concurrency_limit=None,
+    generated = then_run(form.on_page(
+        bar.generate.click, recipe_handler(form, bar.status, service),
+        [form.recipe_json, bar.status, form.share_token], concurrency_limit=None,
         api_visibility=PRIVATE), api_name="generate")
     for control in (tab.frame_slider, tab.show_xt, tab.show_map):
         # Unprocessed: a slider position from the last run may exceed the new run's
         # maximum for a moment, which Gradio would refuse with a traceback; scrub clamps.
-        control.change(scrub, [tab.frame_slider, tab.frames, tab.show_xt, tab.show_map], scrubbed,
-                       queue=False, preprocess=False, api_visibility=PRIVATE)
-    bar.stop.click(stopped, tab.frames, [bar.status, tab.frame_slider, tab.progress], queue=False,
-                   api_visibility=PRIVATE)
+        control.change(events.scrub, [tab.frame_slider, tab.frames, tab.show_xt, tab.show_map],
+                       [tab.preview, *tab.concept_images, tab.progress], queue=False,
+                       preprocess=False, api_visibility=PRIVATE)
+    bar.stop.click(events.stopped, tab.frames, [bar.status, tab.frame_slider, tab.progress],
+                   queue=False, api_visibility=PRIVATE)
     return generated, then_run

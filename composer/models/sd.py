@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
+from composer.knobs import family_defaults
 from composer.lru import LRU
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
-from composer.recipe import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ _ROW_BYTES_PER_PIXEL_CHANNEL = 120.0
 CACHE_SIZE = 512     # prompt embeddings kept (77 x 768 fp16 = 118 kB each for SD 1.x)
 # MALA and HMC adapt their step ("auto"); ULA and U-HMC have no acceptance to steer by
 # and keep a fixed 0.1 of sigma_t (composer.engine.AdaptiveStep). Every SD family.
-MCMC_DEFAULTS = {"mcmc_steps": 2, "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
-                 "leapfrog_steps": 3, "damping": 0.5, "line_points": 5}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -99,7 +97,7 @@ class SDAdapter(ModelAdapter):
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (self.unet.config.in_channels, height, width)
-        self.defaults = {"scale": 7.5, "steps": 30, **MCMC_DEFAULTS}
+        self.defaults = {"scale": 7.5, "steps": 30, **family_defaults("sd")}
         self._counted_and_cached(max_batch)
         self._attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
         if channels_last is None:
@@ -252,16 +250,17 @@ class SDAdapter(ModelAdapter):
 
 # One message for every name that does not load, so that the model box tells a visitor
 # nothing about which folders exist on the server; the reason goes to the server log.
-NOT_LOADABLE = ("it is not a model folder (a diffusers Stable Diffusion 1.x/2.x, SDXL or SD3 "
+NOT_LOADABLE = ("it is not a model folder (a diffusers Stable Diffusion 1.x/2.x, SDXL, SD3 or FLUX "
                 "folder: model_index.json with its unet/ or transformer/, vae/, text_encoder/ "
                 "and tokenizer/) nor a hub id ('org/name') that this server can load")
+TRANSFORMER_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2",
+                     "tokenizer_2")
 # diffusers pipeline class -> its adapter's module and class, and the parts its folder has.
 PIPELINES = {"StableDiffusionPipeline": ("composer.models.sd", "SDAdapter", REQUIRED_PARTS),
              "StableDiffusionXLPipeline": ("composer.models.sdxl", "SDXLAdapter",
                                            REQUIRED_PARTS + ("text_encoder_2", "tokenizer_2")),
-             "StableDiffusion3Pipeline": ("composer.models.sd3", "SD3Adapter",
-                                          ("transformer", "vae", "text_encoder", "tokenizer",
-                                           "text_encoder_2", "tokenizer_2"))}
+             "StableDiffusion3Pipeline": ("composer.models.sd3", "SD3Adapter", TRANSFORMER_PARTS),
+             "FluxPipeline": ("composer.models.flux", "FluxAdapter", TRANSFORMER_PARTS)}
 
 
 def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from composer.knobs import family_defaults
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
-from composer.recipe import AUTO
 from composer.shapes.data import VOCABULARY, VocabularyError, caption_slots
 from composer.shapes.model import SCHEDULER_CONFIG, ShapesConfig, ShapesDenoiser
 
@@ -39,12 +39,10 @@ class ShapesFamily(ModelAdapter):
     # The README's Budgets table gives the time it stands for on the 2-core CPU.
     max_evaluations = 100_000
     scheduler_config = dict(SCHEDULER_CONFIG)
-    # ULA/U-HMC: a step of 0.1 keeps moves well inside the reverse step's own noise; MALA
-    # and HMC adapt theirs toward a target acceptance (at a fixed 0.1 they accepted
-    # 96-100%, so the Metropolis test never acted).
-    mcmc_defaults = {"mcmc_steps": 1,
-                     "step_size": {"ula": 0.1, "uhmc": 0.1, "mala": AUTO, "hmc": AUTO},
-                     "leapfrog_steps": 2, "damping": 0.5, "line_points": 3}
+    # The MCMC knobs' defaults (composer/knobs.py): ULA/U-HMC step 0.1 keeps moves well
+    # inside the reverse step's own noise; MALA and HMC adapt theirs toward a target
+    # acceptance (at a fixed 0.1 they accepted 96-100%, so the Metropolis test never acted).
+    mcmc_defaults = family_defaults("shapes")
 
     def check_concept(self, text: str) -> None:
         try:

@@ -9,7 +9,7 @@ Concepts are the component names; "" is the unconditional row (the marginal
 over all six), used by the "and" operator. Weights load offline from
 assets/toy2d/*.safetensors. Scatters, density pictures and scores: toy2d_outputs.py.
 
-Defaults (`Toy2DModel.defaults`), chosen on the product (ring x bar), the hardest
+Defaults (`Toy2DModel.defaults`; the knobs' "toy2d" ones in composer/knobs.py), chosen on the product (ring x bar), the hardest
 of the three setups, to land >= 90% of HMC's samples in its support within 10 s for
 1000 samples on a 2-core CPU (docs/toy2d.md, "Defaults"):
 - scale 1.0: the RRR setups compose unscaled densities;
@@ -45,8 +45,8 @@ from pathlib import Path
 
 import torch
 
+from composer.knobs import family_defaults
 from composer.models.base import ModelAdapter, ModelError
-from composer.recipe import AUTO
 from composer.toy2d.data import CONCEPTS
 from composer.toy2d.lab import EXTENT, setup_of
 from composer.toy2d.net import SCHEDULER_CONFIG, UNCONDITIONAL, load_net
@@ -71,9 +71,7 @@ class Toy2DModel(ModelAdapter):
     # 5% of the product's samples "hold" ring by lift, 91% lie on it; docs/lift.md),
     # so the model's own verdicts are there on request only.
     lift_by_default = False
-    defaults = {"scale": 1.0, "steps": 60, "mcmc_steps": 6,
-                "step_size": {"ula": 0.5, "uhmc": 0.3, "mala": AUTO, "hmc": AUTO},
-                "leapfrog_steps": 2, "damping": 0.5, "line_points": 5}
+    defaults = {"scale": 1.0, "steps": 60, **family_defaults("toy2d")}
 
     def __init__(self, variant: str, device: torch.device | str = "cpu",
                  folder: str | Path = WEIGHTS):

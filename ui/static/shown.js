@@ -1,4 +1,4 @@
-(...values) => {
+() => {
   const bad = [];
   document.querySelectorAll("input[type=number]").forEach(box => {
     const text = box.value;
@@ -16,6 +16,5 @@
     rows.push({text: text ? text.value : null, weight: weight ? weight.value : null,
                negate: negate ? negate.checked : null});
   }
-  values[values.length - 1] = JSON.stringify({unreadable: [...new Set(bad)], rows});
-  return values;
+  return JSON.stringify({unreadable: [...new Set(bad)], rows});
 }
