@@ -130,3 +130,27 @@ def test_its_sample_and_evaluation_limits_are_honoured(adapter):
         prepare(recipe, model)                                    # exactly at the limit
     finally:
         model.max_evaluations = model_limit
+
+
+def test_an_out_of_memory_halves_the_chunk_and_gives_the_same_prediction(adapter, monkeypatch):
+    """Every Stable Diffusion family: a forced CUDA OOM whenever more than 2 rows go in at
+    once splits the call (6 rows -> 3 -> 1 a call) and answers as the unsplit call does."""
+    name, model, (a, b) = adapter
+    if not hasattr(model, "_run_unet"):
+        pytest.skip(f"{name} has no network calls to split")
+    real, sizes = model._forward, []
+
+    def forward(latents, timestep, inputs):
+        sizes.append(latents.shape[0])
+        if latents.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+        return real(latents, timestep, inputs)
+
+    x, t, abar = point(model, batch=2)
+    cond = model.encode(("", a, b))
+    expected, _ = model.predict(x, t, abar, cond)
+    monkeypatch.setattr(model, "max_batch", None)
+    monkeypatch.setattr(model, "_forward", forward)
+    eps, _ = model.predict(x, t, abar, cond)
+    assert sizes == [6, 3] + [1] * 6 and model.max_batch == 1, name
+    torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)

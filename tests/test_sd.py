@@ -87,6 +87,18 @@ def test_folder_that_is_not_sd_says_what_was_expected(tmp_path):
     assert "unet" in str(err.value) and "tokenizer" in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["sd_xl_base_1.0.safetensors", "models/v1-5-pruned.ckpt"])
+def test_a_single_file_checkpoint_says_the_command_that_converts_it(name, tmp_path):
+    """Whether the file exists or not (the box tells nothing of the server's files)."""
+    existing = tmp_path / name
+    existing.parent.mkdir(parents=True, exist_ok=True)
+    existing.write_bytes(b"\0" * 8)
+    for given in (name, str(existing)):
+        with pytest.raises(ModelError, match="single-file checkpoint") as err:
+            load_model(given, "cpu")
+        assert "from_single_file('FILE').save_pretrained('FOLDER')" in str(err.value)
+
+
 def test_unknown_hub_id_offline_is_a_model_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="cannot load 'nobody-here/no-such-model'"):

@@ -97,3 +97,27 @@ def test_every_kind_of_composition_runs_on_sd3(model, folder, operator, sampler)
     first = generate(recipe, model).x_t
     assert first.shape == (1, *model.sample_shape) and torch.isfinite(first).all()
     assert torch.equal(first, generate(recipe, model).x_t)              # deterministic
+
+
+def test_one_concept_is_the_sd3_pipelines_picture(folder, model):
+    """One concept at scale alpha is classifier-free guidance on the velocity, and DDIM
+    on the VP form of the schedule is the pipeline's flow Euler step (both move to
+    (1 - s') x0 + s' eps): run on the engine's levels, from the engine's noise, the
+    StableDiffusion3Pipeline gives the same picture (tests/pipeline_match.py says how
+    close)."""
+    from diffusers import StableDiffusion3Pipeline
+    from tests.pipeline_match import (assert_same_picture, engine_levels, engine_pixels, flow_start,
+                                 pipeline_pixels, unshifted)
+    steps, scale, seed, samples = 4, 5.0, 3, 2
+    final = generate(Recipe(model=folder, concepts=(Concept("a red cube"),),
+                            sampler=SamplerSpec("ddim"), steps=steps, scale=scale, seed=seed,
+                            num_samples=samples), model).x_t
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True,
+                                                    text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    levels = engine_levels(model, steps)
+    noise = torch.randn((samples, *model.sample_shape), generator=torch.Generator().manual_seed(seed))
+    out = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64, width=64,
+               num_images_per_prompt=samples, latents=flow_start(noise, levels[0]),
+               sigmas=unshifted(levels, pipe.scheduler.config.shift), output_type="np").images
+    assert_same_picture(engine_pixels(model, final), pipeline_pixels(out))

@@ -92,7 +92,9 @@ def test_a_not_row_a_map_a_verdict_and_a_decoded_picture(folder):
 @pytest.mark.parametrize("scheduler", ["ddim", "euler"])
 def test_one_concept_is_the_sdxl_pipelines_guidance(folder, model, scheduler):
     """One concept, weight 1, 'and' at scale alpha is classifier-free guidance: the final
-    latents equal StableDiffusionXLPipeline(guidance_scale=alpha) from the same noise."""
+    latents equal StableDiffusionXLPipeline(guidance_scale=alpha) from the same noise, and
+    so do the pictures (tests/pipeline_match.py says how close)."""
+    from tests.pipeline_match import assert_same_picture, engine_pixels, pipeline_pixels
     from diffusers import StableDiffusionXLPipeline
     from composer.samplers import SCHEDULERS
     steps, scale, seed, samples = 3, 5.0, 3, 2
@@ -108,3 +110,6 @@ def test_one_concept_is_the_sdxl_pipelines_guidance(folder, model, scheduler):
                     width=64, num_images_per_prompt=samples, latents=noise, generator=generator,
                     output_type="latent").images
     assert torch.allclose(final, expected, atol=1e-4, rtol=0), (final - expected).abs().max()
+    pictures = pipe.image_processor.postprocess(pipe.vae.decode(
+        expected / pipe.vae.config.scaling_factor, return_dict=False)[0].detach(), output_type="np")
+    assert_same_picture(engine_pixels(model, final), pipeline_pixels(pictures))

@@ -27,7 +27,9 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
 
 
 def is_sd_reference(name: str) -> bool:
-    return "/" in name or os.path.isdir(name)
+    """A hub id, a folder, or a checkpoint file (which load_sd refuses, saying how to convert it)."""
+    from composer.models.sd import SINGLE_FILE_SUFFIXES
+    return "/" in name or os.path.isdir(name) or name.lower().endswith(SINGLE_FILE_SUFFIXES)
 
 
 def load_model(name: str, device: torch.device | str | None = None) -> ModelAdapter:

@@ -26,7 +26,7 @@ import torch
 
 from composer.knobs import family_defaults
 from composer.models.base import ModelError
-from composer.models.sd3 import SD3Adapter, flow_sigma, vp_schedule
+from composer.models.sd3 import SD3Adapter, flow_sigma, vp_scheduler_config
 from composer.models.sdxl import SDXLCondition
 
 FLUX_GUIDANCE = 3.5    # FluxPipeline's guidance_scale, an input of guidance-distilled models
@@ -73,9 +73,7 @@ class FluxAdapter(SD3Adapter):
         levels = int(flow.get("num_train_timesteps", 1000))
         shift = (dynamic_shift((side // 2) ** 2, flow) if flow.get("use_dynamic_shifting")
                  else float(flow.get("shift", 1.0)))
-        self.scheduler_config = {"num_train_timesteps": levels, "beta_schedule": "linear",
-                                 "trained_betas": vp_schedule(levels, shift),
-                                 "clip_sample": False, "prediction_type": "epsilon"}
+        self.scheduler_config = vp_scheduler_config(levels, shift)
         self.prediction_type = "flow"
         self.defaults = {"scale": 1.0, "steps": 28, **family_defaults("sd")}
         rows, columns = torch.meshgrid(torch.arange(side // 2), torch.arange(side // 2), indexing="ij")

@@ -263,6 +263,15 @@ PIPELINES = {"StableDiffusionPipeline": ("composer.models.sd", "SDAdapter", REQU
              "FluxPipeline": ("composer.models.flux", "FluxAdapter", TRANSFORMER_PARTS)}
 
 
+# Said for any name with a checkpoint file's suffix, whether or not such a file exists here.
+SINGLE_FILE = ("a single-file checkpoint; this app reads diffusers folders, and converting a "
+               "file needs its configuration from the hub. Convert it once where the hub is "
+               "reachable: python -c \"from diffusers import StableDiffusionXLPipeline as P; "
+               "P.from_single_file('FILE').save_pretrained('FOLDER')\" (StableDiffusionPipeline, "
+               "StableDiffusion3Pipeline or FluxPipeline for those families), then load FOLDER")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".gguf")
+
+
 def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
     log.warning("cannot load %r: %s", name, reason)
     hint = "; this server does not download models" if offline else ""
@@ -271,8 +280,8 @@ def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
 
 def _check_folder(path: str) -> None:
     index = os.path.join(path, "model_index.json")
-    expected = ("expected a diffusers Stable Diffusion or SDXL folder: model_index.json with "
-                "unet/, vae/, text_encoder/ and tokenizer/ subfolders")
+    expected = ("expected a diffusers SD 1.x/2.x, SDXL, SD3 or FLUX folder: model_index.json with "
+                "unet/ (or transformer/), vae/, text_encoder/ and tokenizer/ subfolders")
     try:
         with open(index, encoding="utf-8") as f:
             kind = json.load(f).get("_class_name")
@@ -319,6 +328,8 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
     expanded = os.path.expanduser(name)
     is_folder = os.path.isdir(expanded)
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if name.lower().endswith(SINGLE_FILE_SUFFIXES):
+        raise ModelError(f"model: {name!r} is named like {SINGLE_FILE}")
     if not is_folder and not _HUB_ID.match(name):
         raise _not_loadable(name, "no such folder, and not a hub id", offline)
     if is_folder:

@@ -57,6 +57,15 @@ def vp_schedule(levels: int, shift: float) -> list[float]:
     return betas
 
 
+def vp_scheduler_config(levels: int, shift: float) -> dict:
+    """The engine's schedulers' config for a flow checkpoint. Its steps are spaced
+    "trailing", so that the first starts at the top level as the flow pipelines' do
+    ("leading" would start a 4-step run at s = 0.83 from pure noise)."""
+    return {"num_train_timesteps": levels, "beta_schedule": "linear",
+            "trained_betas": vp_schedule(levels, shift), "timestep_spacing": "trailing",
+            "clip_sample": False, "prediction_type": "epsilon"}
+
+
 class SD3Adapter(SDAdapter):
     max_samples = 4
 
@@ -71,9 +80,7 @@ class SD3Adapter(SDAdapter):
         if flow.get("use_dynamic_shifting"):
             raise ModelError(f"model: {name!r} shifts its schedule by resolution; only a "
                              f"fixed shift is supported")
-        self.scheduler_config = {"num_train_timesteps": levels, "beta_schedule": "linear",
-                                 "trained_betas": vp_schedule(levels, float(flow.get("shift", 1.0))),
-                                 "clip_sample": False, "prediction_type": "epsilon"}
+        self.scheduler_config = vp_scheduler_config(levels, float(flow.get("shift", 1.0)))
         self.prediction_type = "flow"
         size = self.transformer.config.sample_size
         self.sample_shape = (self.transformer.config.in_channels, size, size)
