@@ -10,7 +10,7 @@ import pytest
 
 from composer.facade import Composer
 from composer.recipe import Concept, Recipe, SamplerSpec
-from ui.plots import chart, mcmc_panel, run_chart, tracks_panel
+from ui.plots import chart, mcmc_panel, run_chart, tick, tracks_panel
 from ui.results import disputes, glance, judge_text
 from ui.words import time_text
 
@@ -106,3 +106,11 @@ def test_the_conflict_map_is_visible_on_the_final_frame(mapped):
     assert redness(final) > redness(last) + 1.0
     early = [f.map for f in mapped.frames[:3]]
     assert min(redness(m) for m in early) > redness(last)
+
+
+def test_a_y_label_fits_the_charts_margin_at_any_size():
+    """A NOT row's tracked log-density reached -1.6e6 nats, labelled '.61e+06' with its
+    sign and first digit cut off by the margin."""
+    assert [tick(v) for v in (0.535, -0.352, -1_612_000.0, 51_200.0, 3e9)] == \
+        ["+0.535", "-0.352", "-1.61M", "+51.2k", "+3G"]
+    assert all(len(tick(v)) <= 6 for v in (-1.61e6, 9.99e5, -123.456, 0.0001234))

@@ -39,6 +39,10 @@ def test_a_visitor_lands_on_a_result_and_sees_the_run(chromium, app_url, viewpor
     assert in_view(page, "#preview img")                      # and on screen, phones too
     assert page.locator("#frame-slider").is_visible()
     assert "_seed" in page.inner_text("#png-file")            # a real file, not an empty box
+    # Every tab in view (on a phone Gradio hid Sweep and Runs behind a "..." menu).
+    tabs = page.get_by_role("tab")
+    assert [tabs.nth(i).inner_text() for i in range(tabs.count())] == ["Generate", "Compare", "Sweep", "Runs"]
+    assert all(in_view(page, f"[role=tab]:nth-child({i + 1})") for i in range(4))
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     set_number(page, "#steps input", 100)                     # long enough to watch it stream
     set_number(page, "#num-samples input", 3000)
@@ -198,7 +202,7 @@ def test_compare_and_rows_are_capped_in_the_controls(page, app_url):
         page.wait_for_selector(f"#concept-{rows}-text")
     wait_text(page, "#add-row", "At most 8 concepts")          # greyed, and saying why
     assert not page.locator("#add-row").is_enabled()
-    page.get_by_role("tab", name="Compare samplers").click()
+    page.get_by_role("tab", name="Compare").click()
     checked = "#compare-samplers input:checked"
     for count, label in enumerate(("DDPM", "ULA (annealed Langevin)"), 3):   # beside DDIM, MALA
         page.locator("#compare-samplers label", has_text=label).click()
@@ -309,8 +313,8 @@ def test_a_sweep_streams_its_grid_and_offers_it_to_download(page, app_url):
 
 
 def test_the_runs_table_shows_six_runs_and_keeps_the_result_in_view_on_a_phone(chromium, app_url):
-    """It scrolled inside itself from the fourth row, and on a phone the result column was
-    off-screen."""
+    """It scrolled inside itself from the fourth row, its cells were monospace, and on a
+    phone the result column was off-screen."""
     context = chromium.new_context(viewport=DESKTOP)
     context.set_default_timeout(TIMEOUT)
     page = context.new_page()
@@ -330,6 +334,9 @@ def test_the_runs_table_shows_six_runs_and_keeps_the_result_in_view_on_a_phone(c
             const b = r.getBoundingClientRect();
             return b.height > 0 && b.top >= view.top - 1 && b.bottom <= view.bottom + 1; }).length; }""")
     assert shown >= 6, shown
+    # In the page's font: Gradio's monospace made "mixture" and the result wrap.
+    font = page.evaluate("getComputedStyle(document.querySelector('#runs .virtual-row span')).fontFamily")
+    assert "Mono" not in font, font
     page.set_viewport_size(PHONE)
     page.locator("#runs").scroll_into_view_if_needed()
     page.evaluate("document.querySelector('#runs .virtual-table-viewport').scrollLeft = 10000")

@@ -44,7 +44,7 @@ def build_demo(composer: Composer | None = None, default_model: str | None = Non
             with gr.Column(scale=6, elem_id="result-column"), gr.Tabs() as tabs:
                 with gr.Tab("Generate", id="tab-generate"):
                     generate = tab_generate.build(None if first is None else final_picture(first))
-                with gr.Tab("Compare samplers", id="tab-compare"):
+                with gr.Tab("Compare", id="tab-compare"):
                     compare = tab_compare.build(service)
                 with gr.Tab("Sweep", id="tab-sweep") as sweep_tab:
                     sweep = tab_sweep.build(sweep_tab)

@@ -48,6 +48,14 @@ def mcmc_panel(step_sizes: list[float | None], acceptance: list[float | None]) -
     return Panel("MCMC per level", lines, ("0 %", "100 %") if rates else ("", ""))
 
 
+def tick(value: float) -> str:
+    """A y label that fits the chart's left margin: +0.535, -1.61M (not -1.61e+06)."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:+.3g}{suffix}"
+    return f"{value:+.0e}" if 0 < abs(value) < 0.01 else f"{value:+.3g}"
+
+
 def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
                  names: list[str]) -> Panel | None:
     """Each concept's tracked log-density minus the concepts' mean (one shared scale, in
@@ -62,7 +70,7 @@ def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
         for i, name in enumerate(names[:len(tracked[0])]):
             lines.append(Line([v[i] if v else None for v in log_density], low, high,
                               ROW_COLOURS[i % len(ROW_COLOURS)], f"log q: {name}"))
-        ticks = (f"{low:+.3g}", f"{high:+.3g}")
+        ticks = (tick(low), tick(high))
     if kept:
         lines.append(Line(list(ess), 0.0, 1.0, ESS_COLOUR,
                           f"ESS/K {min(kept):.0%}–{max(kept):.0%} (0–1)", dashed=True))

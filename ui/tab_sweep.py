@@ -57,7 +57,8 @@ def build(tab: gr.Tab) -> SweepTab:
             # Every sweepable field, as the API takes them; the page narrows the menu.
             fields.append(quiet_choices(gr.Dropdown(
                 ([] if k == 0 else [("none", "none")]) + state.sweep_choices(),
-                value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}", scale=2)))
+                value=first, label=f"Axis {k + 1}", elem_id=f"sweep-field-{k + 1}", scale=2,
+                min_width=220)))              # a phone puts the values under it, not the name cut
             values.append(gr.Textbox(example, label="Values", elem_id=f"sweep-values-{k + 1}",
                                      scale=3))
     button = gr.Button("Run sweep", variant="primary", elem_id="sweep")

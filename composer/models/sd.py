@@ -298,7 +298,7 @@ def _check_folder(path: str) -> None:
                          f"missing {', '.join(missing)})")
     if kind not in PIPELINES:
         raise ModelError(f"model: {path!r} is a {kind}; this app runs "
-                         f"{' and '.join(PIPELINES)} checkpoints")
+                         f"{', '.join(list(PIPELINES)[:-1])} or {list(PIPELINES)[-1]} checkpoints")
 
 
 def _left_out(path: str) -> dict:
