@@ -8,9 +8,15 @@ try:  # ZeroGPU wants `spaces` imported before anything touches CUDA; optional e
 except ImportError:
     pass
 
+import sys
+
+from composer.facade import ComposerError
 from ui.layout import build_demo, launch_kwargs
 
-demo = build_demo()
+try:
+    demo = build_demo()
+except ComposerError as err:     # e.g. COMPOSER_CLUSTER without Ray, or a cluster out of reach
+    sys.exit(f"error: {err}")
 
 if __name__ == "__main__":
     demo.launch(**launch_kwargs())

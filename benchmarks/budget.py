@@ -1,6 +1,6 @@
 """What each built-in model's run budget stands for in time, on this machine.
 
-    python -m benchmarks.budget [--threads 0]
+    python -m benchmarks.budget [--threads 0] [--steps N]
 
 For each built-in model, times one run of its default example recipe through
 the facade, divides by that run's cost (composer.plan.cost: network evaluations) to get
@@ -10,6 +10,7 @@ writes benchmarks/results/budget.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -26,17 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"shapes": "shapes_not.json", "toy2d-energy": "product.json"}
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="steps of every example (0: its own)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/budget.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     composer = Composer("cpu")
     rows = []
     for name, example in EXAMPLES.items():
         recipe = Recipe.from_json((ROOT / "assets/recipes" / example).read_text())
+        if args.steps:
+            recipe = dataclasses.replace(recipe, steps=args.steps)
         model = composer.model(name)
         filled = prepare(recipe, model)
         composer.render(recipe)                                  # warm-up

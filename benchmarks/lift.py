@@ -174,7 +174,7 @@ def toy2d_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shapes-exact,shapes", help="shapes models ('' = none)")
     p.add_argument("--family", default="free", choices=("free", "placed"))
@@ -186,7 +186,7 @@ def main() -> dict:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="", help="also write the JSON report here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
@@ -199,7 +199,8 @@ def main() -> dict:
             print(json.dumps(shapes[-1]), flush=True)
     toy2d_models = list(filter(None, args.toy2d_models.split(",")))
     toy2d = toy2d_cells(toy2d_models, args.points, args.seed) if toy2d_models else []
-    report = {"benchmark": "lift", "command": " ".join(["python -m benchmarks.lift"] + sys.argv[1:]),
+    command = ["python -m benchmarks.lift"] + (sys.argv[1:] if argv is None else argv)
+    report = {"benchmark": "lift", "command": " ".join(command),
               "levels": LEVEL_FRACTIONS, "draws": DRAWS, "threads": torch.get_num_threads(),
               "load_average": [round(v, 2) for v in os.getloadavg()],
               "seconds": round(time.time() - start, 1), "shapes": shapes, "toy2d": toy2d}

@@ -219,13 +219,13 @@ def memory(connect, server: Server, sessions: int, runs: int) -> dict:
             "largest_shapes_run": LARGEST_SHAPES}
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=100)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--parts", default="latency,small,crowd,cancel,memory")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/load.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     parts = args.parts.split(",")
     from gradio_client import Client
     server = Server()

@@ -1,6 +1,6 @@
 """What the maps cost per step: the same run with maps off and on, side by side.
 
-    python -m benchmarks.maps [--repeats 5]
+    python -m benchmarks.maps [--repeats 5] [--steps N]
 
 For each case, times whole runs through the facade (frames drawn, as the app
 does), alternating off and on, and reports the median seconds per step of each
@@ -43,15 +43,16 @@ def seconds_per_step(composer: Composer, recipe: Recipe, maps: bool) -> float:
     return (time.perf_counter() - start) / frames
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=0, help="steps of every case (0: the model's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/maps.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     composer = Composer("cpu")
     rows = []
     for name, data in CASES.items():
-        recipe = Recipe.from_dict(data)
+        recipe = Recipe.from_dict({**data, "steps": args.steps} if args.steps else data)
         seconds_per_step(composer, recipe, True)                     # warm
         off, on = [], []
         for _ in range(args.repeats):

@@ -67,7 +67,7 @@ def held_out_loss(net: torch.nn.Module, prediction: str, n: int = 512, seed: int
     return sum(losses) / len(losses)
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--continue-minutes", type=float, default=0.0,
@@ -79,7 +79,7 @@ def main() -> dict:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/shapes_ablation.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     # Runs of earlier invocations stay in the report unless run again.

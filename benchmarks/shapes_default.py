@@ -1,7 +1,7 @@
 """How typical is a recipe's seed? Judge one recipe over many seeds.
 
     python -m benchmarks.shapes_default assets/recipes/shapes_two_objects.json [--seeds 20]
-        [--model shapes-exact]
+        [--model shapes-exact] [--out FILE]
 
 Renders the recipe through the facade for seeds 0..N-1 and prints, per seed,
 the judge's share of samples that satisfy every row in a clean scene. The
@@ -23,12 +23,13 @@ from composer.recipe import Recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe")
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--model", default="", help="run the recipe on this model instead")
-    args = p.parse_args()
+    p.add_argument("--out", default="", help="default: benchmarks/results/shapes_default_<recipe>[_<model>].json")
+    args = p.parse_args(argv)
     recipe = Recipe.from_json(Path(args.recipe).read_text())
     if args.model:
         recipe = dataclasses.replace(recipe, model=args.model)
@@ -46,7 +47,8 @@ def main() -> dict:
               "median_seeds": [r["seed"] for r in per_seed if r["correct"] == median],
               "recipe_seed": recipe.seed, "per_seed": per_seed}
     suffix = f"_{args.model}" if args.model else ""
-    out = ROOT / "benchmarks/results" / f"shapes_default_{Path(args.recipe).stem}{suffix}.json"
+    out = Path(args.out or ROOT / "benchmarks/results"
+               / f"shapes_default_{Path(args.recipe).stem}{suffix}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "per_seed"}))
     return report

@@ -3,7 +3,7 @@
     python -m benchmarks.shapes_eval [--models shapes-exact,shapes] [--n 32] [--samples 4]
         [--n-mcmc 16] [--samples-mcmc 2] [--steps 50] [--families placed,free]
         [--tasks and1,and2,and3,not] [--samplers ddim,ula,uhmc,mala,hmc] [--scale S]
-        [--step-size H|auto]
+        [--step-size H|auto] [--cluster auto|ADDRESS]
 
 Models: a built-in name, or "shapes:FOLDER" for learned weights in FOLDER (the
 weights shipped before the exact target live in assets/shapes/previous). The
@@ -15,6 +15,9 @@ composer/evaluation.py (placed: colour, shape, column and row; free: colour
 and shape), run through the real engine with the model's defaults (the app's
 sampler settings) unless overridden, and judged by composer/shapes/judge.py:
 strict (a clean scene in which the captions hold) beside caption-only.
+With --cluster the cells run at once on a Ray cluster's engines (composer/cluster.py,
+docs/scaling.md), each engine loading a model once; results come in the same order,
+and a cell that fails is named while the others finish.
 Writes benchmarks/results/shapes.json (after every cell, so a cut-short run
 keeps what it finished), judged galleries to assets/shapes/, and the markdown
 table between the markers in docs/shapes.md.
@@ -22,6 +25,7 @@ table between the markers in docs/shapes.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from composer.cluster import CellFailed, ClusterError, EnginePool, connect
 from composer.evaluation import run_task
 from composer.knobs import add_arguments, from_arguments
 from composer.models import load_model
@@ -105,7 +110,43 @@ def update_doc(path: Path, text: str) -> None:
         path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
-def main() -> dict:
+@functools.lru_cache(maxsize=None)
+def loaded(name: str, clip_sample: str):
+    """A model loaded once per process (a Ray engine keeps it between cells)."""
+    model = load(name)
+    if clip_sample != "model":
+        model.scheduler_config = {**model.scheduler_config, "clip_sample": clip_sample == "on"}
+    return model
+
+
+def evaluate(args: argparse.Namespace, name: str, sampler: str, family: str, task: str) -> dict:
+    """One cell: a family's task under a sampler on a model."""
+    model = loaded(name, args.clip_sample)
+    spec = SamplerSpec(name=sampler, **from_arguments(args))
+    # Each composition is repeated --samples times, on different noise.
+    mcmc = spec.is_mcmc and args.n_mcmc is not None
+    return run_task(model, family, task, spec, args.n_mcmc if mcmc else args.n,
+                    args.steps or model.defaults["steps"], args.scale, seed=args.seed,
+                    chunk=args.chunk, beta=args.beta, keep=args.gallery,
+                    repeats=(args.samples_mcmc or args.samples) if spec.is_mcmc else args.samples)
+
+
+def evaluated(args: argparse.Namespace, cells: list[tuple[str, ...]]):
+    """Each cell's result in order: here, or with --cluster on a pool of engines."""
+    if not args.cluster:
+        yield from (evaluate(args, *cell) for cell in cells)
+        return
+    # Imported by name, so that the engines import this module (and keep its models)
+    # rather than receive a copy of `python -m`'s __main__ with each cell.
+    from benchmarks.shapes_eval import evaluate as by_name
+    pool = EnginePool(connect(args.cluster))
+    try:
+        yield from pool.map(by_name, [(" ".join(cell), (args, *cell)) for cell in cells])
+    finally:
+        pool.close()
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shapes-exact,shapes",
                    help="the previous weights' rows (shapes:assets/shapes/previous) are kept "
@@ -132,7 +173,8 @@ def main() -> dict:
                    help="where eval_<family>_<task>_<sampler>.png grids go ('' = nowhere)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/shapes.json"))
     p.add_argument("--doc", default=str(ROOT / "docs/shapes.md"))
-    args = p.parse_args()
+    p.add_argument("--cluster", metavar="auto|ADDRESS", help="run the cells on a Ray cluster")
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -145,35 +187,28 @@ def main() -> dict:
               "models": {k: v for k, v in earlier.get("models", {}).items() if k not in models}}
     start = time.time()
     for name in models:
-        model = load(name)
-        if args.clip_sample != "model":
-            model.scheduler_config = {**model.scheduler_config, "clip_sample": args.clip_sample == "on"}
-        steps = args.steps or model.defaults["steps"]
+        model = loaded(name, args.clip_sample)
         report["models"][name] = {"defaults": model.defaults, "scheduler": model.scheduler_config,
                                   "training": getattr(model, "meta", {}).get("training")}
-        for sampler in args.samplers.split(","):
-            spec = SamplerSpec(name=sampler, **from_arguments(args))
-            for family in args.families.split(","):
-                for task in args.tasks.split(","):
-                    # Each composition is repeated --samples times, on different noise.
-                    mcmc = spec.is_mcmc and args.n_mcmc is not None
-                    r = run_task(model, family, task, spec, args.n_mcmc if mcmc else args.n, steps,
-                                 args.scale, seed=args.seed, chunk=args.chunk, beta=args.beta,
-                                 keep=args.gallery, repeats=(args.samples_mcmc or args.samples)
-                                 if spec.is_mcmc else args.samples)
-                    examples = r.pop("examples")
-                    if examples and args.gallery_dir:
-                        slug = name.split(":")[-1].replace("/", "_")
-                        save_gallery(Path(args.gallery_dir) / f"eval_{slug}_{family}_{task}_{sampler}.png",
-                                     examples)
-                    r["model"] = name
-                    r["load_average"] = round(os.getloadavg()[0], 2)
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
-                    report["seconds"] = round(time.time() - start, 1)
-                    report["table"] = table(sorted(results, key=lambda r: KNOWN.index(r["model"])))
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(report, indent=2) + "\n")
+    cells = [(name, sampler, family, task) for name in models for sampler in args.samplers.split(",")
+             for family in args.families.split(",") for task in args.tasks.split(",")]
+    for (name, sampler, family, task), r in zip(cells, evaluated(args, cells)):
+        if isinstance(r, CellFailed):
+            print(f"{r.name}: failed: {r.error}", file=sys.stderr, flush=True)
+            continue
+        examples = r.pop("examples")
+        r.pop("images")             # every final image: the JSON keeps the verdicts' counts
+        if examples and args.gallery_dir:
+            slug = name.split(":")[-1].replace("/", "_")
+            save_gallery(Path(args.gallery_dir) / f"eval_{slug}_{family}_{task}_{sampler}.png", examples)
+        r["model"] = name
+        r["load_average"] = round(os.getloadavg()[0], 2)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        report["seconds"] = round(time.time() - start, 1)
+        report["table"] = table(sorted(results, key=lambda r: KNOWN.index(r["model"])))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
     if args.doc:
         update_doc(Path(args.doc), report["table"])
     print(report["table"])
@@ -181,4 +216,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ClusterError as err:
+        sys.exit(f"error: {err}")

@@ -37,7 +37,7 @@ def load(folder: str):
     return load_model(folder, "cpu") if folder == "shapes-exact" else ShapesModel(folder)
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folders", required=True, help="comma-separated exported checkpoints")
     p.add_argument("--scales", default="2,3,5,7.5")
@@ -53,7 +53,7 @@ def main() -> dict:
                         "(\"sampling\": {\"scale\"} and scheduler.clip_sample)")
     p.add_argument("--step-sizes", default="",
                    help="MCMC samplers: step sizes to try (default: the model's); acceptance is reported")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -97,7 +97,8 @@ def main() -> dict:
         meta["sampling"] = {**meta.get("sampling", {}), "scale": best["scale"]}
         meta["scheduler"]["clip_sample"] = best["clip"] == "on"
         meta["selection"] = {k: best[k] for k in ("mean_strict", "mean_captions", "mean_clean")}
-        meta["selection"]["command"] = "python -m benchmarks.shapes_select " + " ".join(sys.argv[1:])
+        meta["selection"]["command"] = ("python -m benchmarks.shapes_select "
+                                        + " ".join(sys.argv[1:] if argv is None else argv))
         config_path.write_text(json.dumps(meta, indent=2) + "\n")
     return {"rows": rows, "best": best}
 

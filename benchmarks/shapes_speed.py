@@ -27,14 +27,14 @@ from composer.recipe import Concept, Recipe, SamplerSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--models", default="shapes,shapes-exact")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/shapes_speed.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(model="shapes", concepts=(Concept("red circle"), Concept("blue square"),

@@ -2,7 +2,7 @@
 
     python -m composer render RECIPE --out DIR [--model NAME] [--device DEV]
                               [--best-of N] [--lift | --no-lift]
-    python -m composer sweep SWEEP --out DIR [--device DEV]
+    python -m composer sweep SWEEP --out DIR [--device DEV | --cluster auto|ADDRESS]
 
 render writes image_NN.png (each carrying the recipe), recipe.json with every
 default filled in, and for toy2d samples.npy and scatter.png. --best-of N draws N
@@ -12,7 +12,9 @@ verdicts, printed per sample and written to lift.json, on or off (default: the
 model's, off for Stable Diffusion). sweep (see
 composer/sweep.py) prints its cost, runs every cell, and writes grid.png (the
 labelled grid, carrying the sweep), sweep.json, cell_R_C.png per cell (carrying
-that cell's recipe) and cells.json (each cell's recipe and metrics). Any failure (a bad or
+that cell's recipe) and cells.json (each cell's recipe and metrics); with --cluster
+its cells run on a Ray cluster's engines (composer/cluster.py, docs/scaling.md), and a
+cell that fails is named while the others finish. Any failure (a bad or
 unreadable recipe, a model that cannot load, an unusable device or output
 folder) prints one line, `error: ...`, and exits with status 2; library
 warnings are shown only with --verbose.
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from composer.cluster import CellFailed, RemoteComposer
 from composer.facade import Composer, ComposerError
 from composer.media import SWEEP_CHUNK, labelled_grid, png_bytes, save_png, sweep_cell
 from composer.operators import OPERATORS
@@ -117,30 +120,56 @@ def render(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def sweep_engines(args: argparse.Namespace) -> Composer:
+    """This process's Composer, or with --cluster a pool of engines on a Ray cluster."""
+    if not args.cluster:
+        return Composer(device(args.device))
+    if args.device:
+        raise ComposerError("--device: not with --cluster; each engine uses its own device "
+                            "(its GPU, else the CPU)")
+    return RemoteComposer(args.cluster, "--cluster")
+
+
 def sweep(args: argparse.Namespace) -> None:
     plan = Sweep.from_json(read_bytes(args.sweep, "sweep"))
     out = output_folder(args.out)
-    composer = Composer(device(args.device))
+    composer = sweep_engines(args)
+    try:
+        write_sweep(composer, plan, out, args.out)
+    finally:
+        if isinstance(composer, RemoteComposer):
+            composer.close()
+
+
+def write_sweep(composer: Composer, plan: Sweep, out: Path, where: str) -> None:
     rows, columns = plan.shape
     planned = composer.sweep_plan(plan)
     judging = sum(cell.judging for *_, cell in planned.cells)
     print(f"sweep: {rows * columns} cells, "
           f"{price(planned.total - judging, judging, planned.budget, 'sweep')}", flush=True)
-    pictures, records = [], []
-    for cell in composer.sweep(planned):
+    pictures, records, failed = [], [], []
+    cells = composer.cells(planned) if isinstance(composer, RemoteComposer) else composer.sweep(planned)
+    for cell in cells:
+        if isinstance(cell, CellFailed):          # on a cluster the other cells go on
+            failed.append(cell.name)
+            print(f"{cell.name}: failed: {cell.error}", file=sys.stderr, flush=True)
+            continue
         result, (i, j) = cell.result, cell.position
         picture, summary = sweep_cell(result.images, result.metrics)
         pictures.append(((i, j), picture, summary))
         records.append({"row": i, "column": j, "labels": list(cell.labels),
                         "recipe": result.recipe.to_dict(), "metrics": result.metrics})
-        with writing(args.out):
+        with writing(where):
             save_png(picture, result.recipe, out / f"cell_{i + 1}_{j + 1}.png")
         print(f"cell ({i + 1}, {j + 1}) {' · '.join(cell.labels)}: {summary or 'done'}", flush=True)
     picture = labelled_grid(pictures, *plan.labels())
-    with writing(args.out):
+    with writing(where):
         (out / "grid.png").write_bytes(png_bytes(picture, plan, SWEEP_CHUNK))
         (out / "sweep.json").write_text(plan.to_json() + "\n")
         (out / "cells.json").write_text(json.dumps(records, indent=2) + "\n")
+    if failed:
+        raise ComposerError(f"{len(failed)} of {rows * columns} cells failed ({', '.join(failed)}); "
+                            f"{out} has the others")
     print(f"wrote {out}")
 
 
@@ -175,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep_cmd.add_argument("sweep")
     sweep_cmd.add_argument("--out", required=True, help="output folder")
     sweep_cmd.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    sweep_cmd.add_argument("--cluster", metavar="auto|ADDRESS",
+                           help="run the cells on a Ray cluster: auto (RAY_ADDRESS, a running "
+                                "`ray start`, else a local one), HOST:PORT or ray://HOST:PORT")
     args = parser.parse_args(argv)
     with quiet_libraries(not args.verbose):
         try:

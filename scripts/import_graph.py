@@ -25,6 +25,8 @@ LAYERS = [
     ("samplers", ("composer.samplers", "composer.tracking")),
     ("engine", ("composer.engine", "composer.plan", "composer.maps", "composer.lift")),
     ("facade", ("composer.facade", "composer.media", "composer.evaluation")),
+    # The facade's interface on a Ray cluster's engines; the CLI and the page choose it.
+    ("cluster", ("composer.cluster",)),
     ("tools", ("composer.__main__", "composer.shapes.train", "composer.toy2d.train")),
     ("ui", ("ui",)),
     ("app", ("app",)),

@@ -78,3 +78,18 @@ def test_the_memory_benchmark_measures_a_row_and_fills_the_gpu_table(tmp_path):
     assert family["denoiser_parameters"] == 2_028_328_000 and family["activation_per_row_gib"] > 0
     rows = [family["holds"][gpu]["rows_per_call"] for gpu in GPUS]
     assert rows == sorted(rows) and rows[-1] > 0                # more memory, more rows
+
+
+@pytest.mark.slow
+def test_the_cluster_benchmark_measures_the_pool_beside_one_process(tmp_path):
+    ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e .[cluster]")
+    from benchmarks.cluster import main
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        out = tmp_path / "cluster.json"
+        report = main(["--tiny", "--repeats", "1", "--runs", "1", "--out", str(out)])
+    finally:
+        ray.shutdown()
+    assert json.loads(out.read_text()) == report
+    assert report["sweep"]["cells"] == 16 and report["overhead"]["ratio"] > 0
+    assert report["throughput"]["on_pool_runs_per_s"] > 0 and len(report["load_average_before"]) == 3

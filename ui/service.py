@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from composer.cluster import CLUSTER_ENV, RemoteComposer
 from composer.facade import Composer, ComposerError, Frame, ModelInfo, Result
 from composer.lru import LRU
 from composer.media import recipe_from_png
@@ -30,12 +32,20 @@ def info_dict(info: ModelInfo) -> dict:
             "description": info.description, "lift_by_default": info.lift_by_default}
 
 
+def default_composer() -> Composer:
+    """This process's Composer, or with COMPOSER_CLUSTER=auto|ADDRESS one whose plans and
+    runs are on a pool of engines on a Ray cluster (docs/scaling.md); the page and its
+    per-visitor caps stay here, and this process's budget settings travel to the engines."""
+    address = os.environ.get(CLUSTER_ENV, "").strip()
+    return RemoteComposer(address, CLUSTER_ENV) if address else Composer()
+
+
 class Service:
     """All server-side behaviour of the page, around one Composer."""
 
     def __init__(self, composer: Composer | None = None, fallback_model: str = "toy2d-energy",
                  preferred_model: str = "shapes-exact"):
-        self.composer = composer or Composer()
+        self.composer = composer or default_composer()
         self.preferred_model = preferred_model
         self.fallback_model = fallback_model
         self._default: str | None = None
