@@ -24,6 +24,8 @@ import sys
 
 import torch
 
+from benchmarks import write_report
+
 GIB = 2 ** 30
 RESERVE = 1.5 * GIB     # the CUDA context, cuBLAS workspaces and the allocator's slack
 # Memory as the driver reports it (nvidia-smi's total).
@@ -153,11 +155,7 @@ def main(argv=None) -> dict:
               "families": [family_report(f, args.size or DEFAULT_LATENT[f]) for f in args.family]}
     report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(report, indent=2))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+    write_report(report, args.out)
     return report
 
 

@@ -31,6 +31,8 @@ from types import SimpleNamespace
 
 import torch
 
+from benchmarks import write_report
+
 from composer.engine import Control, composed_density
 from composer.models.base import ModelAdapter
 from composer.operators import make_rule
@@ -262,11 +264,7 @@ def main(argv=None) -> dict:
             print(f"{family['family']:>6} {r['concepts']:>3} {r['rows']:>4} {r['engine_ms']:>14.1f} "
                   f"{r['batched_ms']:>15.1f} {r['sequential_ms']:>18.1f} "
                   f"{r['engine_over_batched']:>8.3f} {r['sequential_over_engine']:>8.3f}")
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+    write_report(report, args.out)
     return report
 
 
