@@ -85,9 +85,14 @@ def wait_shown(page, text: str, then: str | None = None) -> None:
     """Until the watched element has shown `text` (and, with `then`, `then` after it).
     Wait for what comes before a "Done": the last run's "Done" line keeps changing
     while Gradio's timer beside it ticks."""
-    page.wait_for_function("""([t, u]) => { const i = window.shown.findIndex(s => s.includes(t));
-        return i >= 0 && (!u || window.shown.slice(i + 1).some(s => s.includes(u))); }""",
-                           arg=[text, then], timeout=TIMEOUT)
+    from playwright.sync_api import TimeoutError
+    try:
+        page.wait_for_function("""([t, u]) => { const i = window.shown.findIndex(s => s.includes(t));
+            return i >= 0 && (!u || window.shown.slice(i + 1).some(s => s.includes(u))); }""",
+                               arg=[text, then], timeout=TIMEOUT)
+    except TimeoutError as error:       # say what the visitor saw instead
+        seen = page.evaluate("() => [...new Set(window.shown)].slice(-8)")
+        raise AssertionError(f"waited for {text!r} then {then!r}; the page showed {seen}") from error
 
 
 def wait_value(page, selector: str, value: str) -> None:

@@ -60,6 +60,22 @@ def test_render_gives_the_clis_picture(folder, app_url, tmp_path):
 
 
 @pytest.mark.browser
+def test_a_folder_typed_into_the_model_box_loads_and_runs(folder, page, app_url):
+    from tests.browser import wait_shown, wait_text, watch
+    page.goto(app_url)
+    wait_text(page, "#status", "Done: ")                       # the landing example
+    box = page.locator("#model input")
+    box.fill(str(folder))
+    box.press("Enter")
+    wait_text(page, "#model-status", "loaded")
+    page.locator("#concept-1 textarea").fill("a cat")
+    watch(page)
+    page.click("#generate")
+    wait_shown(page, "Running…", then="Done: ")
+    assert page.locator("#preview img").count() == 1
+
+
+@pytest.mark.browser
 def test_a_share_link_opens_each_family_in_the_page(folder, page, app_url):
     from tests.browser import share_url, wait_shown, wait_text, watch
     page.goto(share_url(app_url, composition(folder)))
