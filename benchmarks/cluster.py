@@ -6,8 +6,9 @@
 On toy2d-energy, a pool of `--engines` engines (a local Ray cluster with `auto`) beside
 one process whose torch runs on one thread, as each engine's does (Ray gives an engine
 one CPU and sets OMP_NUM_THREADS to it), so both sides have one device per engine:
-  - overhead: one small run at a time, start to Result, in the process and through the
-    pool (median of --repeats; the ratio's target is <= 1.10);
+  - overhead: one run at a time, start to Result, in the process and through the pool
+    (median of --repeats), for 200 samples (the small run: the ratio's target is <= 1.10),
+    then 1,000 and 4,000 (the same 50 frames, more compute behind each);
   - sweep: a 16-cell sweep (4 seeds x 4 weights), its wall time in one process
     (Composer.sweep) and on the pool (RemoteComposer.cells);
   - throughput: --clients threads each streaming --runs runs through the page's
@@ -18,6 +19,7 @@ Prints JSON and writes benchmarks/results/cluster.json, with the load average.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -39,6 +41,7 @@ SMALL = {"model": "toy2d-energy", "operator": "product", "concepts": [{"text": "
 SWEEP_AXES = [{"field": "seed", "values": [1, 2, 3, 4]},
               {"field": "concepts[0].weight", "values": [0.5, 1.0, 1.5, 2.0]}]
 TINY = {"steps": 4, "num_samples": 20}
+SIZES, TINY_SIZES = (200, 1000, 4000), (20, 40)     # samples per overhead run
 
 
 def seconds(fn) -> float:
@@ -47,11 +50,19 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def overhead(local: Composer, remote: RemoteComposer, recipe: Recipe, repeats: int) -> dict:
-    here = statistics.median(seconds(lambda: local.render(recipe)) for _ in range(repeats))
-    there = statistics.median(seconds(lambda: remote.render(recipe)) for _ in range(repeats))
-    return {"in_process_s": round(here, 4), "through_ray_s": round(there, 4),
-            "ratio": round(there / here, 3)}
+def overhead(local: Composer, remote: RemoteComposer, recipe: Recipe, repeats: int,
+             sizes: tuple[int, ...]) -> list[dict]:
+    """The ratio for the recipe at each number of samples: the same 50 frames each time,
+    with more compute behind each (the first size is the small run of the target)."""
+    rows = []
+    for samples in sizes:
+        sized = dataclasses.replace(recipe, num_samples=samples)
+        local.render(sized), remote.render(sized)          # pictures' sizes settled first
+        here = statistics.median(seconds(lambda: local.render(sized)) for _ in range(repeats))
+        there = statistics.median(seconds(lambda: remote.render(sized)) for _ in range(repeats))
+        rows.append({"samples": samples, "in_process_s": round(here, 4), "through_ray_s": round(there, 4),
+                     "added_s": round(there - here, 4), "ratio": round(there / here, 3)})
+    return rows
 
 
 def sweep(local: Composer, remote: RemoteComposer, recipe: Recipe) -> dict:
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             next(stream)                     # each holds an engine, so the next takes another
         for stream in streams:
             list(stream)
-        report["overhead"] = overhead(local, remote, recipe, args.repeats)
+        report["overhead"] = overhead(local, remote, recipe, args.repeats, TINY_SIZES if args.tiny else SIZES)
         report["sweep"] = sweep(local, remote, recipe)
         report["throughput"] = throughput(local, remote, recipe, args.clients, args.runs)
     finally:

@@ -21,6 +21,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from composer.recipe import Recipe
 CLUSTER_ENV = "COMPOSER_CLUSTER"
 POLL_S = 0.1              # how often a waiting caller looks at its cancel flag
 RETRIES = 3               # restarts of a lost engine, and reruns of its cells
+BATCH_S = 0.05          # frames made within this of each other travel as one item
 RUNS_PER_ENGINE = 16      # runs one engine computes at once, sharing its device (engine.SharedDevice)
 ENGINE_START_S = 120      # a pool whose engines find no free device by then is an error
 
@@ -126,16 +128,27 @@ class Engine:
         return self.composer.budget(name)
 
     def stream(self, planned: Plan) -> Iterator[bytes]:
-        """The run's frames, then its Result without them (the caller has them), packed."""
+        """The run's frames, packed in batches of those made within BATCH_S of the batch's
+        first (Ray's cost is per item, and a small model makes a frame every few
+        milliseconds), then its Result without them (the caller has them)."""
         with self._lock:
             self._running += 1
         try:
+            batch, started = [], 0.0
             for item in self.composer.run(planned, RayCancelFlag()):
                 if isinstance(item, Result):      # the last item: the run went to its end
                     with self._lock:
                         self._completed += 1
-                    item = dataclasses.replace(item, frames=())
-                yield packed(item)
+                    if batch:
+                        yield packed(batch)
+                    yield packed(dataclasses.replace(item, frames=()))
+                    return
+                if not batch:
+                    started = time.perf_counter()
+                batch.append(item)
+                if time.perf_counter() - started >= BATCH_S:
+                    yield packed(batch)
+                    batch = []
         finally:
             with self._lock:
                 self._running -= 1
@@ -276,8 +289,11 @@ class RemoteComposer(Composer):
                 if isinstance(item, Result):          # the last item
                     yield dataclasses.replace(item, frames=tuple(frames))
                     return
-                frames.append(item)
-                yield item
+                for frame in item:                    # a batch of frames
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled
+                    frames.append(frame)
+                    yield frame
             raise Cancelled
         finally:
             pool.ray.cancel(stream)       # stops the engine's run at its next evaluation; no-op when done
