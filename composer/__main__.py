@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             {"render": render, "sweep": sweep}[args.command](args)
         except (RecipeError, ComposerError) as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            if getattr(err, "detail", ""):          # what was found: this is the server's own user
+                print(f"  found: {' '.join(err.detail.split())}", file=sys.stderr)
             return 2
     return 0
 

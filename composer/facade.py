@@ -41,7 +41,12 @@ Cancelled = engine.Cancelled
 
 
 class ComposerError(ValueError):
-    """Anything a user can fix: a bad recipe, a model that cannot load, no memory."""
+    """Anything a user can fix: a bad recipe, a model that cannot load, no memory.
+    `detail`, as ModelError's, is for the server's own user only (the CLI prints it)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class Composer:
             try:
                 model = load_model(name, self.device)
             except (ModelError, OSError, ValueError) as err:
-                raise ComposerError(str(err)) from None
+                raise ComposerError(str(err), getattr(err, "detail", "")) from None
             if self._models.put(key, model) and self.device.type == "cuda":
                 torch.cuda.empty_cache()          # an evicted model's memory goes back
             return model
@@ -185,7 +190,7 @@ class Composer:
         try:
             return make_plan(recipe, self.model(recipe.model), maps, lift)
         except (RecipeError, ModelError) as err:
-            raise ComposerError(str(err)) from None
+            raise ComposerError(str(err), getattr(err, "detail", "")) from None
 
     def stream(self, recipe: Recipe, cancel: threading.Event | None = None, maps: bool = False,
                lift: bool | None = None) -> Iterator[Frame | Result]:

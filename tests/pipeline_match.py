@@ -3,9 +3,11 @@
 The flow pipelines (SD3, FLUX) are handed the engine's levels as the `sigmas` they take
 (they apply their shift to them) and its starting noise on their scale. The pictures
 then agree up to float32 round-off: the same steps in another order of operations (and,
-for flow models, the VP form's x_s = c x_t round trip) move latents by 1e-6 to 1e-5,
-which turns a few values in ten thousand to the next colour level (SDXL's Euler and
-DDIM: 1 of 24,576; SD3/FLUX: up to 6)."""
+for flow models, the VP form's x_s = c x_t round trip, and the level reaching the
+transformer as 1000 s after the pipeline's own float32 shift, where its timestep
+embedding's sines amplify the last digits: SD3's latents of size 3 move by up to 1.5e-3
+over 3 steps) turn a few values in ten thousand to the next colour level (SDXL's Euler
+and DDIM: 1 of 24,576; SD3/FLUX: up to 6)."""
 from __future__ import annotations
 
 import math

@@ -99,6 +99,29 @@ def test_a_single_file_checkpoint_says_the_command_that_converts_it(name, tmp_pa
         assert "from_single_file('FILE').save_pretrained('FOLDER')" in str(err.value)
 
 
+@pytest.mark.parametrize("found, pipeline", [("StableDiffusionControlNetPipeline", True),
+                                             ("StableDiffusionInpaintPipeline", True),
+                                             ("StableVideoDiffusionPipeline", True),
+                                             ("ControlNetModel", False)])
+def test_the_cli_names_the_unsupported_family_it_found(found, pipeline, tmp_path, monkeypatch, capsys):
+    """The server's own user sees what the folder holds and what is supported; a visitor
+    gets the one message of test_a_visitor_cannot_tell_which_folders_exist."""
+    from composer.__main__ import main
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "model"
+    for part in ("unet", "vae", "text_encoder", "tokenizer"):
+        (folder / part).mkdir(parents=True)
+    (folder / ("model_index.json" if pipeline else "config.json")).write_text(f'{{"_class_name": "{found}"}}')
+    path = tmp_path / "recipe.json"
+    path.write_text(recipe(str(folder)).to_json())
+    assert main(["render", str(path), "--out", str(tmp_path / "out")]) == 2
+    error, detail = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("error: model: cannot load") and "not a model folder" in error
+    assert detail.startswith("  found: ") and found in detail
+    assert ("StableDiffusionXLPipeline, StableDiffusion3Pipeline or FluxPipeline" in detail
+            if pipeline else "not a pipeline" in detail)
+
+
 def test_unknown_hub_id_offline_is_a_model_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="cannot load 'nobody-here/no-such-model'"):

@@ -37,6 +37,56 @@ def test_an_sd3_folder_loads_as_sd3(model):
     assert model.sample_shape == (4, 8, 8)
 
 
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory):
+    return save_tiny_sd3(tmp_path_factory.mktemp("sd3-t5") / "tiny-sd3-t5", t5=True)
+
+
+def test_a_long_prompt_says_what_each_encoder_drops(model, t5_folder):
+    """The CLIP pair reads 75 tokens, T5 T5_TOKENS: a prompt between the two is read
+    whole by T5 and the note says so; one longer than T5 reads is cut by both. Without
+    T5, the CLIP note alone."""
+    from composer.models.sd3 import T5_TOKENS
+    with_t5 = load_model(t5_folder, "cpu")
+    clip = model.tokenizer.model_max_length - 2
+    between, beyond = "x " * (clip + 9), "x " * (T5_TOKENS + 10)
+    assert with_t5.concept_warnings("a red cube") == []
+    (note,) = with_t5.concept_warnings(between)
+    assert "CLIP encoders read at most" in note and "T5 reads the whole prompt" in note
+    clip_note, t5_note = with_t5.concept_warnings(beyond)
+    assert "the text encoder reads at most" in clip_note and f"T5 reads at most {T5_TOKENS}" in t5_note
+    (alone,) = model.concept_warnings(between)
+    assert "9 tokens will be dropped" in alone and "T5" not in alone
+
+
+def test_with_t5_rows_are_conditioned_and_drawn_as_the_pipeline_does(t5_folder):
+    """T5's token states follow the CLIP pair's in each row, as StableDiffusion3Pipeline
+    puts them, and one concept gives the pipeline's picture."""
+    from diffusers import StableDiffusion3Pipeline
+    from tests.pipeline_match import (assert_same_picture, engine_levels, engine_pixels, flow_start,
+                                      pipeline_pixels, unshifted)
+    model = load_model(t5_folder, "cpu")
+    pipe = StableDiffusion3Pipeline.from_pretrained(t5_folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        "a red cube", None, None, device="cpu", num_images_per_prompt=1,
+        do_classifier_free_guidance=True, negative_prompt="")
+    cond = model.encode(("", "a red cube"))
+    assert cond.embeddings[:, 77:].abs().sum() > 0                       # T5's part is read
+    torch.testing.assert_close(cond.embeddings, torch.cat([negative, embeds]))
+    torch.testing.assert_close(cond.pooled, torch.cat([negative_pooled, pooled]))
+    steps, scale, seed, samples = 4, 5.0, 3, 2              # as without T5
+    final = generate(Recipe(model=t5_folder, concepts=(Concept("a red cube"),),
+                            sampler=SamplerSpec("ddim"), steps=steps, scale=scale, seed=seed,
+                            num_samples=samples), model).x_t
+    levels = engine_levels(model, steps)
+    noise = torch.randn((samples, *model.sample_shape), generator=torch.Generator().manual_seed(seed))
+    out = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64, width=64,
+               num_images_per_prompt=samples, latents=flow_start(noise, levels[0]),
+               sigmas=unshifted(levels, pipe.scheduler.config.shift), output_type="np").images
+    assert_same_picture(engine_pixels(model, final), pipeline_pixels(out))
+
+
 def test_its_vp_schedule_is_the_flow_schedulers_own(folder, model):
     """Each training level's abar has the noise-to-signal ratio of the flow scheduler's
     shifted sigma there (SD3: shift 3), up to the last, capped below s = 1."""

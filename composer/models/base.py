@@ -29,7 +29,14 @@ def eps_from_v(v: torch.Tensor, x: torch.Tensor, alpha_bar: float) -> torch.Tens
 
 
 class ModelError(ValueError):
-    """A model cannot be loaded or cannot do what the recipe asks."""
+    """A model cannot be loaded or cannot do what the recipe asks. `detail` says what was
+    found (a folder's pipeline class, the library's words) for the server's own user, the
+    CLI and the log, never for a visitor: the model box is no way to probe the server's
+    folders."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class ModelAdapter(ABC):

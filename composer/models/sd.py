@@ -275,7 +275,7 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".gguf")
 def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
     log.warning("cannot load %r: %s", name, reason)
     hint = "; this server does not download models" if offline else ""
-    return ModelError(f"model: cannot load {name!r}: {NOT_LOADABLE}{hint}")
+    return ModelError(f"model: cannot load {name!r}: {NOT_LOADABLE}{hint}", detail=reason)
 
 
 def _check_folder(path: str) -> None:
@@ -289,6 +289,10 @@ def _check_folder(path: str) -> None:
         kind = None
     except (OSError, json.JSONDecodeError, AttributeError) as err:
         raise ModelError(f"model: {index!r} cannot be read ({err}); {expected}") from None
+    if kind is None and os.path.isfile(os.path.join(path, "config.json")):
+        single = _class_name(os.path.join(path, "config.json"))
+        if single:                  # one model's folder: a ControlNet, a UNet, a VAE
+            raise ModelError(f"model: {path!r} holds one {single}, not a pipeline; {expected}")
     parts = PIPELINES.get(kind, (None, None, REQUIRED_PARTS))[2]
     missing = [p for p in parts if not os.path.isdir(os.path.join(path, p))]
     if kind is None:
@@ -299,6 +303,14 @@ def _check_folder(path: str) -> None:
     if kind not in PIPELINES:
         raise ModelError(f"model: {path!r} is a {kind}; this app runs "
                          f"{', '.join(list(PIPELINES)[:-1])} or {list(PIPELINES)[-1]} checkpoints")
+
+
+def _class_name(config: str) -> str | None:
+    try:
+        with open(config, encoding="utf-8") as f:
+            return json.load(f).get("_class_name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _left_out(path: str) -> dict:

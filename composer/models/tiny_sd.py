@@ -126,13 +126,16 @@ def shifting_vae(sample_size: int, scaling: float, shift: float):
         scaling_factor=scaling, shift_factor=shift)
 
 
-def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0):
+def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0, t5: bool = False):
     """A tiny SD3: a one-layer rectified-flow transformer on 4-channel latents, two
-    projecting CLIP text encoders and no T5 (the pipeline then feeds zeros in its place,
-    as it does for checkpoints shipped without it), a VAE that shifts its latents, and
-    the flow scheduler with SD3's shift of 3."""
+    projecting CLIP text encoders, a VAE that shifts its latents, and the flow scheduler
+    with SD3's shift of 3. With `t5`, a small T5 encoder (read by a byte tokenizer) as the
+    third; without, none (the pipeline then feeds zeros in its place, as it does for
+    checkpoints shipped without it)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from composer.models.sd3 import T5_TOKENS
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
@@ -150,10 +153,18 @@ def tiny_sd3_pipeline(sample_size: int = 8, seed: int = 0):
             pad_token_id=tokenizer.pad_token_id, layer_norm_eps=1e-5, projection_dim=HIDDEN))
     torch.manual_seed(seed + 3)
     vae = shifting_vae(sample_size, scaling=1.5305, shift=0.0609)
+    text_encoder_3 = tokenizer_3 = None
+    if t5:
+        tokenizer_3 = tiny_tokenizer(max_length=T5_TOKENS)
+        torch.manual_seed(seed + 4)
+        text_encoder_3 = T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer_3), d_model=2 * HIDDEN, d_ff=37, d_kv=8, num_layers=2,
+            num_heads=4, relative_attention_num_buckets=8, pad_token_id=tokenizer_3.pad_token_id,
+            decoder_start_token_id=0))
     return StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=clip(1), tokenizer=tokenizer, text_encoder_2=clip(2),
-        tokenizer_2=tiny_tokenizer(), text_encoder_3=None, tokenizer_3=None)
+        tokenizer_2=tiny_tokenizer(), text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
 
 
 def tiny_flux_pipeline(sample_size: int = 8, seed: int = 0):
