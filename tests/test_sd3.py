@@ -63,8 +63,6 @@ def test_with_t5_rows_are_conditioned_and_drawn_as_the_pipeline_does(t5_folder):
     """T5's token states follow the CLIP pair's in each row, as StableDiffusion3Pipeline
     puts them, and one concept gives the pipeline's picture."""
     from diffusers import StableDiffusion3Pipeline
-    from tests.pipeline_match import (assert_same_picture, engine_levels, engine_pixels, flow_start,
-                                      pipeline_pixels, unshifted)
     model = load_model(t5_folder, "cpu")
     pipe = StableDiffusion3Pipeline.from_pretrained(t5_folder, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -75,16 +73,7 @@ def test_with_t5_rows_are_conditioned_and_drawn_as_the_pipeline_does(t5_folder):
     assert cond.embeddings[:, 77:].abs().sum() > 0                       # T5's part is read
     torch.testing.assert_close(cond.embeddings, torch.cat([negative, embeds]))
     torch.testing.assert_close(cond.pooled, torch.cat([negative_pooled, pooled]))
-    steps, scale, seed, samples = 4, 5.0, 3, 2              # as without T5
-    final = generate(Recipe(model=t5_folder, concepts=(Concept("a red cube"),),
-                            sampler=SamplerSpec("ddim"), steps=steps, scale=scale, seed=seed,
-                            num_samples=samples), model).x_t
-    levels = engine_levels(model, steps)
-    noise = torch.randn((samples, *model.sample_shape), generator=torch.Generator().manual_seed(seed))
-    out = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64, width=64,
-               num_images_per_prompt=samples, latents=flow_start(noise, levels[0]),
-               sigmas=unshifted(levels, pipe.scheduler.config.shift), output_type="np").images
-    assert_same_picture(engine_pixels(model, final), pipeline_pixels(out))
+    assert_the_pipelines_picture(t5_folder, model, pipe)
 
 
 def test_its_vp_schedule_is_the_flow_schedulers_own(folder, model):
@@ -156,15 +145,21 @@ def test_one_concept_is_the_sd3_pipelines_picture(folder, model):
     StableDiffusion3Pipeline gives the same picture (tests/pipeline_match.py says how
     close)."""
     from diffusers import StableDiffusion3Pipeline
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True,
+                                                    text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    assert_the_pipelines_picture(folder, model, pipe)
+
+
+def assert_the_pipelines_picture(folder, model, pipe) -> None:
+    """One concept on the engine's DDIM against the pipeline on the engine's levels, from
+    the engine's noise."""
     from tests.pipeline_match import (assert_same_picture, engine_levels, engine_pixels, flow_start,
-                                 pipeline_pixels, unshifted)
+                                      pipeline_pixels, unshifted)
     steps, scale, seed, samples = 4, 5.0, 3, 2
     final = generate(Recipe(model=folder, concepts=(Concept("a red cube"),),
                             sampler=SamplerSpec("ddim"), steps=steps, scale=scale, seed=seed,
                             num_samples=samples), model).x_t
-    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True,
-                                                    text_encoder_3=None, tokenizer_3=None)
-    pipe.set_progress_bar_config(disable=True)
     levels = engine_levels(model, steps)
     noise = torch.randn((samples, *model.sample_shape), generator=torch.Generator().manual_seed(seed))
     out = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64, width=64,
