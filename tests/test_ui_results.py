@@ -77,6 +77,23 @@ def test_the_levels_chart_has_axes_a_key_and_room_to_read_it():
     assert len(xs) == 4 and all(x == xs[0] for x in xs)
 
 
+def test_one_huge_level_does_not_flatten_the_tracked_lines():
+    """A NOT row's last level (-1.61M nats) beside levels of a few nats drew every other
+    point on one flat line: the axis now spans the ordinary values, the far one is drawn
+    at its edge, and the key says so with its size."""
+    tracked = [(0.5 * k, -0.5 * k) for k in range(11)] + [(3.0, -1.61e6)]
+    svg = chart([tracks_panel(tracked, [None] * 12, ["red circle", "not blue square"])])
+    key = re.search(r"class='levels-key'>(.*)</div></div>", svg).group(1)
+    assert "1 log q beyond the axis, drawn at its edge (up to -1.61M)" in key
+    lines = [[float(p.split(",")[1]) for p in pts.split()] for pts in re.findall(r"points='([^']+)'", svg)]
+    assert max(lines[0]) - min(lines[0]) > 20                # px: the first row's climb shows
+    assert lines[1][-1] == max(lines[1])                     # the far value sits on the bottom edge
+    plain = chart([tracks_panel(tracked[:11], [None] * 11, ["a", "b"])])
+    assert "beyond the axis" not in plain                    # ordinary ranges are drawn whole
+    late = [(0.001 * k, -0.001 * k) for k in range(6)] + [(10.0 * k, -10.0 * k) for k in range(6)]
+    assert "beyond the axis" not in chart([tracks_panel(late, [None] * 12, ["a", "b"])])
+
+
 def test_the_chart_draws_what_the_run_has_and_nothing_without_it():
     assert run_chart(frames(5, mcmc=False, tracked=False), ["a"]) == ""
     ddim = run_chart(frames(5, mcmc=False), ["a", "b"])

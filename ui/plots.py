@@ -11,6 +11,7 @@ ACCEPTANCE_COLOUR, STEP_COLOUR = "#2563eb", "#f97316"
 ROW_COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
 ESS_COLOUR = "#64748b"
 LEFT, RIGHT, TOP, GAP, BOTTOM = 40, 6, 4, 8, 26     # margins (px): tick labels left and below
+DOMINANT = 100      # a tracked value this many times the 90th percentile: beyond the axis
 FONT = "font-family='sans-serif' font-size='10' fill='#334155'"
 
 
@@ -29,6 +30,7 @@ class Panel:
     title: str
     lines: list[Line]
     ticks: tuple[str, str]          # the y axis' labels, bottom and top
+    note: str = ""                  # said after the key (what the axis leaves out)
 
 
 def mcmc_panel(step_sizes: list[float | None], acceptance: list[float | None]) -> Panel | None:
@@ -64,18 +66,31 @@ def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
     kept = [e for e in ess if e is not None]
     if not tracked and not kept:
         return None
-    lines, ticks = [], ("", "")
+    lines, ticks, note = [], ("", ""), ""
     if tracked:
-        low, high = min(min(v) for v in tracked), max(max(v) for v in tracked)
+        every = [x for v in tracked for x in v]
+        inside = ordinary(every)
+        low, high = min(inside), max(inside)
+        if len(inside) < len(every):   # a NOT row's last level, often: it would flatten the rest
+            far = max(every, key=abs)
+            note = f"{len(every) - len(inside)} log q beyond the axis, drawn at its edge (up to {tick(far)})"
         for i, name in enumerate(names[:len(tracked[0])]):
-            lines.append(Line([v[i] if v else None for v in log_density], low, high,
-                              ROW_COLOURS[i % len(ROW_COLOURS)], f"log q: {name}"))
+            values = [None if not v else min(max(v[i], low), high) for v in log_density]
+            lines.append(Line(values, low, high, ROW_COLOURS[i % len(ROW_COLOURS)], f"log q: {name}"))
         ticks = (tick(low), tick(high))
     if kept:
         lines.append(Line(list(ess), 0.0, 1.0, ESS_COLOUR,
                           f"ESS/K {min(kept):.0%}–{max(kept):.0%} (0–1)", dashed=True))
         ticks = ticks if tracked else ("0", "1")
-    return Panel("tracked log-density (nats, vs the mean)" if tracked else "ESS/K", lines, ticks)
+    return Panel("tracked log-density (nats, vs the mean)" if tracked else "ESS/K", lines, ticks, note)
+
+
+def ordinary(values: list[float]) -> list[float]:
+    """The values within DOMINANT times the 90th percentile of their magnitudes (at
+    least 1 nat: a few nats apart is never far): the axis' range, so that a few far values
+    do not draw every other as a flat line."""
+    typical = max(sorted(abs(v) for v in values)[int(0.9 * (len(values) - 1))], 1.0)
+    return [v for v in values if abs(v) <= DOMINANT * typical] or values
 
 
 def _polyline(line: Line, x, top: float, height: float) -> str:
@@ -113,6 +128,7 @@ def chart(panels: list[Panel | None], width: int = 320, height: int = 64) -> str
         parts.extend(_polyline(line, x, top, height) for line in panel.lines)
         key.extend(f"<span style='color:{line.colour}'>{'- -' if line.dashed else '■'} "
                    f"{line.name}</span>" for line in panel.lines)
+        key.extend([f"<span>{panel.note}</span>"] if panel.note else [])
     axis = total - BOTTOM + 12
     middle = (levels + 1) // 2
     parts.extend(f"<text x='{x(i - 1):.1f}' y='{axis}' text-anchor='middle' {FONT}>{i}</text>"
