@@ -52,8 +52,8 @@ def seconds(fn) -> float:
 
 def overhead(local: Composer, remote: RemoteComposer, recipe: Recipe, repeats: int,
              sizes: tuple[int, ...]) -> list[dict]:
-    """The ratio for the recipe at each number of samples: the same 50 frames each time,
-    with more compute behind each (the first size is the small run of the target)."""
+    """The ratio for the recipe at each number of samples: the same frames each time (50
+    at full size), with more compute behind each (the first size is the target's small run)."""
     rows = []
     for samples in sizes:
         sized = dataclasses.replace(recipe, num_samples=samples)

@@ -17,6 +17,7 @@ Ray is imported only when a pool is made: `pip install -e .[cluster]`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
 import socket
@@ -34,7 +35,7 @@ from composer.recipe import Recipe
 CLUSTER_ENV = "COMPOSER_CLUSTER"
 POLL_S = 0.1              # how often a waiting caller looks at its cancel flag
 RETRIES = 3               # restarts of a lost engine, and reruns of its cells
-BATCH_S = 0.05          # frames made within this of each other travel as one item
+BATCH_S = 0.05          # frames made within this of the last sent one travel as one item
 RUNS_PER_ENGINE = 16      # runs one engine computes at once, sharing its device (engine.SharedDevice)
 ENGINE_START_S = 120      # a pool whose engines find no free device by then is an error
 
@@ -85,7 +86,7 @@ def reachable(address: str, what: str) -> None:
 
 
 def packed(item: Any) -> bytes:
-    """An engine's answer for the wire (a frame, a result). Pictures are mostly background:
+    """An engine's answer for the wire (a batch of frames, a result). Pictures are mostly background:
     zlib's fastest level takes a toy2d frame from 787 KB to 16 KB in about a millisecond,
     small enough for Ray to pass inline rather than through its object store."""
     return zlib.compress(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), 1)
@@ -93,6 +94,27 @@ def packed(item: Any) -> bytes:
 
 def unpacked(blob: bytes) -> Any:
     return pickle.loads(zlib.decompress(blob))   # from this pool's own engines
+
+
+def batched(run: Iterator[Frame | Result], clock: Callable[[], float] = time.perf_counter
+            ) -> Iterator[list[Frame] | Result]:
+    """A run's frames in lists, then its Result. Ray's cost is per item, and a small model
+    makes a frame every few milliseconds: a frame goes at once when BATCH_S has passed
+    since the last list went, and so does the run's last frame; the frames between wait
+    in the list for those. So a slow model's frames each go at once, as they come."""
+    batch, sent = [], -math.inf
+    for item in run:
+        if isinstance(item, Result):
+            if batch:
+                yield batch
+            yield item
+            return
+        batch.append(item)
+        if clock() - sent >= BATCH_S or item.index + 1 == item.total:
+            yield batch
+            batch, sent = [], clock()
+    if batch:
+        yield batch
 
 
 class RayCancelFlag(threading.Event):
@@ -128,27 +150,17 @@ class Engine:
         return self.composer.budget(name)
 
     def stream(self, planned: Plan) -> Iterator[bytes]:
-        """The run's frames, packed in batches of those made within BATCH_S of the batch's
-        first (Ray's cost is per item, and a small model makes a frame every few
-        milliseconds), then its Result without them (the caller has them)."""
+        """The run's frames in batches (`batched`), then its Result without them (the
+        caller has them), packed."""
         with self._lock:
             self._running += 1
         try:
-            batch, started = [], 0.0
-            for item in self.composer.run(planned, RayCancelFlag()):
+            for item in batched(self.composer.run(planned, RayCancelFlag())):
                 if isinstance(item, Result):      # the last item: the run went to its end
                     with self._lock:
                         self._completed += 1
-                    if batch:
-                        yield packed(batch)
-                    yield packed(dataclasses.replace(item, frames=()))
-                    return
-                if not batch:
-                    started = time.perf_counter()
-                batch.append(item)
-                if time.perf_counter() - started >= BATCH_S:
-                    yield packed(batch)
-                    batch = []
+                    item = dataclasses.replace(item, frames=())
+                yield packed(item)
         finally:
             with self._lock:
                 self._running -= 1
@@ -278,12 +290,12 @@ class RemoteComposer(Composer):
 
     def run(self, planned: Plan, cancel: threading.Event | None = None) -> Iterator[Frame | Result]:
         """`Composer.run` on the least loaded engine, its frames streamed back."""
-        pool = self.pool
+        pool, stream = self.pool, None
         index = pool.take(planned.total)
-        stream = pool.engines[index].stream.options(concurrency_group="runs",
-                                                    max_task_retries=0).remote(planned)
         frames = []
         try:
+            stream = pool.engines[index].stream.options(concurrency_group="runs",
+                                                        max_task_retries=0).remote(planned)
             while pool.wait(stream, cancel):
                 item = unpacked(pool.answer(next(stream)))
                 if isinstance(item, Result):          # the last item
@@ -296,7 +308,8 @@ class RemoteComposer(Composer):
                     yield frame
             raise Cancelled
         finally:
-            pool.ray.cancel(stream)       # stops the engine's run at its next evaluation; no-op when done
+            if stream is not None:        # stops the engine's run at its next evaluation; no-op when done
+                pool.ray.cancel(stream)
             pool.give_back(index, planned.total)
 
     def cells(self, planned: SweepPlan,

@@ -271,7 +271,7 @@ class Composer:
             try:
                 cells.append(((i, j), labels, self.plan(recipe)))
             except ComposerError as err:
-                raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}") from None
+                raise ComposerError(f"axes: cell ({i + 1}, {j + 1}): {err}", err.detail) from None
         limit = self.budget(sweep.recipe.model)
         planned = SweepPlan(sweep, tuple(cells), None if limit is None else SWEEP_RUNS * limit)
         if planned.budget is not None and planned.total > planned.budget:

@@ -91,7 +91,7 @@ def wait_shown(page, text: str, then: str | None = None) -> None:
             return i >= 0 && (!u || window.shown.slice(i + 1).some(s => s.includes(u))); }""",
                                arg=[text, then], timeout=TIMEOUT)
     except TimeoutError as error:       # say what the visitor saw instead
-        seen = page.evaluate("() => [...new Set(window.shown)].slice(-8)")
+        seen = page.evaluate("() => [...new Set(window.shown.slice().reverse())].slice(0, 8).reverse()")
         raise AssertionError(f"waited for {text!r} then {then!r}; the page showed {seen}") from error
 
 

@@ -78,6 +78,28 @@ def wait_for(condition) -> None:
         pause.wait(0.05)
 
 
+def test_frames_travel_in_batches_and_a_slow_models_at_once():
+    """Frames a few milliseconds apart go together; a frame after BATCH_S since the last
+    batch went, and the run's last frame, go at once (a slow model's previews are never
+    a step late); then the Result."""
+    from types import SimpleNamespace
+    from composer.cluster import BATCH_S, batched
+    now = [0.0]
+
+    def run(gaps):
+        for k, gap in enumerate(gaps):
+            now[0] += gap                        # the time this frame took to compute
+            yield SimpleNamespace(index=k, total=len(gaps))
+        yield Result.__new__(Result)
+
+    def sizes(gaps):
+        return [len(b) if isinstance(b, list) else "result" for b in batched(run(gaps), lambda: now[0])]
+    fast, slow = BATCH_S / 9.5, BATCH_S * 4                  # the tenth fast frame crosses BATCH_S
+    assert sizes([fast] * 25) == [1, 10, 10, 4, "result"]       # the first at once, the last at once
+    assert sizes([slow] * 4) == [1, 1, 1, 1, "result"]
+    assert sizes([fast, fast, slow, fast]) == [1, 2, 1, "result"]
+
+
 def test_the_default_install_and_the_app_do_not_import_ray():
     code = ("import sys, composer.facade, composer.cluster, composer.__main__, ui.layout, ui.service, "
             "benchmarks.shapes_eval, benchmarks.cluster; assert 'ray' not in sys.modules")

@@ -192,13 +192,19 @@ def test_runs_of_equal_cost_alternate_on_the_device(monkeypatch):
 
     now = [0.0]
     monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
-    device, order = SharedDevice(), []
+    device, order, finished = SharedDevice(), [], set()
 
     def evaluate(name: str, turn) -> None:
+        other = "b" if name == "a" else "a"
         for _ in range(100):
             with turn:
                 order.append(name)
-                now[0] += 0.001                    # equal cost per evaluation
+                now[0] += 1.0                      # equal cost per evaluation (exact in floats)
+                # A thread the OS holds back between two turns has not asked again yet:
+                # the order is the device's only once the other run is back in its queue.
+                while other not in finished and not device._waiting:
+                    time.sleep(0.0005)
+        finished.add(name)
 
     holder = device.turn()
     with holder:                                   # both runs queue while the device is busy

@@ -67,7 +67,7 @@ def test_a_folder_typed_into_the_model_box_loads_and_runs(folder, page, app_url)
     box = page.locator("#model input")
     box.fill(str(folder))
     box.press("Enter")
-    wait_text(page, "#model-status", "loaded")
+    wait_text(page, "#model-status", f"{folder} loaded")     # not the landing model's "loaded"
     page.locator("#concept-1 textarea").fill("a cat")
     watch(page)
     page.click("#generate")

@@ -120,6 +120,11 @@ def test_the_cli_names_the_unsupported_family_it_found(found, pipeline, tmp_path
     assert detail.startswith("  found: ") and found in detail
     assert ("StableDiffusionXLPipeline, StableDiffusion3Pipeline or FluxPipeline" in detail
             if pipeline else "not a pipeline" in detail)
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"recipe": json.loads(path.read_text()),
+                                 "axes": [{"field": "seed", "values": [1, 2]}]}))
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "grid")]) == 2
+    assert found in capsys.readouterr().err.strip().splitlines()[-1]      # the sweep's says it too
 
 
 def test_unknown_hub_id_offline_is_a_model_error(monkeypatch):

@@ -54,9 +54,9 @@ def test_a_long_prompt_says_what_each_encoder_drops(model, t5_folder):
     (note,) = with_t5.concept_warnings(between)
     assert "CLIP encoders read at most" in note and "T5 reads the whole prompt" in note
     clip_note, t5_note = with_t5.concept_warnings(beyond)
-    assert "the text encoder reads at most" in clip_note and f"T5 reads at most {T5_TOKENS}" in t5_note
+    assert "the CLIP encoders read at most" in clip_note and f"T5 reads at most {T5_TOKENS}" in t5_note
     (alone,) = model.concept_warnings(between)
-    assert "9 tokens will be dropped" in alone and "T5" not in alone
+    assert "CLIP encoders read" in alone and "9 tokens will be dropped" in alone and "T5" not in alone
 
 
 def test_with_t5_rows_are_conditioned_and_drawn_as_the_pipeline_does(t5_folder):

@@ -90,6 +90,9 @@ def test_one_huge_level_does_not_flatten_the_tracked_lines():
     assert lines[1][-1] == max(lines[1])                     # the far value sits on the bottom edge
     plain = chart([tracks_panel(tracked[:11], [None] * 11, ["a", "b"])])
     assert "beyond the axis" not in plain                    # ordinary ranges are drawn whole
+    broken = chart([tracks_panel(tracked[:11] + [(float("nan"), float("-inf"))], [None] * 12, ["a", "b"])])
+    assert "nan" not in broken and "inf" not in broken           # a gap and the edge, never NaN points
+    assert "2 log q beyond the axis, drawn at its edge (up to −∞)" in broken
     late = [(0.001 * k, -0.001 * k) for k in range(6)] + [(10.0 * k, -10.0 * k) for k in range(6)]
     assert "beyond the axis" not in chart([tracks_panel(late, [None] * 12, ["a", "b"])])
 

@@ -52,6 +52,8 @@ def mcmc_panel(step_sizes: list[float | None], acceptance: list[float | None]) -
 
 def tick(value: float) -> str:
     """A y label that fits the chart's left margin: +0.535, -1.61M (not -1.61e+06)."""
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+∞" if value > 0 else "−∞")
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
             return f"{value / size:+.3g}{suffix}"
@@ -69,13 +71,16 @@ def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
     lines, ticks, note = [], ("", ""), ""
     if tracked:
         every = [x for v in tracked for x in v]
-        inside = ordinary(every)
+        limit = axis_limit(every)
+        inside = [x for x in every if abs(x) <= limit] or [0.0]    # none finite: an empty axis
         low, high = min(inside), max(inside)
-        if len(inside) < len(every):   # a NOT row's last level, often: it would flatten the rest
-            far = max(every, key=abs)
-            note = f"{len(every) - len(inside)} log q beyond the axis, drawn at its edge (up to {tick(far)})"
+        outside = [x for x in every if not abs(x) <= limit]
+        if outside:          # a NOT row's last level, often: it would flatten the rest
+            far = max((x for x in outside if not math.isnan(x)), key=abs, default=math.nan)
+            note = f"{len(outside)} log q beyond the axis, drawn at its edge (up to {tick(far)})"
         for i, name in enumerate(names[:len(tracked[0])]):
-            values = [None if not v else min(max(v[i], low), high) for v in log_density]
+            values = [None if not v or math.isnan(v[i]) else min(max(v[i], low), high)
+                      for v in log_density]
             lines.append(Line(values, low, high, ROW_COLOURS[i % len(ROW_COLOURS)], f"log q: {name}"))
         ticks = (tick(low), tick(high))
     if kept:
@@ -85,12 +90,12 @@ def tracks_panel(log_density: list[tuple[float, ...]], ess: list[float | None],
     return Panel("tracked log-density (nats, vs the mean)" if tracked else "ESS/K", lines, ticks, note)
 
 
-def ordinary(values: list[float]) -> list[float]:
-    """The values within DOMINANT times the 90th percentile of their magnitudes (at
-    least 1 nat: a few nats apart is never far): the axis' range, so that a few far values
-    do not draw every other as a flat line."""
-    typical = max(sorted(abs(v) for v in values)[int(0.9 * (len(values) - 1))], 1.0)
-    return [v for v in values if abs(v) <= DOMINANT * typical] or values
+def axis_limit(values: list[float]) -> float:
+    """DOMINANT times the 90th percentile of the finite values' magnitudes (at least 1
+    nat: a few nats apart is never far). The axis spans the values within it, so that a
+    few far ones do not draw every other as a flat line."""
+    finite = sorted(abs(v) for v in values if math.isfinite(v))
+    return DOMINANT * max(finite[int(0.9 * (len(finite) - 1))] if finite else 0.0, 1.0)
 
 
 def _polyline(line: Line, x, top: float, height: float) -> str:

@@ -116,13 +116,17 @@ class SDAdapter(ModelAdapter):
     # ---- concepts -----------------------------------------------------------------
     def concept_warnings(self, text: str) -> list[str]:
         """Say when a prompt is longer than the text encoder reads."""
+        return self._clip_notes(text, "the text encoder reads")
+
+    def _clip_notes(self, text: str, reader: str) -> list[str]:
+        """What CLIP's tokenizer drops of the prompt, `reader` being who reads it."""
         ids = self.tokenizer(text, truncation=False, verbose=False).input_ids
         limit = self.tokenizer.model_max_length
         if len(ids) <= limit:
             return []
         dropped = ids[limit - 1:-1]             # CLIP keeps BOS, limit-2 tokens, EOS
         tail = self.tokenizer.decode(dropped).strip()
-        return [f"prompt is {len(ids) - 2} tokens but the text encoder reads at most "
+        return [f"prompt is {len(ids) - 2} tokens but {reader} at most "
                 f"{limit - 2}; the last {len(dropped)} tokens will be dropped: {tail!r}"]
 
     def encode(self, texts: tuple[str, ...]) -> SDCondition:

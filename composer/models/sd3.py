@@ -105,16 +105,16 @@ class SD3Adapter(SDAdapter):
     def concept_warnings(self, text: str) -> list[str]:
         """Say what each encoder drops of a long prompt: the CLIP pair reads 75 tokens (and
         gives the pooled vector), T5, when the checkpoint has it, T5_TOKENS."""
-        clip = super().concept_warnings(text)
         if self.tokenizer_3 is None:
-            return clip
-        ids = self.tokenizer_3(text, truncation=False, verbose=False).input_ids
-        t5 = ([f"prompt is {len(ids)} tokens but T5 reads at most {T5_TOKENS}; the rest will "
-               f"be dropped"] if len(ids) > T5_TOKENS else [])
-        if clip and not t5:
-            clip = [clip[0].replace("the text encoder reads", "the CLIP encoders read")
-                    + " (T5 reads the whole prompt)"]
-        return clip + t5
+            return self._clip_notes(text, "the CLIP encoders read")
+        notes = self._clip_notes(text, "the CLIP encoders read")
+        ids = self.tokenizer_3(text, truncation=False, verbose=False).input_ids  # with its specials
+        if len(ids) > T5_TOKENS:
+            notes.append(f"prompt is {len(ids)} tokens with T5's own, and T5 reads at most "
+                         f"{T5_TOKENS}; the rest will be dropped")
+        elif notes:
+            notes[0] += " (T5 reads the whole prompt)"
+        return notes
 
     def _embed(self, texts: list[str]) -> dict:
         """text -> (embedding [77 + T5_TOKENS, joint], pooled [width_1 + width_2])."""
