@@ -8,7 +8,7 @@ one process whose torch runs on one thread, as each engine's does (Ray gives an 
 one CPU and sets OMP_NUM_THREADS to it), so both sides have one device per engine:
   - overhead: one run at a time, start to Result, in the process and through the pool
     (median of --repeats), for 200 samples (the small run: the ratio's target is <= 1.10),
-    then 1,000 and 4,000 (the same 50 frames, more compute behind each);
+    then 1,000 and 4,000 (the same frames, more compute behind each);
   - sweep: a 16-cell sweep (4 seeds x 4 weights), its wall time in one process
     (Composer.sweep) and on the pool (RemoteComposer.cells);
   - throughput: --clients threads each streaming --runs runs through the page's
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
               "load_average_before": [round(v, 2) for v in os.getloadavg()]}
     local, remote = Composer("cpu"), RemoteComposer(args.cluster, "--cluster", args.engines)
     try:
+        report["devices"] = {"in_process": str(local.device),
+                             "engines": [s["device"] for s in remote.pool.status()]}
         local.render(recipe)                 # models loaded before anything is timed
         streams = [remote.run(remote.plan(recipe)) for _ in range(args.engines)]
         for stream in streams:

@@ -93,5 +93,6 @@ def test_the_cluster_benchmark_measures_the_pool_beside_one_process(tmp_path):
     assert json.loads(out.read_text()) == report
     assert report["sweep"]["cells"] == 16
     assert [row["samples"] for row in report["overhead"]] == [20, 40]
+    assert report["devices"] == {"in_process": "cpu", "engines": ["cpu", "cpu"]}
     assert all(row["ratio"] > 0 for row in report["overhead"])
     assert report["throughput"]["on_pool_runs_per_s"] > 0 and len(report["load_average_before"]) == 3

@@ -105,9 +105,9 @@ class SD3Adapter(SDAdapter):
     def concept_warnings(self, text: str) -> list[str]:
         """Say what each encoder drops of a long prompt: the CLIP pair reads 75 tokens (and
         gives the pooled vector), T5, when the checkpoint has it, T5_TOKENS."""
-        if self.tokenizer_3 is None:
-            return self._clip_notes(text, "the CLIP encoders read")
         notes = self._clip_notes(text, "the CLIP encoders read")
+        if self.tokenizer_3 is None:
+            return notes
         ids = self.tokenizer_3(text, truncation=False, verbose=False).input_ids  # with its specials
         if len(ids) > T5_TOKENS:
             notes.append(f"prompt is {len(ids)} tokens with T5's own, and T5 reads at most "
