@@ -29,7 +29,7 @@ from composer.maps import conflict_map, density_map, grid_points
 from composer.models.base import ModelAdapter
 from composer.operators import Rule, compose, fk_log_weight
 from composer.plan import Plan, candidates, particles, prepare, rule_of, tracks_density
-from composer.recipe import AUTO, SMC, Recipe, RecipeError, SamplerSpec
+from composer.recipe import AUTO, FLOW_EULER, SMC, Recipe, RecipeError, SamplerSpec
 from composer.samplers import MCMC, SMC_WINDOW, Evaluation, MCMCKnobs, Particles, make_scheduler, reverse_step
 from composer.tracking import equal_change_step, initial_log_density, ito_change, step_beta
 
@@ -249,6 +249,9 @@ def run(planned: Plan, model: ModelAdapter, control: Control | None = None) -> I
 def _records(recipe: Recipe, model: ModelAdapter, control: Control,
              maps: bool) -> Iterator[StepRecord]:
     spec = recipe.sampler
+    if spec.name == FLOW_EULER:
+        yield from _flow_records(recipe, model, control, maps)
+        return
     rule = rule_of(recipe)
     cond = model.encode(rule.texts)
     scheduler = make_scheduler(spec.reverse, model.scheduler_config)
@@ -296,6 +299,38 @@ def _records(recipe: Recipe, model: ModelAdapter, control: Control,
         tracked = None if log_q is None else log_q[rule.concept_rows]
         yield StepRecord(index, total, float(t), x, x0, concept_x0, acceptance, step_size, **views,
                          log_density=tracked, ess=ess, resampled=resampled)
+
+
+def _flow_records(recipe: Recipe, model: ModelAdapter, control: Control,
+                  maps: bool) -> Iterator[StepRecord]:
+    """flow_euler: a flow model's own scheduler on its own state x_s = (1 - s) x0 + s eps,
+    stepped as StableDiffusion3Pipeline and FluxPipeline step it, from noise drawn as they
+    draw it. The rule combines the rows' velocities v_i: with eps_i = x_s + (1 - s) v_i,
+    an affine rule (coefficients summing to 1, as "and"'s do) gives the same combination
+    of eps and of v (plan._check_flow_euler refuses the others), and a one-concept run is
+    the pipeline's classifier-free guidance, its latents to the bit."""
+    rule = rule_of(recipe)
+    cond = model.encode(rule.texts)
+    scheduler = model.flow_scheduler(recipe.steps)
+    generator = torch.Generator("cpu").manual_seed(recipe.seed)
+    x = randn_tensor((recipe.num_samples, *model.sample_shape), generator=generator,
+                     device=model.device, dtype=model.dtype)
+    total = len(scheduler.timesteps)
+    for index, t in enumerate(scheduler.timesteps):
+        with control.evaluation():
+            rows = model.velocity(x, t, cond)
+        velocity, _ = compose(rule, rows)
+        s = float(scheduler.sigmas[index])
+        x0, concept_x0 = x - s * velocity, x[None] - s * rows[rule.concept_rows]
+        # The conflict map reads directions eps_i - eps_u = (1 - s)(v_i - v_u): their
+        # cosines and each sample's largest push are the velocities'.
+        views = ({"conflict": conflict_map(rows[rule.concept_rows], rows[rule.unconditional],
+                                           rule.coefficients[rule.concept_rows])}
+                 if maps and rule.unconditional is not None else {})
+        x = scheduler.step(velocity, t, x, return_dict=False)[0]
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(_not_finite(recipe.sampler, index, total))
+        yield StepRecord(index, total, float(t), x, x0, concept_x0, **views)
 
 
 def _start(recipe: Recipe, model: ModelAdapter, rule: Rule, scheduler,

@@ -117,6 +117,7 @@ class ModelInfo:
     defaults: dict
     description: str = ""
     lift_by_default: bool = True        # runs are judged by the model's lift unless asked not to
+    flow: bool = False                  # a flow-matching model: the sampler flow_euler runs on it
 
 
 def model_key(name: str) -> str:
@@ -180,7 +181,8 @@ class Composer:
     def info(self, name: str) -> ModelInfo:
         m = self.model(name)
         return ModelInfo(name, m.family, m.has_energy, m.concept_choices, m.vocabulary,
-                         m.max_samples, dict(m.defaults), m.description, m.lift_by_default)
+                         m.max_samples, dict(m.defaults), m.description, m.lift_by_default,
+                         flow=m.flow_scheduler_config is not None)
 
     def plan(self, recipe: Recipe, maps: bool = False, lift: bool | None = None) -> Plan:
         """What one run of the recipe will do and cost (composer/plan.py): its filled

@@ -67,6 +67,7 @@ class Rule:
     unconditional: int | None = None      # the row of the unconditional model "", if asked for
     scale: float = 1.0
     temperature: float = 1.0              # SuperDiff's T
+    weights: torch.Tensor | None = None   # [concept rows]: and's signed w_i, -beta_j
 
     @property
     def needs_energy(self) -> bool:
@@ -123,9 +124,27 @@ class LiuAnd(Operator):
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         texts, signed = _active(concepts)
-        coefficients = torch.cat([(1.0 - scale * signed.sum()).reshape(1), scale * signed])
+        unconditional = 1.0 - scale * signed.sum()
+        if unconditional == 0:   # e.g. one row at scale 1: "" weighs nothing, as pipelines skip it
+            return Rule(self, texts, (scale * signed).float(), slice(0, None), scale=scale,
+                        weights=signed.float())
+        coefficients = torch.cat([unconditional.reshape(1), scale * signed])
         return Rule(self, ("",) + texts, coefficients.float(), slice(1, None), unconditional=0,
-                    scale=scale)
+                    scale=scale, weights=signed.float())
+
+    def combine(self, rule, eps, energy, log_density):
+        """In the guidance form eps_u + scale * sum_i w_i (eps_i - eps_u): the same sum as
+        the coefficients', in the pipelines' order of operations, so that one concept
+        rounds exactly as their classifier-free guidance does."""
+        if rule.unconditional is None:
+            return super().combine(rule, eps, energy, log_density)
+        unconditional = eps[rule.unconditional]
+        w = rule.weights.to(device=eps.device, dtype=eps.dtype)
+        guided = torch.einsum("k,kb...->b...", w, eps[rule.concept_rows] - unconditional[None])
+        composed = unconditional + rule.scale * guided
+        if energy is None:
+            return composed, None
+        return composed, torch.einsum("k,kb->b", rule.coefficients.to(energy), energy)
 
 
 class Product(Operator):

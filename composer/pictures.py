@@ -11,7 +11,8 @@ import torch
 def to_uint8(images: torch.Tensor | np.ndarray, channels_last: bool = False) -> np.ndarray:
     """[N, C, H, W] (or [N, H, W, C] with channels_last) in [-1, 1] -> [N, H, W, C] uint8."""
     x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    x = ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+    # In diffusers' order of operations (VaeImageProcessor): the pipelines' very pixels.
+    x = (np.clip(x * 0.5 + 0.5, 0, 1) * 255).round().astype(np.uint8)
     return x if channels_last else x.transpose(0, 2, 3, 1)
 
 

@@ -15,7 +15,7 @@ from composer.lift import lift_cost
 from composer.maps import GRID
 from composer.models.base import ModelAdapter, ModelError
 from composer.operators import OPERATORS, Rule, make_rule
-from composer.recipe import MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
+from composer.recipe import FLOW_EULER, MCMC_PREDICTORS, SMC, Recipe, RecipeError, SamplerSpec
 
 LIFT_LEFT_OUT = ("The model's lift verdicts were left out: they would take this run over "
                  "its budget.")
@@ -107,6 +107,20 @@ def budget(model: ModelAdapter) -> int | None:
     return int(model.max_evaluations * scale) if math.isfinite(scale) and scale > 0 else model.max_evaluations
 
 
+def _check_flow_euler(recipe: Recipe, model: ModelAdapter) -> None:
+    """flow_euler steps a flow model's velocities with its own scheduler; the rows'
+    velocities combine as their eps do only under an affine rule (coefficients summing
+    to 1: "and"), and its levels start at s = 1, where a product's velocity is undefined."""
+    if model.flow_scheduler_config is None:
+        raise RecipeError(f"sampler.name: flow_euler steps flow-matching models (SD3, FLUX); "
+                          f"{recipe.model!r} is not one: use ddim, the same deterministic "
+                          f"step in its variance-preserving form")
+    if recipe.operator != "and":
+        raise RecipeError(f"sampler.name: flow_euler combines the rows' velocities, which only "
+                          f"'and' does as it combines their eps; for {recipe.operator!r} use "
+                          f"ddim (the same step on the eps) or another sampler")
+
+
 def checked(recipe: Recipe, model: ModelAdapter) -> Recipe:
     """The recipe with the model's defaults filled in, checked against what only the
     model knows (its concepts, energies, noise levels and sample cap)."""
@@ -130,6 +144,8 @@ def checked(recipe: Recipe, model: ModelAdapter) -> Recipe:
                           f"prod q_i^c_i; operator {operator.name!r} (negation "
                           f"{recipe.negation!r}) is not such a product: use 'and' or 'product' "
                           f"with negation 'ratio'")
+    if spec.name == FLOW_EULER:
+        _check_flow_euler(recipe, model)
     if recipe.negation == "bounded" and not model.has_energy:
         raise RecipeError(f"negation: the bounded form needs an energy-parameterised model; "
                           f"{recipe.model!r} only has scores (use negation 'ratio')")

@@ -30,7 +30,9 @@ ECHO_CHARS = 40                    # how much of a bad value an error message re
 OPERATORS = tuple(OPERATOR_REGISTRY)      # composer/operators.py says what each does
 # How the product operator applies NOT: RRR's unbounded ratio, or squashed (operators.py).
 NEGATIONS = ("ratio", "bounded")
-REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp")
+# flow_euler: a flow-matching model's own scheduler (SD3, FLUX), on its velocities.
+FLOW_EULER = "flow_euler"
+REVERSE_SAMPLERS = ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp", FLOW_EULER)
 MCMC_SAMPLERS = ("ula", "uhmc", "mala", "hmc")
 # Sequential Monte Carlo: K particles per sample, Feynman-Kac weights (composer/engine.py).
 SMC = "smc"
@@ -39,6 +41,7 @@ METROPOLIS_SAMPLERS = ("mala", "hmc")
 # How pages, grids and messages name the samplers.
 SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler",
                   "euler_ancestral": "Euler ancestral", "dpmpp": "DPM-Solver++",
+                  FLOW_EULER: "Flow Euler (SD3, FLUX)",
                   "ula": "ULA (annealed Langevin)", "uhmc": "U-HMC", "mala": "MALA (Metropolis)",
                   "hmc": "HMC (Metropolis)", "smc": "SMC (Feynman-Kac particles)"}
 # MCMC (and SMC) runs between steps of a variance-preserving reverse process.
@@ -187,7 +190,8 @@ class SamplerSpec:
     """A sampler and its knobs. `None` knobs take the model's defaults.
 
     - name: a reverse-diffusion scheduler (ddpm, ddim, euler, euler_ancestral,
-      dpmpp) or an annealed MCMC sampler (ula, uhmc, mala, hmc).
+      dpmpp; flow_euler on flow-matching models) or an annealed MCMC sampler (ula,
+      uhmc, mala, hmc).
     - scheduler: for MCMC samplers, the reverse step taken between levels.
     - the knobs of composer/knobs.py, one field each (docs/recipe.md's table): step_size
       may be "auto" (MALA and HMC), adapted during the run toward a target acceptance

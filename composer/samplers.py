@@ -237,7 +237,8 @@ MCMC = {"ula": ula, "uhmc": uhmc, "mala": mala, "hmc": hmc}
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
     """[G]: Kish's ESS (sum w)^2 / sum w^2 of each group's K particles [G, K]."""
     w = torch.softmax(log_weights.double(), dim=1)
-    return 1.0 / w.pow(2).sum(1)
+    # At most K, which equal weights reach exactly: their squares' sum may round below 1/K
+    return (1.0 / w.pow(2).sum(1)).clamp(max=log_weights.shape[1])
 
 
 def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -136,7 +136,8 @@ def test_fk_weight_of_guidance_is_the_cfg_correction():
     torch.testing.assert_close(fk_log_weight(rule, eps, composed, sigma, beta), expected.double(),
                                rtol=1e-5, atol=1e-7)
     plain = make_rule((Concept("left"),), "and", 1.0)     # the conditional model alone: no weight
-    assert fk_log_weight(plain, eps, compose(plain, eps)[0], sigma, beta).abs().max() < 1e-6
+    assert plain.texts == ("left",)                       # and the empty row is not even asked
+    assert fk_log_weight(plain, eps[1:], compose(plain, eps[1:])[0], sigma, beta).abs().max() < 1e-6
 
 
 def test_fk_weights_refuse_a_rule_that_is_no_product():

@@ -66,7 +66,7 @@ def with_changes(**changes):
     ({"concepts__2__beta": -1}, r"concepts\[2\].beta: must be in"),
     ({"concepts__0__text": "  "}, r"concepts\[0\].text: is empty"),
     ({"concepts__0__negate": "yes"}, r"concepts\[0\].negate: must be true or false"),
-    ({"sampler__name": "rk4"}, "sampler.name: must be one of ddpm, ddim, euler, euler_ancestral, dpmpp, ula, uhmc, mala, hmc"),
+    ({"sampler__name": "rk4"}, "sampler.name: must be one of ddpm, ddim, euler, euler_ancestral, dpmpp, flow_euler, ula, uhmc, mala, hmc"),
     ({"sampler__step_size": 0}, r"sampler.step_size: must be in \(0, 2\]"),
     ({"sampler__damping": 1.5}, "sampler.damping: must be in"),
     ({"operator": "or"}, "operator: must be one of and, product, mixture"),

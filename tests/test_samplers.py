@@ -176,9 +176,10 @@ def test_auto_needs_a_metropolis_sampler():
 def test_every_sampler_name_has_one_implementation_and_one_label():
     """The recipe's names are the list; samplers.py implements each once, and each has
     the label pages and grids show."""
-    from composer.recipe import MCMC_SAMPLERS, REVERSE_SAMPLERS, SAMPLER_LABELS, SAMPLERS
+    from composer.recipe import FLOW_EULER, MCMC_SAMPLERS, REVERSE_SAMPLERS, SAMPLER_LABELS, SAMPLERS
     from composer.samplers import SCHEDULERS
-    assert tuple(SCHEDULERS) == REVERSE_SAMPLERS and tuple(MCMC) == MCMC_SAMPLERS
+    # flow_euler is a flow model's own scheduler, which its adapter builds (flow_scheduler)
+    assert tuple(SCHEDULERS) + (FLOW_EULER,) == REVERSE_SAMPLERS and tuple(MCMC) == MCMC_SAMPLERS
     assert set(SAMPLER_LABELS) == set(SAMPLERS)
 
 

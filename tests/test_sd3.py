@@ -138,12 +138,48 @@ def test_every_kind_of_composition_runs_on_sd3(model, folder, operator, sampler)
     assert torch.equal(first, generate(recipe, model).x_t)              # deterministic
 
 
+def test_flow_euler_runs_and_with_a_not_row_and_its_conflict_map(folder):
+    """The pipeline's own sampler composes too: AND with a NOT row, every sample decoded,
+    the conflict map drawn from the velocities, and the same pictures again."""
+    import numpy as np
+    from composer.facade import Composer
+    composer = Composer("cpu")
+    recipe = Recipe(model=folder, concepts=(Concept("a red cube"),
+                                            Concept("a blue ball", negate=True)),
+                    sampler=SamplerSpec("flow_euler"), steps=3, seed=1, num_samples=2)
+    result = composer.render(recipe, maps=True)
+    assert len(result.images) == 2 and result.images[0].shape == (64, 64, 3)
+    assert result.conflict_map is not None and np.isfinite(result.conflict_map).all()
+    assert result.conflict_map.max() > 0                       # the NOT row pushes somewhere
+    again = composer.render(recipe)
+    assert all(np.array_equal(a, b) for a, b in zip(result.images, again.images))
+
+
+@pytest.mark.parametrize("operator, words", [
+    ("product", "only 'and' does"), ("superdiff_or", "use the sampler ddpm, ddim or smc")])
+def test_flow_euler_refuses_rules_that_velocities_cannot_carry(folder, operator, words):
+    """A product's coefficients need not sum to 1, so its velocities do not combine as its
+    eps do (and at s = 1 its velocity is undefined); SuperDiff tracks VP densities."""
+    from composer.facade import Composer, ComposerError
+    recipe = Recipe(model=folder, concepts=(Concept("a red cube"), Concept("a blue ball")),
+                    operator=operator, sampler=SamplerSpec("flow_euler"), steps=3)
+    with pytest.raises(ComposerError, match=words):
+        Composer("cpu").plan(recipe)
+
+
+def test_flow_euler_on_a_model_without_a_flow_names_ddim():
+    from composer.facade import Composer, ComposerError
+    recipe = Recipe(model="shapes-exact", concepts=(Concept("red circle"),),
+                    sampler=SamplerSpec("flow_euler"))
+    with pytest.raises(ComposerError, match="flow_euler steps flow-matching models .* use ddim"):
+        Composer("cpu").plan(recipe)
+
+
 def test_one_concept_is_the_sd3_pipelines_picture(folder, model):
-    """One concept at scale alpha is classifier-free guidance on the velocity, and DDIM
-    on the VP form of the schedule is the pipeline's flow Euler step (both move to
-    (1 - s') x0 + s' eps): run on the engine's levels, from the engine's noise, the
-    StableDiffusion3Pipeline gives the same picture (tests/pipeline_match.py says how
-    close)."""
+    """One concept at scale alpha is classifier-free guidance on the velocity: on
+    flow_euler the StableDiffusion3Pipeline's own run for the seed, to the bit; on DDIM
+    (the VP form, whose step moves to the same (1 - s') x0 + s' eps) the pipeline's run
+    on the engine's levels from the engine's noise, within round-off."""
     from diffusers import StableDiffusion3Pipeline
     pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True,
                                                     text_encoder_3=None, tokenizer_3=None)
@@ -152,17 +188,24 @@ def test_one_concept_is_the_sd3_pipelines_picture(folder, model):
 
 
 def assert_the_pipelines_picture(folder, model, pipe) -> None:
-    """One concept on the engine's DDIM against the pipeline on the engine's levels, from
-    the engine's noise."""
-    from tests.pipeline_match import (assert_same_picture, engine_levels, engine_pixels, flow_start,
-                                      pipeline_pixels, unshifted)
+    from tests.pipeline_match import (assert_near_picture, assert_same_picture, engine_levels,
+                                      engine_pixels, flow_start, pipeline_decode, pipeline_pixels,
+                                      unshifted)
     steps, scale, seed, samples = 4, 5.0, 3, 2
-    final = generate(Recipe(model=folder, concepts=(Concept("a red cube"),),
-                            sampler=SamplerSpec("ddim"), steps=steps, scale=scale, seed=seed,
-                            num_samples=samples), model).x_t
+
+    def engine(sampler: str) -> torch.Tensor:
+        return generate(Recipe(model=folder, concepts=(Concept("a red cube"),),
+                               sampler=SamplerSpec(sampler), steps=steps, scale=scale, seed=seed,
+                               num_samples=samples), model).x_t
+    final = engine("flow_euler")
+    latents = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64,
+                   width=64, num_images_per_prompt=samples, output_type="latent",
+                   generator=torch.Generator().manual_seed(seed)).images
+    assert torch.equal(final, latents), (final - latents).abs().max()
+    assert_same_picture(engine_pixels(model, final), pipeline_decode(pipe, latents))
     levels = engine_levels(model, steps)
     noise = torch.randn((samples, *model.sample_shape), generator=torch.Generator().manual_seed(seed))
     out = pipe("a red cube", num_inference_steps=steps, guidance_scale=scale, height=64, width=64,
                num_images_per_prompt=samples, latents=flow_start(noise, levels[0]),
                sigmas=unshifted(levels, pipe.scheduler.config.shift), output_type="np").images
-    assert_same_picture(engine_pixels(model, final), pipeline_pixels(out))
+    assert_near_picture(engine_pixels(model, engine("ddim")), pipeline_pixels(out))

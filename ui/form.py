@@ -11,8 +11,8 @@ import gradio as gr
 
 from composer.knobs import KNOBS
 from composer.operators import OPERATORS
-from composer.recipe import (AUTO, MCMC_PREDICTORS, NEGATIONS, SAMPLER_LABELS, SAMPLERS, Recipe,
-                             RecipeError)
+from composer.recipe import (AUTO, FLOW_EULER, MCMC_PREDICTORS, NEGATIONS, SAMPLER_LABELS, SAMPLERS,
+                             Recipe, RecipeError)
 from ui import state
 from ui import rows as concept_rows
 from ui.page import PRIVATE, SHOWN_JS
@@ -109,7 +109,7 @@ def build(service: Service, best_of: gr.Dropdown) -> Form:
                                 info="κ = softmax(T · (log q + log weight)); 1: the mixture")
         scale = gr.Number(None, label="Global scale α", placeholder="model default", elem_id="scale")
     with gr.Row():
-        sampler = gr.Dropdown([(SAMPLER_LABELS[s], s) for s in SAMPLERS], value="ddim",
+        sampler = gr.Dropdown(sampler_choices(flow=False), value="ddim",
                               label="Sampler", elem_id="sampler")
         steps = gr.Number(None, label="Steps", placeholder="model default", elem_id="steps")
     with gr.Row(equal_height=True):
@@ -149,6 +149,11 @@ OPERATOR_INFO = ("AND (sum): Composable Diffusion · product, OR (mixture): RRR,
 def operator_choices(has_energy: bool) -> list[tuple[str, str]]:
     """(label, name) of the operators this model can run (operators.OPERATORS)."""
     return [(op.label, name) for name, op in OPERATORS.items() if has_energy or not op.needs_energy]
+
+
+def sampler_choices(flow: bool) -> list[tuple[str, str]]:
+    """(label, name) of the samplers this model can run: flow_euler on flow models only."""
+    return [(SAMPLER_LABELS[s], s) for s in SAMPLERS if flow or s != FLOW_EULER]
 
 
 def default_samples(info: dict) -> int:

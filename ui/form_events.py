@@ -12,7 +12,7 @@ from composer.knobs import BY_NAME
 from composer.recipe import NEGATIONS, Recipe, RecipeError
 from ui import rows as concept_rows
 from ui import state
-from ui.form import changes, default_samples, operator_choices, recipe_handler
+from ui.form import changes, default_samples, operator_choices, recipe_handler, sampler_choices
 from ui.page import PRIVATE, SHARE_JS
 from ui.results import from_browser
 from ui.service import Service
@@ -44,6 +44,7 @@ class FormEvents:
         operator = (s.operator if s.operator in [name for _, name in ops] else
                     "superdiff_or" if s.operator == "mixture" else "and")
         forms = [f for f in NEGATIONS if f == "ratio" or info["has_energy"]]
+        samplers = sampler_choices(info["flow"])
         models = self.service.model_choices()
         if info["name"] not in [name for _, name in models]:
             models.append((info["name"], info["name"]))
@@ -54,7 +55,9 @@ class FormEvents:
                 form.negation: gr.update(choices=forms, value=s.negation if s.negation in forms
                                          else "ratio", visible=s.operator == "product"),
                 form.scale: gr.update(value=s.scale, placeholder=f"default {d.get('scale', '')}"),
-                form.sampler: s.sampler, form.scheduler: s.scheduler,
+                form.sampler: gr.update(choices=samplers, value=s.sampler if s.sampler in
+                                        [name for _, name in samplers] else "ddim"),
+                form.scheduler: s.scheduler,
                 **{box: gr.update(value=s.knobs.get(k), placeholder=default_text(
                     d.get(k, BY_NAME[k].default))) for k, box in form.knobs.items()},
                 form.steps: gr.update(value=s.steps, placeholder=f"default {d.get('steps', '')}"),

@@ -29,7 +29,8 @@ def info_dict(info: ModelInfo) -> dict:
             "choices": list(info.concept_choices) if info.concept_choices else None,
             "vocabulary": list(info.vocabulary) if info.vocabulary else None,
             "max_samples": info.max_samples, "defaults": dict(info.defaults),
-            "description": info.description, "lift_by_default": info.lift_by_default}
+            "description": info.description, "lift_by_default": info.lift_by_default,
+            "flow": info.flow}
 
 
 def default_composer() -> Composer:

@@ -61,6 +61,9 @@ class ModelAdapter(ABC):
     defaults: dict[str, Any] = {}
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    # Flow-matching models (SD3, FLUX): their own scheduler's config, which the sampler
+    # flow_euler steps with on their velocities (`flow_scheduler`, `velocity`); None elsewhere.
+    flow_scheduler_config: dict[str, Any] | None = None
 
     def check_concept(self, text: str) -> None:
         """Raise ModelError naming what is allowed when `text` cannot be used."""

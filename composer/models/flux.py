@@ -22,24 +22,32 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from composer.knobs import family_defaults
 from composer.models.base import ModelError
-from composer.models.sd3 import SD3Adapter, flow_sigma, vp_scheduler_config
+from composer.models.sd3 import SD3Adapter, vp_scheduler_config
 from composer.models.sdxl import SDXLCondition
 
 FLUX_GUIDANCE = 3.5    # FluxPipeline's guidance_scale, an input of guidance-distilled models
 T5_TOKENS = 512        # FluxPipeline's max_sequence_length
 
 
+def shift_mu(tokens: int, config: dict) -> float:
+    """mu for an image of `tokens` packed tokens: linear in them between the scheduler's
+    base and max shifts at its base and max sequence lengths (diffusers' calculate_shift,
+    as FluxPipeline calls it)."""
+    return calculate_shift(tokens, config.get("base_image_seq_len", 256),
+                           config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                           config.get("max_shift", 1.15))
+
+
 def dynamic_shift(tokens: int, config: dict) -> float:
-    """e^mu for an image of `tokens` packed tokens: mu from the scheduler's base and
-    max shifts at its base and max sequence lengths, as FluxPipeline computes it."""
-    low, high = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-    base, top = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
-    slope = (top - base) / (high - low)
-    return math.exp(slope * tokens + base - slope * low)
+    """e^mu: the fixed shift that the resolution's mu amounts to."""
+    return math.exp(shift_mu(tokens, config))
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
@@ -74,6 +82,7 @@ class FluxAdapter(SD3Adapter):
         shift = (dynamic_shift((side // 2) ** 2, flow) if flow.get("use_dynamic_shifting")
                  else float(flow.get("shift", 1.0)))
         self.scheduler_config = vp_scheduler_config(levels, shift)
+        self.flow_scheduler_config = flow
         self.prediction_type = "flow"
         self.defaults = {"scale": 1.0, "steps": 28, **family_defaults("sd")}
         rows, columns = torch.meshgrid(torch.arange(side // 2), torch.arange(side // 2), indexing="ij")
@@ -103,25 +112,26 @@ class FluxAdapter(SD3Adapter):
         return {t: (s.to(self.net_dtype), p.to(self.net_dtype))
                 for t, s, p in zip(texts, states, pooled)}
 
+    def flow_scheduler(self, steps: int):
+        """The pipeline's own FlowMatchEulerDiscreteScheduler, with the sigmas and the
+        resolution's shift (mu) that FluxPipeline gives it for `steps`."""
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.flow_scheduler_config)
+        mu = shift_mu((self.sample_shape[1] // 2) ** 2, self.flow_scheduler_config)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device=self.device)
+        return scheduler
+
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, t, alpha_bar: float, cond: SDXLCondition,
-                with_energy: bool = False) -> tuple[torch.Tensor, None]:
-        """eps for every row and sample, [rows, B, C, h, w], from one batched
-        transformer call on the packed latents at the flow level matching alpha_bar."""
-        if with_energy:
-            raise ModelError("model: FLUX has scores only, no energies")
-        sigma = flow_sigma(alpha_bar)
-        scale = (1.0 - sigma) / math.sqrt(alpha_bar)          # x_s = scale * x_t
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: SDXLCondition) -> torch.Tensor:
+        """v for every row at the flow point x_s [B, C, h, w] and the flow scheduler's
+        timestep t (1000 s), [rows, B, C, h, w], from one batched call on the packed latents."""
         rows, batch, (_, h, w) = len(cond.texts), x.shape[0], x.shape[1:]
-        flow_x = scale * x.float()
-        tokens = pack(flow_x.to(self.net_dtype)).unsqueeze(0).expand(rows, batch, -1, -1)
+        tokens = pack(x.to(self.net_dtype)).unsqueeze(0).expand(rows, batch, -1, -1)
         inputs = {name: value.repeat_interleave(batch, dim=0)
                   for name, value in self._row_inputs(cond).items()}
-        timestep = torch.full((rows * batch,), sigma, device=self.device)
+        # The transformer reads s = t / 1000, computed as the pipeline computes it
+        timestep = t.expand(rows * batch).to(self.net_dtype) / 1000
         velocity = self._run_unet(tokens.reshape(rows * batch, *tokens.shape[2:]), timestep, inputs)
-        velocity = unpack(velocity.float(), h, w).reshape(rows, *x.shape)
-        eps = flow_x[None] + (1.0 - sigma) * velocity
-        return eps.to(x.dtype), None
+        return unpack(velocity, h, w).reshape(rows, *x.shape)
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
                  inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -129,7 +139,7 @@ class FluxAdapter(SD3Adapter):
         self.unet_calls += 1
         guidance = (torch.full((latents.shape[0],), FLUX_GUIDANCE, device=self.device)
                     if self.transformer.config.guidance_embeds else None)
-        return self.transformer(hidden_states=latents, timestep=timestep.to(latents.dtype),
+        return self.transformer(hidden_states=latents, timestep=timestep,
                                 guidance=guidance,
                                 encoder_hidden_states=inputs["encoder_hidden_states"],
                                 pooled_projections=inputs["pooled_projections"],

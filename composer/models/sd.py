@@ -132,7 +132,9 @@ class SDAdapter(ModelAdapter):
     def encode(self, texts: tuple[str, ...]) -> SDCondition:
         """Embeddings of the rows; texts seen before come from the cache."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        fresh = self._embed(missing) if missing else {}
+        # One prompt per encoder call, as the pipelines encode: a batch of several
+        # rounds the projections otherwise, and one concept must be their picture.
+        fresh = {text: embedded for t in missing for text, embedded in self._embed([t]).items()}
         for text, embedded in fresh.items():
             self._cache.put(text, embedded)
         # Each row's use makes it the most recently used, in the order of the rows.
@@ -234,22 +236,22 @@ class SDAdapter(ModelAdapter):
     # (sd_outputs.py) call it.
     @torch.no_grad()
     def vae_decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Pixels [B, 3, H, W] in [-1, 1] (float32, on the CPU), one sample per VAE call."""
-        images = []
-        for i in range(x0.shape[0]):
-            # SD3's VAE also shifts its latents (shift_factor); SD 1.x/SDXL's do not
-            shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-            latent = x0[i:i + 1].to(self.device, self.net_dtype) / self.vae.config.scaling_factor + shift
-            try:
-                image = self.vae.decode(latent, return_dict=False)[0]
-            except torch.OutOfMemoryError:
-                log.warning("VAE decode out of memory; retrying with tiled decoding")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                self.vae.enable_tiling()
-                image = self.vae.decode(latent, return_dict=False)[0]
-            images.append(image.float().cpu())
-        return torch.cat(images)
+        """Pixels [B, 3, H, W] in [-1, 1] (float32, on the CPU): the batch in one VAE call,
+        as the pipelines decode it (one by one rounds otherwise); out of memory, one
+        sample per call with tiled decoding."""
+        # SD3's VAE also shifts its latents (shift_factor); SD 1.x/SDXL's do not
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = x0.to(self.device, self.net_dtype) / self.vae.config.scaling_factor + shift
+        try:
+            return self.vae.decode(latents, return_dict=False)[0].float().cpu()
+        except torch.OutOfMemoryError:
+            log.warning("VAE decode of %d samples out of memory; retrying one by one, tiled",
+                        len(latents))
+        if self.device.type == "cuda":       # outside the except: the failed call's memory is free
+            torch.cuda.empty_cache()
+        self.vae.enable_tiling()
+        return torch.cat([self.vae.decode(latent[None], return_dict=False)[0].float().cpu()
+                          for latent in latents])
 
 
 # One message for every name that does not load, so that the model box tells a visitor

@@ -24,6 +24,7 @@ import math
 import os
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from composer.knobs import family_defaults
 from composer.models.base import ModelError
@@ -81,6 +82,7 @@ class SD3Adapter(SDAdapter):
             raise ModelError(f"model: {name!r} shifts its schedule by resolution; only a "
                              f"fixed shift is supported")
         self.scheduler_config = vp_scheduler_config(levels, float(flow.get("shift", 1.0)))
+        self.flow_scheduler_config = flow
         self.prediction_type = "flow"
         size = self.transformer.config.sample_size
         self.sample_shape = (self.transformer.config.in_channels, size, size)
@@ -142,25 +144,36 @@ class SD3Adapter(SDAdapter):
     def _row_inputs(self, cond: SDXLCondition) -> dict[str, torch.Tensor]:
         return {"encoder_hidden_states": cond.embeddings, "pooled_projections": cond.pooled}
 
+    def flow_scheduler(self, steps: int):
+        """The pipeline's own FlowMatchEulerDiscreteScheduler with its timesteps for `steps`."""
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.flow_scheduler_config)
+        scheduler.set_timesteps(steps, device=self.device)
+        return scheduler
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t, alpha_bar: float, cond: SDXLCondition,
                 with_energy: bool = False) -> tuple[torch.Tensor, None]:
         """eps for every row and sample, [rows, B, C, h, w], from one batched
         transformer call at the flow level matching alpha_bar."""
         if with_energy:
-            raise ModelError("model: SD3 has scores only, no energies")
+            raise ModelError(f"model: {self.name!r} has scores only, no energies")
         sigma = flow_sigma(alpha_bar)
-        scale = (1.0 - sigma) / math.sqrt(alpha_bar)          # x_s = scale * x_t
+        flow_x = (1.0 - sigma) / math.sqrt(alpha_bar) * x.float()         # x_s = c x_t
+        velocity = self.velocity(flow_x, torch.tensor(1000.0 * sigma, device=self.device), cond)
+        eps = flow_x[None] + (1.0 - sigma) * velocity.float()
+        return eps.to(x.dtype), None
+
+    @torch.no_grad()
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: SDXLCondition) -> torch.Tensor:
+        """v for every row at the flow point x_s [B, C, h, w] and the flow scheduler's
+        timestep t (1000 s): [rows, B, C, h, w], one batched call, the rows' inputs laid
+        out as the pipeline lays out its classifier-free batch ([u.., c..])."""
         rows, batch = len(cond.texts), x.shape[0]
-        flow_x = scale * x.float()
-        latents = flow_x.to(self.net_dtype).unsqueeze(0).expand(rows, *x.shape).reshape(
+        latents = x.to(self.net_dtype).unsqueeze(0).expand(rows, *x.shape).reshape(
             rows * batch, *x.shape[1:])
         inputs = {name: value.repeat_interleave(batch, dim=0)
                   for name, value in self._row_inputs(cond).items()}
-        timestep = torch.full((rows * batch,), 1000.0 * sigma, device=self.device)
-        velocity = self._run_unet(latents, timestep, inputs).float().reshape(rows, *x.shape)
-        eps = flow_x[None] + (1.0 - sigma) * velocity
-        return eps.to(x.dtype), None
+        return self._run_unet(latents, t.expand(rows * batch), inputs).reshape(rows, *x.shape)
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
                  inputs: dict[str, torch.Tensor]) -> torch.Tensor:
