@@ -209,17 +209,35 @@ class Control:
 
 
 def composed_density(model: ModelAdapter, rule: Rule, cond, t, abar: float, with_energy: bool,
-                     control: Control, log_density: torch.Tensor | None = None):
+                     control: Control, log_density: torch.Tensor | None = None,
+                     native: bool = False):
     """The composed model at one noise level, as the samplers see it (the SuperDiff
-    operators also read the rows' tracked log-densities at the batch's points)."""
+    operators also read the rows' tracked log-densities at the batch's points). With
+    `native`, the rows are also combined as the checkpoint predicts them (v), for the
+    reverse step (`steps_natively`)."""
     sigma = math.sqrt(1.0 - abar)
 
     def density(x: torch.Tensor) -> Evaluation:
         with control.evaluation():
-            eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
+            if native:
+                raw, energy = model.predict_native(x, t, cond), None
+                eps = model.to_eps(raw, x, abar)
+            else:
+                eps, energy = model.predict(x, t, abar, cond, with_energy=with_energy)
         composed, composed_energy = compose(rule, eps, energy, log_density)
-        return Evaluation(composed, sigma, composed_energy, eps)
+        return Evaluation(composed, sigma, composed_energy, eps,
+                          native=compose(rule, raw.to(x.dtype))[0] if native else None)
     return density
+
+
+def steps_natively(spec: SamplerSpec, rule: Rule, model: ModelAdapter) -> bool:
+    """Whether the reverse step takes the composed v of a v-prediction checkpoint, as
+    its pipeline does, rather than the composed eps: the same step in real arithmetic
+    (an affine rule commutes with eps = sqrt(abar) v + sigma x), and in float32 the
+    pipeline's own, so one concept is its picture to the bit. Plain reverse samplers
+    only: MCMC moves, particles and SuperDiff's AND read eps."""
+    return (getattr(model, "prediction_type", "epsilon") == "v_prediction"
+            and rule.operator.affine and not spec.is_mcmc and spec.name != SMC)
 
 
 def alpha_bar_after(scheduler, index: int) -> float:
@@ -254,7 +272,9 @@ def _records(recipe: Recipe, model: ModelAdapter, control: Control,
         return
     rule = rule_of(recipe)
     cond = model.encode(rule.texts)
-    scheduler = make_scheduler(spec.reverse, model.scheduler_config)
+    native = steps_natively(spec, rule, model)
+    scheduler = make_scheduler(spec.reverse, model.scheduler_config,
+                               prediction_type="v_prediction" if native else "epsilon")
     scheduler.set_timesteps(recipe.steps, device=model.device)
     # On the CPU whatever the model's device: a share link reproduces everywhere.
     generator = torch.Generator("cpu").manual_seed(recipe.seed)
@@ -266,7 +286,7 @@ def _records(recipe: Recipe, model: ModelAdapter, control: Control,
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         abar = alpha_bar(scheduler, index, t)
-        density = composed_density(model, rule, cond, t, abar, with_energy, control, log_q)
+        density = composed_density(model, rule, cond, t, abar, with_energy, control, log_q, native)
         x, evaluation, acceptance, step_size = _moves(spec, adapt, density, x, abar, generator)
         model_input = scheduler.scale_model_input(x, t)
         if evaluation is None:
@@ -275,7 +295,8 @@ def _records(recipe: Recipe, model: ModelAdapter, control: Control,
         if rule.operator.solves_step:          # SuperDiff's AND (tracking.equal_change_step)
             x_prev, evaluation = equal_change_step(rule, scheduler, evaluation, t, x, generator, beta)
         else:
-            x_prev = reverse_step(scheduler, evaluation.eps, t, x, generator)
+            x_prev = reverse_step(scheduler, evaluation.eps if evaluation.native is None
+                                  else evaluation.native, t, x, generator)
         x0 = _predict_x0(model_input, evaluation.eps, abar)
         concept_x0 = _predict_x0(model_input[None], evaluation.rows[rule.concept_rows], abar)
         views = _maps(model, rule, cond, t, abar, control, evaluation, model_input) if maps else {}

@@ -89,6 +89,9 @@ class Operator:
     tracks_density = False        # reads the rows' Ito-tracked log-densities
     linear = True                 # eps* = sum_i c_i eps_i with fixed coefficients
     solves_step = False           # chooses its weights with the reverse step's own noise
+    # Coefficients summing to 1: the combination commutes with any affine change of what
+    # the rows predict (eps, v, a flow's velocity), so it can be taken on either.
+    affine = False
 
     def rule(self, concepts: Sequence, scale: float, negation: str = "ratio",
              temperature: float = 1.0) -> Rule:
@@ -121,6 +124,7 @@ def _active(concepts: Sequence) -> tuple[tuple[str, ...], torch.Tensor]:
 
 class LiuAnd(Operator):
     name, label = "and", "AND (sum)"
+    affine = True
 
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         texts, signed = _active(concepts)

@@ -115,7 +115,7 @@ def _check_flow_euler(recipe: Recipe, model: ModelAdapter) -> None:
         raise RecipeError(f"sampler.name: flow_euler steps flow-matching models (SD3, FLUX); "
                           f"{recipe.model!r} is not one: use ddim, the same deterministic "
                           f"step in its variance-preserving form")
-    if recipe.operator != "and":
+    if not OPERATORS[recipe.operator].affine:
         raise RecipeError(f"sampler.name: flow_euler combines the rows' velocities, which only "
                           f"'and' does as it combines their eps; for {recipe.operator!r} use "
                           f"ddim (the same step on the eps) or another sampler")

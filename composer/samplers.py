@@ -43,15 +43,16 @@ def alphas_cumprod(config: dict) -> torch.Tensor:
     return DDPMScheduler.from_config(config).alphas_cumprod.float()
 
 
-def make_scheduler(name: str, config: dict):
+def make_scheduler(name: str, config: dict, prediction_type: str = "epsilon"):
     """A fresh scheduler per run: several keep state between steps.
 
-    Adapters always return epsilon, so the scheduler is told so.
+    Adapters return epsilon, so the scheduler is told so, unless the engine hands it the
+    checkpoint's own prediction (`Evaluation.native`).
     """
     if name not in SCHEDULERS:
         raise ValueError(f"sampler.name: no scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if name == "dpmpp" else {}
-    return SCHEDULERS[name].from_config(config, prediction_type="epsilon", **extra)
+    return SCHEDULERS[name].from_config(config, prediction_type=prediction_type, **extra)
 
 
 def gaussian(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -82,6 +83,9 @@ class Evaluation:
     sigma: float
     energy: torch.Tensor | None = None  # composed U in nats [B], when the model has energies
     rows: torch.Tensor | None = None    # each row's own eps [rows, B, ...]
+    # The composed prediction in the checkpoint's own terms (v), when the reverse step
+    # takes that rather than eps (composer/engine.py, `steps_natively`).
+    native: torch.Tensor | None = None
 
     @property
     def score(self) -> torch.Tensor:

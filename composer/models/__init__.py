@@ -27,8 +27,8 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
 
 
 def is_sd_reference(name: str) -> bool:
-    """A hub id, a folder, or a checkpoint file (which load_sd refuses, saying how to convert it)."""
-    from composer.models.sd import SINGLE_FILE_SUFFIXES
+    """A hub id, a folder, or a single-file checkpoint (composer/models/single_file.py)."""
+    from composer.models.single_file import SUFFIXES as SINGLE_FILE_SUFFIXES
     return "/" in name or os.path.isdir(name) or name.lower().endswith(SINGLE_FILE_SUFFIXES)
 
 

@@ -39,6 +39,8 @@ import torch
 from composer.knobs import family_defaults
 from composer.lru import LRU
 from composer.models.base import ModelAdapter, ModelError, eps_from_v
+from composer.models.single_file import SUFFIXES as SINGLE_FILE_SUFFIXES
+from composer.models.single_file import load_single_file
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +169,25 @@ class SDAdapter(ModelAdapter):
         """eps for every row and sample, [rows, B, 4, h, w], from one batched UNet call."""
         if with_energy:
             raise ModelError("model: Stable Diffusion has scores only, no energies")
+        return self.to_eps(self.predict_native(x, t, cond), x, alpha_bar), None
+
+    def to_eps(self, native: torch.Tensor, x: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """The rows' eps from the UNet's own outputs at x (v-prediction converted)."""
+        if self.prediction_type == "v_prediction":
+            native = eps_from_v(native, x.float()[None], alpha_bar)
+        return native.to(x.dtype)
+
+    @torch.no_grad()
+    def predict_native(self, x: torch.Tensor, t, cond: SDCondition) -> torch.Tensor:
+        """What the UNet itself predicts (eps, or v on a v-prediction checkpoint) for every
+        row and sample, [rows, B, 4, h, w] in float32, from one batched call."""
         rows, batch = len(cond.texts), x.shape[0]
         latents = x.to(self.net_dtype).unsqueeze(0).expand(rows, *x.shape).reshape(
             rows * batch, *x.shape[1:])
         inputs = {name: value.repeat_interleave(batch, dim=0)     # row-major, like latents
                   for name, value in self._row_inputs(cond).items()}
         timestep = torch.as_tensor(t, device=self.device).reshape(-1)[:1].expand(rows * batch)
-        out = self._run_unet(latents, timestep, inputs).float().reshape(rows, *x.shape)
-        if self.prediction_type == "v_prediction":
-            out = eps_from_v(out, x.float()[None], alpha_bar)
-        return out.to(x.dtype), None
+        return self._run_unet(latents, timestep, inputs).float().reshape(rows, *x.shape)
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor,
                  inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -269,15 +280,6 @@ PIPELINES = {"StableDiffusionPipeline": ("composer.models.sd", "SDAdapter", REQU
              "FluxPipeline": ("composer.models.flux", "FluxAdapter", TRANSFORMER_PARTS)}
 
 
-# Said for any name with a checkpoint file's suffix, whether or not such a file exists here.
-SINGLE_FILE = ("a single-file checkpoint; this app reads diffusers folders, and converting a "
-               "file needs its configuration from the hub. Convert it once where the hub is "
-               "reachable: python -c \"from diffusers import StableDiffusionXLPipeline as P; "
-               "P.from_single_file('FILE').save_pretrained('FOLDER')\" (StableDiffusionPipeline, "
-               "StableDiffusion3Pipeline or FluxPipeline for those families), then load FOLDER")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".gguf")
-
-
 def _not_loadable(name: str, reason: str, offline: bool) -> ModelError:
     log.warning("cannot load %r: %s", name, reason)
     hint = "; this server does not download models" if offline else ""
@@ -338,16 +340,10 @@ def _network_dtype(device: torch.device) -> torch.dtype:
     return DTYPES[choice]
 
 
-def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype | None = None,
-            max_batch: int | None = None, compile_unet: bool | None = None) -> SDAdapter:
-    """Load a diffusers SD 1.x/2.x or SDXL checkpoint (hub id or local folder); the
-    pipeline's own class (model_index.json) says which adapter wraps it."""
-    device = torch.device(device)
+def _pretrained(name: str, dtype: torch.dtype, offline: bool):
+    """A diffusers pipeline from a folder or a hub id."""
     expanded = os.path.expanduser(name)
     is_folder = os.path.isdir(expanded)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if name.lower().endswith(SINGLE_FILE_SUFFIXES):
-        raise ModelError(f"model: {name!r} is named like {SINGLE_FILE}")
     if not is_folder and not _HUB_ID.match(name):
         raise _not_loadable(name, "no such folder, and not a hub id", offline)
     if is_folder:
@@ -355,15 +351,27 @@ def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype
             _check_folder(expanded)
         except ModelError as err:
             raise _not_loadable(name, str(err), offline) from None
-    dtype = dtype or _network_dtype(device)
     from diffusers import DiffusionPipeline
     try:
-        pipe = DiffusionPipeline.from_pretrained(
+        return DiffusionPipeline.from_pretrained(
             expanded if is_folder else name, dtype=dtype, safety_checker=None,
             feature_extractor=None, requires_safety_checker=False,
             local_files_only=is_folder or offline, **(_left_out(expanded) if is_folder else {}))
     except Exception as err:  # hub, file and config errors all mean "cannot load this"
         raise _not_loadable(name, f"the library said: {err}", offline) from None
+
+
+def load_sd(name: str, device: torch.device | str = "cpu", *, dtype: torch.dtype | None = None,
+            max_batch: int | None = None, compile_unet: bool | None = None) -> SDAdapter:
+    """Load an SD 1.x/2.x, SDXL, SD3 or FLUX checkpoint (a diffusers folder, a hub id or
+    a single .safetensors file); the pipeline's own class says which adapter wraps it."""
+    device = torch.device(device)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    dtype = dtype or _network_dtype(device)
+    if name.lower().endswith(SINGLE_FILE_SUFFIXES):
+        pipe = load_single_file(name, os.path.expanduser(name), dtype, offline)
+    else:
+        pipe = _pretrained(name, dtype, offline)
     if type(pipe).__name__ not in PIPELINES:
         raise _not_loadable(name, f"a {type(pipe).__name__}, not one of {', '.join(PIPELINES)}",
                             offline)
