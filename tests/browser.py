@@ -36,6 +36,18 @@ def pick(page, menu: str, label: str) -> None:
     page.locator(f"#{box.get_attribute('aria-controls')} li[aria-label='{label}']").click()
 
 
+def menu_options(page, menu: str) -> list[str]:
+    """The labels a dropdown offers (elem_id `menu`), read with it open, then closed."""
+    box = page.locator(f"#{menu} input")
+    box.click()
+    listbox = page.locator(f"#{box.get_attribute('aria-controls')}")
+    listbox.locator("li").first.wait_for()
+    labels = listbox.locator("li").evaluate_all("items => items.map(i => i.getAttribute('aria-label'))")
+    box.press("Escape")
+    box.blur()                    # the menu opens on focus: the next click must open it again
+    return labels
+
+
 def choose_model(page, label: str) -> None:
     """Pick a model in the Model menu by its label."""
     pick(page, "model", label)

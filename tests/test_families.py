@@ -66,13 +66,21 @@ def test_render_gives_the_clis_picture(folder, app_url, tmp_path):
 
 @pytest.mark.browser
 def test_a_folder_typed_into_the_model_box_loads_and_runs(folder, page, app_url):
-    from tests.browser import wait_shown, wait_text, watch
+    """The sampler menu offers flow_euler for the flow models only, and it runs there."""
+    from composer.recipe import SAMPLER_LABELS
+    from tests.browser import menu_options, pick, wait_shown, wait_text, watch
+    flow_euler = SAMPLER_LABELS["flow_euler"]
     page.goto(app_url)
     wait_text(page, "#status", "Done: ")                       # the landing example
+    assert flow_euler not in menu_options(page, "sampler")
     box = page.locator("#model input")
     box.fill(str(folder))
     box.press("Enter")
     wait_text(page, "#model-status", f"{folder} loaded")     # not the landing model's "loaded"
+    flow = Path(folder).name in ("tiny-sd3", "tiny-flux")
+    assert (flow_euler in menu_options(page, "sampler")) == flow
+    if flow:
+        pick(page, "sampler", flow_euler)
     page.locator("#concept-1 textarea").fill("a cat")
     watch(page)
     page.click("#generate")

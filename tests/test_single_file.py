@@ -117,3 +117,15 @@ def test_a_pickled_checkpoint_is_never_opened(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="could not read") as err:
         load_model(str(path), "cpu")
     assert "only .safetensors files are opened" in err.value.detail
+
+
+def test_the_cli_renders_from_the_file_and_says_why_one_is_not_read(folder, checkpoint, hub_cache,
+                                                                    tmp_path, capsys):
+    from composer.__main__ import main
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(Recipe(model=checkpoint, concepts=(Concept("a red cube"),), steps=2).to_json())
+    assert main(["render", str(recipe), "--out", str(tmp_path / "none")]) != 0
+    assert "found: a 'v1' checkpoint; the library said" in capsys.readouterr().err
+    cache_configs(hub_cache, folder, SD1_CONFIG_REPO)
+    assert main(["render", str(recipe), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "image_00.png").is_file()

@@ -76,13 +76,13 @@ class Form:
 def model_picker(service: Service) -> dict:
     with gr.Group():
         # A row of its own, so the longest label shows whole beside the menu's arrow; a
-        # hub id or folder typed into it loads as from the box below.
+        # hub id, folder or file typed into it loads as from the box below.
         model = gr.Dropdown(service.model_choices(), label="Model", elem_id="model",
                             allow_custom_value=True)
         with gr.Row():
-            sd_box = gr.Textbox(label="…or a Stable Diffusion (1.x, 2.x, SDXL, SD3) or FLUX hub id or "
-                                      "folder",
-                                placeholder="org/name or /path/to/checkpoint",
+            sd_box = gr.Textbox(label="…or a Stable Diffusion (1.x, 2.x, SDXL, SD3) or FLUX hub id, "
+                                      "folder or .safetensors file",
+                                placeholder="org/name, /path/to/folder or /path/to/model.safetensors",
                                 elem_id="sd-model", scale=4)
             load = gr.Button("Load", elem_id="load-model", scale=0, min_width=80)
         model_status = gr.Markdown("Loading the default model…", elem_id="model-status")
