@@ -339,7 +339,7 @@ def _flow_records(recipe: Recipe, model: ModelAdapter, control: Control,
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         with control.evaluation():
-            rows = model.velocity(x, t, cond)
+            rows = model.velocity(x, t, cond).float()   # the state stays float32 (fp16 nets)
         velocity, _ = compose(rule, rows)
         s = float(scheduler.sigmas[index])
         x0, concept_x0 = x - s * velocity, x[None] - s * rows[rule.concept_rows]

@@ -129,7 +129,10 @@ class LiuAnd(Operator):
     def rule(self, concepts, scale, negation="ratio", temperature=1.0):
         texts, signed = _active(concepts)
         unconditional = 1.0 - scale * signed.sum()
-        if unconditional == 0:   # e.g. one row at scale 1: "" weighs nothing, as pipelines skip it
+        # One row at scale * w = 1 is that row's own prediction: "" weighs nothing and is not
+        # asked for, as the pipelines skip it at guidance 1 (with more rows the conflict
+        # map still measures their directions from it)
+        if unconditional == 0 and len(texts) == 1:
             return Rule(self, texts, (scale * signed).float(), slice(0, None), scale=scale,
                         weights=signed.float())
         coefficients = torch.cat([unconditional.reshape(1), scale * signed])

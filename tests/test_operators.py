@@ -181,3 +181,25 @@ def test_bounded_negation_without_not_rows_is_the_plain_product(points):
     bounded = compose(make_rule(concepts, "product", 1.5, "bounded"), eps, energy)
     for a, b in zip(plain, bounded):
         torch.testing.assert_close(a, b)
+
+
+def test_and_rounds_as_classifier_free_guidance_does():
+    """One row at scale a is eps_u + a (eps_c - eps_u) in the pipelines' own order of
+    operations, to the bit (a weighted sum (1 - a) eps_u + a eps_c rounds otherwise)."""
+    eps = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    for scale in (7.5, 5.0, 3.3):
+        composed, _ = compose(make_rule((Concept("a"),), "and", scale), eps)
+        assert torch.equal(composed, eps[0] + scale * (eps[1] - eps[0]))
+
+
+def test_the_empty_row_is_left_out_only_where_one_row_is_its_own_prediction():
+    """scale * w = 1 on one row: the pipelines' guidance 1, the row alone. With more rows
+    "" stays, weightless or not: the conflict map measures their directions from it."""
+    alone = make_rule((Concept("a"),), "and", 1.0)
+    assert alone.texts == ("a",) and alone.unconditional is None
+    assert torch.equal(compose(alone, torch.ones(1, 2, 3) * 0.3)[0], torch.ones(2, 3) * 0.3)
+    for concepts, scale in (((Concept("a", weight=0.5), Concept("b", weight=0.5)), 1.0),
+                            ((Concept("a"), Concept("b", negate=True, beta=0.5)), 2.0),
+                            ((Concept("a"),), 2.0)):
+        rule = make_rule(concepts, "and", scale)
+        assert rule.texts[0] == "" and rule.unconditional == 0

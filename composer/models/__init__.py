@@ -42,7 +42,7 @@ def load_model(name: str, device: torch.device | str | None = None) -> ModelAdap
         return load_sd(name, device)
     raise ModelError(f"model: unknown model {name!r}; built-in models are "
                      f"{', '.join(BUILTIN_MODELS)}, or give a Stable Diffusion hub id "
-                     f"('org/name') or a local folder")
+                     f"('org/name'), a local folder or a .safetensors file")
 
 
 def default_device() -> torch.device:

@@ -47,6 +47,9 @@ class _Tensors(Mapping):
             raise KeyError(name)
         return self._handle.get_tensor(name)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._names          # without reading it (Mapping's would)
+
     def __iter__(self):
         return iter(self._names)
 
