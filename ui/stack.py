@@ -119,6 +119,8 @@ async def _cancel_when_gone(cancel: threading.Event) -> None:
         return
     while event.alive and not cancel.is_set():
         await anyio.sleep(GONE_POLL_S)
+    if not event.alive and not cancel.is_set():
+        log.info("session %s: its event stream closed; stopping its run", event.session_hash)
     cancel.set()
 
 
@@ -219,6 +221,8 @@ class Stoppable:
         with self._lock:
             if session is not None:
                 for older in self._flags.get(session, ()):
+                    if not older.is_set():
+                        log.info("session %s: a newer run supersedes its running one", session)
                     older.set()
             self._flags.setdefault(session, set()).add(cancel)
         try:
