@@ -9,10 +9,10 @@ import numpy as np
 
 from composer.facade import Frame
 from composer.operators import OPERATORS
-from composer.recipe import SAMPLER_LABELS, Recipe
+from composer.recipe import SAMPLER_LABELS, SAMPLERS, Recipe
 from ui.components import quiet_choices
 from ui.files import final_picture, page_picture, save_png
-from ui.form import recipe_handler, sampler_choices
+from ui.form import recipe_handler
 from ui.frames import timed
 from ui.page import PRIVATE, RUN_QUEUE, SHARE_JS
 from ui.results import levels_chart, result_summary, run_entry, runs_value
@@ -37,7 +37,7 @@ class CompareTab:
 
 def build(service: Service) -> CompareTab:
     samplers = quiet_choices(gr.CheckboxGroup(
-        sampler_choices(flow=False), value=["ddim", "mala"],
+        [(SAMPLER_LABELS[s], s) for s in SAMPLERS], value=["ddim", "mala"],
         label=f"Samplers (2–{SLOTS}), same recipe and seed", elem_id="compare-samplers"))
     models = quiet_choices(gr.CheckboxGroup(
         service.available_models(), value=[], elem_id="compare-models",
@@ -138,15 +138,6 @@ class CompareEvents:
                tab.files: gr.update(value=[save_png(result) for result in results], visible=True),
                self.page.bar.status: f"Compared {', '.join(names)}."}
 
-    def follow_model(self, info: dict | None, chosen: list | None):
-        """The samplers the form's model runs (flow_euler on flow models only); a ticked
-        one that it does not run is unticked."""
-        if not info:
-            return gr.skip()
-        choices = sampler_choices(info["flow"])
-        return gr.update(choices=choices,
-                         value=[s for s in chosen or [] if s in [name for _, name in choices]])
-
     def limit(self, chosen):
         """At most SLOTS ticked, and the page says so where the box is (an unqueued
         event's toast never reaches the page)."""
@@ -162,8 +153,6 @@ def wire(page, service: Service):
     events = CompareEvents(page, service)
     tab.samplers.input(events.limit, tab.samplers, [tab.samplers, tab.status], queue=False,
                        api_visibility=PRIVATE)
-    form.info.change(events.follow_model, [form.info, tab.samplers], tab.samplers, queue=False,
-                     api_visibility=PRIVATE)
     return form.on_page(
         tab.button.click, recipe_handler(form, bar.status, service),
         [form.recipe_json, bar.status, form.share_token], concurrency_limit=None,
